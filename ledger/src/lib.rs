@@ -1,0 +1,1 @@
+//! Coffer ledger core: pure types, canonical encoding, validation and the UTXO state machine.

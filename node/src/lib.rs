@@ -1,0 +1,1 @@
+//! A Coffer replica: consensus, execution, storage and the REST gateway.

@@ -1,0 +1,1 @@
+//! Coffer client library: keys, coin selection and quorum-verified requests.
