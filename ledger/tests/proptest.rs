@@ -1,6 +1,6 @@
 //! Property tests: random sequences of valid and invalid mints and transfers, in random
 //! blocks, keep the ledger's invariants and are applied identically by independent instances.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // tiny bounded test counters
 
 mod common;
 use coffer_ledger::*;
