@@ -202,3 +202,39 @@ fn json_input_is_strict() {
         "more inputs than the hard ceiling accepted"
     );
 }
+
+mod fuzzish {
+    //! Stable-toolchain stand-in for the `fuzz/` targets: random and mutated inputs never panic
+    //! the decoders, and whatever decodes re-encodes to the same bytes.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(bytes: &[u8]) {
+        if let Ok(stx) = SignedTransaction::decode(bytes) {
+            assert_eq!(stx.encode(), bytes);
+        }
+        let _ = verify_bytes(&genesis(), bytes);
+        if let Ok(block) = Block::decode(bytes) {
+            assert_eq!(block.encode(), bytes);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn mutated_valid_encodings(which in 0usize..2, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+            let mut bytes = samples()[which].encode();
+            for (pos, val) in flips {
+                let len = bytes.len();
+                bytes[pos % len] = val;
+            }
+            check(&bytes);
+        }
+    }
+}
