@@ -20,6 +20,49 @@
 //!   [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`], [`HistoryPage`].
 //! - Mempool: [`verify_stateless`] and [`verify_bytes`] (decode + limits + chain + signature).
 //!
+//! # Example
+//!
+//! ```
+//! use coffer_ledger::*;
+//!
+//! let issuer = Keypair::generate();
+//! let (alice, bob) = (Keypair::generate(), Keypair::generate());
+//! let genesis = Genesis {
+//!     chain_id: ChainId::new("coffer-doc").unwrap(),
+//!     issuers: vec![issuer.public_key()],
+//!     replicas: vec![ReplicaInfo { name: "r0".into(), public_key: ReplicaKey([1; 32]) }],
+//!     limits: Limits::default(),
+//! };
+//! let mut ledger = LedgerState::new(genesis.clone()).unwrap();
+//!
+//! // The issuer mints 100 units to Alice; the nonce makes the mint unique.
+//! let mint = issuer.sign_tx(Transaction::Mint(Mint {
+//!     chain_id: genesis.chain_id.clone(),
+//!     issuer: issuer.public_key(),
+//!     nonce: 1,
+//!     outputs: vec![TxOut::to_address(Amount(100), alice.address())],
+//! }));
+//! // Alice pays Bob 30 and herself 70 in change.
+//! let pay = alice.sign_tx(Transaction::Transfer(Transfer {
+//!     chain_id: genesis.chain_id.clone(),
+//!     signer: alice.public_key(),
+//!     inputs: vec![OutPoint { txid: mint.txid(), vout: 0 }],
+//!     outputs: vec![
+//!         TxOut::to_address(Amount(30), bob.address()),
+//!         TxOut::to_address(Amount(70), alice.address()),
+//!     ],
+//! }));
+//! // The mempool's check on raw bytes from the network:
+//! assert_eq!(verify_bytes(&genesis, &pay.encode()).map(|(txid, _)| txid), Ok(pay.txid()));
+//!
+//! let applied = ledger.apply(&Block { height: 1, txs: vec![mint, pay] }).unwrap();
+//! assert!(applied.receipts.iter().all(|r| r.outcome == Outcome::Accepted));
+//! assert_eq!(ledger.balance(&bob.address()), Amount(30));
+//! assert_eq!(ledger.total_supply(), Amount(100));
+//! // `applied.change` is what the node persists; `applied.commitment` what replicas compare.
+//! assert_eq!(applied.commitment, ledger.commitment());
+//! ```
+//!
 //! The byte layouts are specified in `ledger/ENCODING.md` and pinned by golden vectors in
 //! `fixtures/vectors/`.
 

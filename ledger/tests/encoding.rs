@@ -238,3 +238,39 @@ mod fuzzish {
         }
     }
 }
+
+#[test]
+fn storage_encodings_round_trip_and_are_strict() {
+    let mut s = state();
+    let alice = key(10);
+    let m = mint(1, &[(alice.address(), 9)]);
+    let a = apply(&mut s, vec![m.clone(), m.clone()]);
+    let c = a.commitment;
+    assert_eq!(c.to_bytes().len(), Commitment::ENCODED_LEN);
+    assert_eq!(Commitment::from_bytes(&c.to_bytes()), Ok(c));
+    assert!(Commitment::from_bytes(&c.to_bytes()[1..]).is_err());
+    for r in &a.receipts {
+        assert_eq!(Receipt::decode(&r.encode()), Ok(*r));
+    }
+    assert_eq!(
+        a.receipts[1].outcome,
+        Outcome::Rejected(RejectCode::MintReplayed)
+    );
+    let mut bad = a.receipts[1].encode();
+    let n = bad.len();
+    bad[n - 2..].copy_from_slice(&999u16.to_le_bytes());
+    assert!(Receipt::decode(&bad).is_err());
+    let (addr, e) = a.change.history[0];
+    assert_eq!(addr, alice.address());
+    assert_eq!(e.to_bytes().len(), HistoryEntry::ENCODED_LEN);
+    assert_eq!(HistoryEntry::from_bytes(&e.to_bytes()), Ok(e));
+    let mut bad = e.to_bytes();
+    bad[20 + 32] = 7;
+    assert!(HistoryEntry::from_bytes(&bad).is_err());
+    let (o, out) = a.change.created[0];
+    assert_eq!(OutPoint::from_bytes(&o.to_bytes()), Ok(o));
+    assert_eq!(TxOut::from_bytes(&out.to_bytes()), Ok(out));
+    let mut long = out.to_bytes();
+    long.push(0);
+    assert!(TxOut::from_bytes(&long).is_err());
+}
