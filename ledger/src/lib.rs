@@ -16,7 +16,8 @@
 //!   `quorum`, `genesis_hash`), [`ReplicaInfo`], [`ReplicaKey`], [`Limits`].
 //! - Outcomes: [`RejectCode`] (stable snake_case), [`Outcome`], [`Receipt`].
 //! - State: [`LedgerState`] (`new`, `apply`, `commitment`, `height`, `balance`, `utxos`,
-//!   `history`, `total_supply`, `verify_stateless`, `snapshot`, `restore`, `apply_change`),
+//!   `history`, `total_supply`, `verify_stateless`, `snapshot`, `restore`, `apply_change`,
+//!   `apply_with_cache` + [`SignatureCache`] to skip signatures the mempool already verified),
 //!   [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`], [`HistoryPage`].
 //! - Mempool: [`verify_stateless`] and [`verify_bytes`] (decode + limits + chain + signature).
 //!
@@ -84,7 +85,7 @@ pub use keys::{ADDRESS_HRP, Address, KeyError, Keypair, PublicKey, Signature};
 pub use reject::RejectCode;
 pub use state::{
     Applied, ApplyError, Change, Commitment, HistoryEntry, HistoryKind, HistoryPage, LedgerState,
-    Outcome, Receipt, RestoreError, Snapshot,
+    NoCache, Outcome, Receipt, RestoreError, SignatureCache, Snapshot,
 };
 pub use tx::{
     Block, ChainId, Lock, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,

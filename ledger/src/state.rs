@@ -356,6 +356,29 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
     Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
 }
 
+/// Signatures this replica has already verified, by wtxid (see
+/// [`LedgerState::apply_with_cache`]).
+pub trait SignatureCache: Sync {
+    /// True if the signed transaction with this wtxid was verified by this replica.
+    fn is_verified(&self, wtxid: &Hash32) -> bool;
+}
+
+/// The empty cache: every signature is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl SignatureCache for NoCache {
+    fn is_verified(&self, _: &Hash32) -> bool {
+        false
+    }
+}
+
+impl<S: std::hash::BuildHasher + Sync> SignatureCache for HashSet<Hash32, S> {
+    fn is_verified(&self, wtxid: &Hash32) -> bool {
+        self.contains(wtxid)
+    }
+}
+
 /// Tracks one block's net effect while it is applied.
 #[derive(Default)]
 struct ChangeBuilder {
@@ -509,6 +532,19 @@ impl LedgerState {
     /// order. Deterministic: the same state and block give the same receipts, change and
     /// commitment on every replica.
     pub fn apply(&mut self, block: &Block) -> Result<Applied, ApplyError> {
+        self.apply_with_cache(block, &NoCache)
+    }
+
+    /// [`apply`](LedgerState::apply), skipping the signature check of transactions whose
+    /// wtxid (hash of the exact signed bytes) `cache` reports as already verified by this
+    /// replica, e.g. on mempool admission with [`crate::verify_stateless`] against the same
+    /// genesis. All other checks always run. The cache must be local: fed only by this
+    /// replica's own successful verifications, never by peers.
+    pub fn apply_with_cache(
+        &mut self,
+        block: &Block,
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
         let expected = self.height + 1;
         if block.height != expected {
             return Err(ApplyError::WrongHeight {
@@ -528,7 +564,14 @@ impl LedgerState {
         let stateless: Vec<Result<Txid, RejectCode>> = block
             .txs
             .par_iter()
-            .map(|stx| validate::verify_stateless(&genesis, stx))
+            .map(|stx| {
+                let txid = validate::check_structure(&genesis, stx)?;
+                if cache.is_verified(&stx.wtxid()) || stx.verify_signature_with_txid(&txid) {
+                    Ok(txid)
+                } else {
+                    Err(RejectCode::BadSignature)
+                }
+            })
             .collect();
 
         let supply_before = self.supply;
