@@ -561,18 +561,23 @@ impl LedgerState {
             });
         }
         let genesis = Arc::clone(&self.genesis);
-        let stateless: Vec<Result<Txid, RejectCode>> = block
+        // The wtxids are needed for the block's transaction commitment anyway; computing them
+        // here spreads the hashing over the pool.
+        let (wtxids, stateless): (Vec<Hash32>, Vec<Result<Txid, RejectCode>>) = block
             .txs
             .par_iter()
             .map(|stx| {
-                let txid = validate::check_structure(&genesis, stx)?;
-                if cache.is_verified(&stx.wtxid()) || stx.verify_signature_with_txid(&txid) {
-                    Ok(txid)
-                } else {
-                    Err(RejectCode::BadSignature)
-                }
+                let wtxid = stx.wtxid();
+                let check = validate::check_structure(&genesis, stx).and_then(|txid| {
+                    if cache.is_verified(&wtxid) || stx.verify_signature_with_txid(&txid) {
+                        Ok(txid)
+                    } else {
+                        Err(RejectCode::BadSignature)
+                    }
+                });
+                (wtxid, check)
             })
-            .collect();
+            .unzip();
 
         let supply_before = self.supply;
         let mut minted = Amount::ZERO;
@@ -612,7 +617,7 @@ impl LedgerState {
             &[
                 &self.state_hash.0,
                 &self.height.to_le_bytes(),
-                &block.txs_hash().0,
+                &crate::tx::txs_hash_from_wtxids(&wtxids).0,
                 &rh.0,
                 &utxo_hash.0,
                 &self.supply.0.to_le_bytes(),
