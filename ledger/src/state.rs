@@ -230,6 +230,13 @@ pub struct HistoryPage {
 
 /// What a block changed, for the caller to persist atomically.
 ///
+/// Persistence contract (what [`LedgerState::restore`] expects back as a [`Snapshot`]): in one
+/// atomic write, delete `spent` from the UTXO set and add their outpoints plus
+/// `spent_within_block` to the spent set; insert `created`; append `history` entries per
+/// address (their `seq` continues each address's sequence); add `mint_txids`; store
+/// `commitment` as the tip. The per-address balance and UTXO indexes follow from `created`
+/// and `spent`, whose entries carry the owning lock.
+///
 /// Netted over the block: an output created and spent within the same block appears in
 /// neither `created` nor `spent`; it does appear in `spent_within_block` so that the
 /// spent-outpoint set (used to tell `input_already_spent` from `unknown_input`) stays exact.
