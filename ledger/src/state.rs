@@ -885,11 +885,13 @@ impl LedgerState {
             if state.utxos.contains_key(&op) {
                 return bad(format!("outpoint {op} listed twice"));
             }
-            state.insert_utxo(op, out);
+            // Bound the running total first: it also bounds every per-address balance, so the
+            // index update below cannot overflow on corrupt data.
             state.supply = match state.supply.checked_add(out.amount) {
                 Some(s) if s.is_valid() => s,
                 _ => return bad("utxo amounts overflow".into()),
             };
+            state.insert_utxo(op, out);
         }
         let mut history = snapshot.history;
         history.sort_by_key(|(a, e)| (*a, e.seq));

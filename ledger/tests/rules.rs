@@ -671,3 +671,31 @@ fn signature_cache_skips_only_cached_signatures() {
         .unwrap();
     assert_eq!(outcomes(&applied), vec![rejected(RejectCode::WrongChain)]);
 }
+
+#[test]
+fn restore_refuses_corrupt_amounts_without_panicking() {
+    let (s, alice, _) = funded();
+    let mut snap = s.snapshot();
+    let extra = OutPoint {
+        txid: Txid([3; 32]),
+        vout: 0,
+    };
+    snap.utxos
+        .push((extra, TxOut::to_address(Amount(u64::MAX), alice.address())));
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    let mut snap = s.snapshot();
+    snap.utxos.push(snap.utxos[0]);
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    let mut snap = s.snapshot();
+    snap.spent.push(snap.utxos[0].0);
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+}
