@@ -561,7 +561,7 @@ fn genesis_validation() {
     four.replicas = (0..4u8)
         .map(|i| ReplicaInfo {
             name: format!("r{i}"),
-            public_key: ReplicaKey([i; 32]),
+            public_key: ReplicaKey([i + 1; 32]),
         })
         .collect();
     four.validate().unwrap();
@@ -584,6 +584,9 @@ fn genesis_validation() {
         e.validate(),
         Err(GenesisError::DuplicateReplicaKey(_))
     ));
+    let mut e = four.clone();
+    e.replicas[2].public_key = ReplicaKey([0; 32]);
+    assert!(matches!(e.validate(), Err(GenesisError::ZeroReplicaKey(_))));
     let mut e = four.clone();
     e.replicas[1].name = "r0".into();
     assert!(matches!(
