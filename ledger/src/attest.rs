@@ -1308,6 +1308,41 @@ mod tests {
         assert!(verify_read(&signed, &set, CHAIN, 2, &other_query, &read_result()).is_err());
     }
 
+    proptest::proptest! {
+        /// Decoders return errors, never panic, on arbitrary bytes, and accept exactly what the
+        /// encoders produce.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(s) = ReceiptStatement::decode(&bytes) {
+                proptest::prop_assert_eq!(s.encode().expect("decoded is valid"), bytes.clone());
+            }
+            if let Ok(s) = ReadStatement::decode(&bytes) {
+                proptest::prop_assert_eq!(s.encode().expect("decoded is valid"), bytes);
+            }
+        }
+
+        #[test]
+        fn receipt_roundtrip(
+            txid in proptest::array::uniform32(proptest::num::u8::ANY),
+            commitment in proptest::array::uniform32(proptest::num::u8::ANY),
+            height in proptest::num::u64::ANY,
+            code in "[a-z_]{1,64}",
+            chain in "[a-z0-9-]{1,32}",
+        ) {
+            let s = ReceiptStatement { chain_id: chain, txid, height, code, commitment };
+            let bytes = s.encode().expect("valid");
+            proptest::prop_assert_eq!(ReceiptStatement::decode(&bytes).expect("decodes"), s.clone());
+            // Any single flipped bit breaks the signature.
+            let signed = sign(s, &key(9)).expect("valid");
+            let mut tampered = bytes.clone();
+            let at = usize::try_from(height % bytes.len() as u64).unwrap_or(0);
+            tampered[at] ^= 1;
+            let vk = key(9).verifying_key();
+            let sig = Signature::from_bytes(&signed.attestation.signature);
+            proptest::prop_assert!(vk.verify_strict(&tampered, &sig).is_err());
+        }
+    }
+
     #[test]
     fn bad_statement_fields_are_rejected() {
         let mut s = receipt();
