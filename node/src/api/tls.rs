@@ -113,6 +113,35 @@ pub fn server_config_from_files(
     server_config(load_certs(cert_path)?, load_key(key_path)?, allow_tls12)
 }
 
+/// Where a replica's API certificate and key live, and which TLS versions to accept: the part
+/// of a replica's configuration file that concerns the REST API's TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_path: PathBuf,
+    /// Accept TLS 1.2 as well as 1.3. Off by default: every client we ship speaks 1.3.
+    pub allow_tls12: bool,
+}
+
+impl TlsSettings {
+    /// The dev files of replica `index` under `fixtures/tls` of the repository at `root`.
+    pub fn dev(root: &Path, index: usize) -> Self {
+        let dir = root.join("fixtures/tls");
+        TlsSettings {
+            cert_path: dir.join(format!("replica-{index}.pem")),
+            key_path: dir.join(format!("replica-{index}.key")),
+            allow_tls12: false,
+        }
+    }
+
+    /// Loads the files into a server configuration.
+    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        server_config_from_files(&self.cert_path, &self.key_path, self.allow_tls12)
+    }
+}
+
 /// Client configuration that trusts only the certificates in `ca_pem` (the cluster's CA:
 /// clients pin it rather than trusting the system roots). TLS 1.3 only.
 pub fn client_config(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
@@ -240,6 +269,19 @@ mod tests {
         let other_key =
             PrivateKeyDer::from_pem_slice(pki.servers[1].1.key_pem.as_bytes()).expect("key");
         assert!(server_config(chain, other_key, false).is_err());
+    }
+
+    #[test]
+    fn checked_in_dev_files_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for i in 0..4 {
+            TlsSettings::dev(&root, i).load().expect("dev files");
+        }
+        let missing = TlsSettings {
+            cert_path: "/nonexistent.pem".into(),
+            ..TlsSettings::dev(&root, 0)
+        };
+        assert!(matches!(missing.load(), Err(TlsError::Pem { .. })));
     }
 
     #[test]

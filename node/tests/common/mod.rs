@@ -50,13 +50,10 @@ pub fn dev_ca() -> Vec<u8> {
 }
 
 pub fn dev_server_tls(replica: usize) -> std::sync::Arc<rustls::ServerConfig> {
-    let dir = tls_dir();
-    coffer_node::api::tls::server_config_from_files(
-        &dir.join(format!("replica-{replica}.pem")),
-        &dir.join(format!("replica-{replica}.key")),
-        false,
-    )
-    .expect("dev server TLS config")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    coffer_node::api::tls::TlsSettings::dev(&root, replica)
+        .load()
+        .expect("dev server TLS config")
 }
 
 /// Deterministic replica keys (seeds 1..=4) and issuer.
