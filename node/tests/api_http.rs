@@ -463,6 +463,17 @@ async fn bad_requests_get_their_codes() {
             "bad_request",
         ),
         (
+            "utxo cursor not an outpoint",
+            client
+                .get(&format!(
+                    "/v1/addresses/{}/utxos?cursor=zz:1",
+                    alice.address()
+                ))
+                .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
             "unknown query parameter",
             client
                 .get(&format!(

@@ -9,6 +9,7 @@
 //! ranges ([`ApiConfig`]). Errors are `{"error": {"code", "message"}}` with stable codes
 //! ([`error::codes`]). It reaches the replica only through the [`Backend`] trait.
 
+pub mod answer;
 pub mod backend;
 pub mod error;
 pub mod limits;

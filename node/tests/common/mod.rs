@@ -9,13 +9,12 @@
 
 pub mod client;
 
-use coffer_ledger::attest::{
-    self, HistoryEntry, ReadQuery, ReadResult, ReadStatement, ReceiptStatement, Signed, UtxoEntry,
-};
+use coffer_ledger::attest::{self, ReadQuery, Signed};
 use coffer_ledger::{
-    Address, Amount, Block, ChainId, Genesis, Keypair, Mint, OutPoint, Outcome, ReplicaInfo,
-    ReplicaKey, SignedTransaction, Transaction, Transfer, TxOut, Txid,
+    Address, Amount, Block, ChainId, Genesis, Keypair, Mint, OutPoint, ReplicaInfo, ReplicaKey,
+    SignedTransaction, Transaction, Transfer, TxOut, Txid,
 };
+use coffer_node::api::answer;
 use coffer_node::api::{
     AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, ReceiptBundle,
     ReplicaStatus, SubmitOutcome, TxStatus,
@@ -23,7 +22,6 @@ use coffer_node::api::{
 use ed25519_dalek::SigningKey;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::str::FromStr as _;
 use std::sync::Mutex;
 
 pub const CHAIN: &str = "coffer-apitest";
@@ -168,21 +166,6 @@ impl MemoryCluster {
         }
         out
     }
-
-    fn commitment_bytes(inner: &Inner) -> [u8; 32] {
-        inner.ledger.commitment().state_hash.0
-    }
-}
-
-fn code_of(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::Accepted => attest::CODE_OK.to_owned(),
-        Outcome::Rejected(code) => code.as_str().to_owned(),
-    }
-}
-
-fn parse_address(s: &str) -> Result<Address, BackendError> {
-    Address::from_str(s).map_err(|e| BackendError::Invalid(format!("address {s:?}: {e}")))
 }
 
 impl Backend for MemoryCluster {
@@ -215,15 +198,12 @@ impl Backend for MemoryCluster {
             })
             .map_err(|e| BackendError::Internal(e.to_string()))?;
         let commitment = applied.commitment.state_hash.0;
-        let receipt = applied.receipts[0];
-        let code = code_of(receipt.outcome);
-        let statement = ReceiptStatement {
-            chain_id: CHAIN.to_owned(),
-            txid: txid.0,
-            height,
-            code: code.clone(),
-            commitment,
-        };
+        let statement = answer::receipt_statement(
+            &inner.ledger.genesis().chain_id,
+            &applied.receipts[0],
+            &applied.commitment,
+        );
+        let code = statement.code.clone();
         let receipts = self.attest_all(&statement, |s| {
             s.code = if s.code == attest::CODE_OK {
                 "insufficient_funds".into()
@@ -272,113 +252,14 @@ impl Backend for MemoryCluster {
     async fn read(&self, query: ReadQuery) -> Result<AttestedRead, BackendError> {
         let inner = self.inner.lock().expect("lock");
         let ledger = &inner.ledger;
-        let result = match &query {
-            ReadQuery::Balance { address } => {
-                let a = parse_address(address)?;
-                let count = ledger.utxos(&a).len() as u64;
-                ReadResult::Balance {
-                    amount: ledger.balance(&a).0,
-                    utxo_count: count,
-                }
-            }
-            ReadQuery::Utxos {
-                address,
-                cursor,
-                limit,
-            } => {
-                let a = parse_address(address)?;
-                let after = match cursor {
-                    None => None,
-                    Some(c) => {
-                        let (txid, vout) = c
-                            .split_once(':')
-                            .ok_or_else(|| BackendError::Invalid(format!("cursor {c:?}")))?;
-                        let txid = Txid::from_str(txid)
-                            .map_err(|e| BackendError::Invalid(format!("cursor {c:?}: {e}")))?;
-                        let vout = vout
-                            .parse()
-                            .map_err(|_| BackendError::Invalid(format!("cursor {c:?}")))?;
-                        Some(OutPoint { txid, vout })
-                    }
-                };
-                let limit = *limit as usize;
-                let page = ledger.utxos_page(&a, after, limit);
-                let next_cursor = (page.len() == limit)
-                    .then(|| {
-                        page.last()
-                            .map(|(op, _)| format!("{}:{}", op.txid, op.vout))
-                    })
-                    .flatten();
-                let entries = page
-                    .iter()
-                    .map(|(op, out)| UtxoEntry {
-                        txid: op.txid.0,
-                        vout: op.vout,
-                        amount: out.amount.0,
-                    })
-                    .collect();
-                ReadResult::Utxos {
-                    entries,
-                    next_cursor,
-                }
-            }
-            ReadQuery::History {
-                address,
-                cursor,
-                limit,
-            } => {
-                let a = parse_address(address)?;
-                let cursor = cursor
-                    .as_deref()
-                    .map(|c| {
-                        c.parse::<u64>()
-                            .map_err(|_| BackendError::Invalid(format!("cursor {c:?}")))
-                    })
-                    .transpose()?;
-                let page = ledger.history(&a, cursor, *limit as usize);
-                let entries = page
-                    .entries
-                    .iter()
-                    .map(|e| HistoryEntry {
-                        seq: e.seq,
-                        txid: e.txid.0,
-                        height: e.height,
-                        index: e.index,
-                        received: e.received.0,
-                        sent: e.sent.0,
-                    })
-                    .collect();
-                ReadResult::History {
-                    entries,
-                    next_cursor: page.next_cursor.map(|c| c.to_string()),
-                }
-            }
-            ReadQuery::Supply => ReadResult::Supply {
-                total: ledger.total_supply().0,
-            },
-            other => {
-                return Err(BackendError::Invalid(format!(
-                    "unsupported query {other:?}"
-                )));
-            }
-        };
-        let commitment = Self::commitment_bytes(&inner);
-        let statement = ReadStatement {
-            chain_id: CHAIN.to_owned(),
-            height: ledger.height(),
-            commitment,
-            kind: query.kind(),
-            query_digest: query
-                .digest()
-                .map_err(|e| BackendError::Invalid(e.to_string()))?,
-            result_digest: result
-                .digest()
-                .map_err(|e| BackendError::Internal(e.to_string()))?,
-        };
+        let result = answer::answer_read(ledger, &query)?;
+        let commitment = ledger.commitment();
+        let chain_id = &ledger.genesis().chain_id;
+        let statement = answer::read_statement(chain_id, &commitment, &query, &result)?;
         let attestations = self.attest_all(&statement, |s| s.result_digest[0] ^= 1);
         Ok(AttestedRead {
-            height: ledger.height(),
-            commitment: hex::encode(commitment),
+            height: commitment.height,
+            commitment: hex::encode(commitment.state_hash.0),
             result,
             attestations,
         })
