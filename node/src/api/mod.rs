@@ -12,6 +12,7 @@
 pub mod answer;
 pub mod backend;
 pub mod error;
+pub mod gather;
 pub mod limits;
 pub mod metrics;
 mod routes;
