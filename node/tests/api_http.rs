@@ -832,6 +832,25 @@ fn receipts_bind_the_chain() {
     assert!(signed.verify_signature().is_err());
 }
 
+/// The documented responses of `method` on the route template matching `path`, if any.
+fn documented_statuses(doc: &Value, method: &Method, path: &str) -> Option<Vec<String>> {
+    let path = path.split('?').next().unwrap_or("");
+    let segments: Vec<&str> = path.split('/').collect();
+    for (template, ops) in doc["paths"].as_object()? {
+        let parts: Vec<&str> = template.split('/').collect();
+        let matches = parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t.starts_with('{') || t == s);
+        if matches {
+            let op = ops.get(method.as_str().to_ascii_lowercase())?;
+            return Some(op["responses"].as_object()?.keys().cloned().collect());
+        }
+    }
+    None
+}
+
 /// xorshift64*: a seeded generator, so a failing input reproduces.
 struct Rng(u64);
 
@@ -869,8 +888,18 @@ async fn random_inputs_never_get_5xx() {
     let (server, client) = start(MemoryCluster::new(Byzantine::None), config).await;
     let alice = Keypair::from_secret_bytes([81; 32]).expect("key");
     let valid = serde_json::to_string(&mint(alice.address(), 3, 1)).expect("json");
+    let funding = mint(alice.address(), 4, 2);
+    let funding_txid = funding.txid().to_string();
+    client
+        .post_json(
+            "/v1/transactions",
+            serde_json::to_vec(&funding).expect("json"),
+        )
+        .await;
     let address = alice.address().to_string();
     let mut rng = Rng(0x00c0_ffee_u64);
+    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("document");
+    let mut checked = 0;
     let methods = [
         Method::GET,
         Method::POST,
@@ -918,6 +947,19 @@ async fn random_inputs_never_get_5xx() {
         None,
     ];
     let safe = b"abcXYZ019-._~:@!$&'()*+,;=/";
+    let params = [
+        funding_txid.clone(),
+        address.clone(),
+        "ab".repeat(32),
+        "AB".repeat(32),
+        "ab".repeat(31),
+        "0".to_owned(),
+        "1".to_owned(),
+        "18446744073709551615".to_owned(),
+        "coffer1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq".to_owned(),
+        "%00".to_owned(),
+        String::new(),
+    ];
     let mut bodies: Vec<Vec<u8>> = vec![
         Vec::new(),
         valid.clone().into_bytes(),
@@ -940,18 +982,55 @@ async fn random_inputs_never_get_5xx() {
         );
     }
     for i in 0..300 {
-        let mut path = format!("{}{}", rng.pick(&prefixes), rng.pick(&tails));
-        if rng.below(3) == 0 {
-            path.extend((0..rng.below(40)).map(|_| char::from(*rng.pick(safe))));
-        }
+        let (mut path, method) = if rng.below(2) == 0 {
+            let mut path = format!("{}{}", rng.pick(&prefixes), rng.pick(&tails));
+            if rng.below(3) == 0 {
+                path.extend((0..rng.below(40)).map(|_| char::from(*rng.pick(safe))));
+            }
+            (path, rng.pick(&methods).clone())
+        } else {
+            // A documented route with random parameter values and the documented method.
+            let param = rng.pick(&params).clone();
+            let route = rng.below(8);
+            let path = match route {
+                0 => "/v1/transactions".to_owned(),
+                1 => format!("/v1/transactions/{param}"),
+                2 => format!(
+                    "/v1/addresses/{param}/{}",
+                    rng.pick(&["balance", "utxos", "history"])
+                ),
+                3 => "/v1/blocks".to_owned(),
+                4 => format!("/v1/blocks/{param}"),
+                5 => "/v1/supply".to_owned(),
+                6 => "/v1/status".to_owned(),
+                _ => "/v1/openapi.json".to_owned(),
+            };
+            (
+                path,
+                if route == 0 {
+                    Method::POST
+                } else {
+                    Method::GET
+                },
+            )
+        };
         let query = *rng.pick::<&str>(&queries);
         path.push_str(query);
-        let method = rng.pick(&methods).clone();
         let content_type = *rng.pick(&content_types);
         let body = rng.pick(&bodies).clone();
         let reply = client.send(method.clone(), &path, content_type, body).await;
         let what = format!("#{i} {method} {path}");
         assert_no_5xx(&reply, &what);
+        // On a documented route and method, the status is a documented one (408 and 429 are
+        // documented globally in the description; neither can happen here).
+        if let Some(statuses) = documented_statuses(&doc, &method, &path) {
+            let status = reply.status.as_u16().to_string();
+            assert!(
+                statuses.contains(&status),
+                "{what}: {status} undocumented ({statuses:?})"
+            );
+            checked += 1;
+        }
         if !reply.status.is_success() && path != "/metrics" {
             let code = reply.code();
             assert!(
@@ -960,6 +1039,10 @@ async fn random_inputs_never_get_5xx() {
             );
         }
     }
+    assert!(
+        checked > 50,
+        "only {checked} requests hit documented routes"
+    );
     assert_eq!(client.get("/v1/status").await.status, StatusCode::OK);
     server.shutdown().await;
 }
