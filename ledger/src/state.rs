@@ -376,7 +376,7 @@ impl LedgerState {
     }
 
     /// The address's history, newest first: entries with `seq <= cursor` (all if `None`), at
-    /// most `min(limit, max_history_page)` of them.
+    /// most `min(limit, max_history_page)` of them (`limit == 0` gives an empty page).
     pub fn history(&self, address: &Address, cursor: Option<u64>, limit: usize) -> HistoryPage {
         let Some(index) = self.by_address.get(address) else {
             return HistoryPage::default();
