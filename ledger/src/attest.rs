@@ -1146,6 +1146,14 @@ mod tests {
                 matches!(err, QuorumError::NotEnough { best: 1, .. }),
                 "{err:?}"
             );
+            // Altered identically in every copy, it still has no valid signer at all.
+            alter(&mut signed[1].statement);
+            let chain = signed[0].statement.chain_id.clone();
+            let err = verify_quorum(&signed, &set, &chain, 2).expect_err("altered");
+            assert!(
+                matches!(err, QuorumError::NotEnough { best: 0, .. }),
+                "{err:?}"
+            );
         }
     }
 
