@@ -237,3 +237,45 @@ async fn idle_connections_are_closed() {
     assert!(!reply.starts_with(b"HTTP/1.1 2"));
     server.shutdown().await;
 }
+
+/// A connection kept busy forever is closed once it reaches its maximum age.
+#[tokio::test]
+async fn busy_connections_are_closed_at_max_age() {
+    let config = ApiConfig {
+        max_connection_age: Duration::from_millis(400),
+        shutdown_grace: Duration::from_millis(200),
+        ..ApiConfig::default()
+    };
+    let (server, _) = start(config).await;
+    let tls = coffer_node::api::tls::client_config(&dev_ca()).expect("tls");
+    let stream = raw_tls(server.local_addr(), tls).await.expect("tls");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("http");
+    let driver = tokio::spawn(conn);
+    let started = std::time::Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let req = hyper::Request::get("/v1/status")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+            .expect("request");
+        match sender.send_request(req).await {
+            Ok(resp) if resp.status() == StatusCode::OK => served += 1,
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        served >= 3,
+        "the connection served requests first ({served})"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "closed after about 400 ms, not {elapsed:?}"
+    );
+    let _ = driver.await;
+    server.shutdown().await;
+}

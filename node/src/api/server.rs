@@ -51,6 +51,11 @@ pub struct ApiConfig {
     pub max_page: u32,
     /// Most blocks one range request may return.
     pub max_block_range: u64,
+    /// Longest a connection stays open, however busy; it is then closed after its current
+    /// request, so that no client holds a connection slot for good.
+    pub max_connection_age: Duration,
+    /// How long a connection past its age may take to finish its current request.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +72,8 @@ impl Default for ApiConfig {
             default_page: 100,
             max_page: 1000,
             max_block_range: 100,
+            max_connection_age: Duration::from_secs(600),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -196,18 +203,27 @@ async fn serve_connection<B: Backend>(
     };
     let ip = peer.ip();
     let header_read_timeout = state.config.header_read_timeout;
+    let (max_age, grace) = (state.config.max_connection_age, state.config.shutdown_grace);
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(handle(&state, req, ip).await) }
     });
-    // Errors here are the client's (reset, timeout, garbage): the connection simply ends.
-    let _ = http1::Builder::new()
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         // Bounds the header section (and so header count and size) per connection.
         .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(tls), service)
-        .await;
+        .serve_connection(TokioIo::new(tls), service);
+    let mut conn = std::pin::pin!(conn);
+    // Errors are the client's (reset, timeout, garbage): the connection simply ends. A
+    // connection kept busy forever (or reading its responses too slowly) would hold a slot for
+    // good, so every connection has a maximum age, then a grace period to finish its request.
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = tokio::time::sleep(max_age) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(grace, conn).await;
 }
 
 /// The per-request pipeline. Never fails: every error becomes a JSON error response.
