@@ -5,6 +5,7 @@
 //! restarts rebuilds an identical state from persisted data with [`LedgerState::restore`].
 
 use crate::amount::Amount;
+use crate::encoding::{DecodeError, Reader, Writer};
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::{Hash32, Txid, UtxoSetHash, tagged_hash, tags};
 use crate::keys::Address;
@@ -88,6 +89,56 @@ impl Receipt {
         out.extend_from_slice(&self.outcome.as_u16().to_le_bytes());
         out
     }
+
+    /// Inverse of [`Receipt::encode`]; refuses unknown outcome numbers and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let txid = Txid(r.array("receipt txid")?);
+        let height = r.u64("receipt height")?;
+        let index = r.u32("receipt index")?;
+        let outcome = match r.u16("receipt outcome")? {
+            0 => Outcome::Accepted,
+            n => Outcome::Rejected(RejectCode::from_u16(n).ok_or(DecodeError::Invalid {
+                what: "receipt outcome",
+                reason: format!("unknown reject code number {n}"),
+            })?),
+        };
+        r.finish()?;
+        Ok(Receipt {
+            txid,
+            height,
+            index,
+            outcome,
+        })
+    }
+}
+
+impl Commitment {
+    /// Encoded size.
+    pub const ENCODED_LEN: usize = 80;
+
+    /// Canonical encoding: `height u64le || state_hash[32] || utxo_hash[32] || supply u64le`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.height);
+        w.bytes(&self.state_hash.0);
+        w.bytes(&self.utxo_hash.0);
+        w.u64(self.total_supply.0);
+        w.into_bytes()
+    }
+
+    /// Inverse of [`Commitment::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let c = Commitment {
+            height: r.u64("height")?,
+            state_hash: Hash32(r.array("state hash")?),
+            utxo_hash: Hash32(r.array("utxo hash")?),
+            total_supply: Amount(r.u64("total supply")?),
+        };
+        r.finish()?;
+        Ok(c)
+    }
 }
 
 /// Kind of history entry.
@@ -118,6 +169,53 @@ pub struct HistoryEntry {
     pub received: Amount,
     /// Value of this address's outputs spent.
     pub sent: Amount,
+}
+
+impl HistoryEntry {
+    /// Encoded size.
+    pub const ENCODED_LEN: usize = 8 + 8 + 4 + 32 + 1 + 8 + 8;
+
+    /// Canonical encoding (storage): `seq u64le || height u64le || index u32le || txid[32] ||
+    /// kind u8 (0 mint, 1 transfer) || received u64le || sent u64le`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.seq);
+        w.u64(self.height);
+        w.u32(self.index);
+        w.bytes(&self.txid.0);
+        w.u8(match self.kind {
+            HistoryKind::Mint => 0,
+            HistoryKind::Transfer => 1,
+        });
+        w.u64(self.received.0);
+        w.u64(self.sent.0);
+        w.into_bytes()
+    }
+
+    /// Inverse of [`HistoryEntry::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let e = HistoryEntry {
+            seq: r.u64("seq")?,
+            height: r.u64("height")?,
+            index: r.u32("index")?,
+            txid: Txid(r.array("txid")?),
+            kind: match r.u8("history kind")? {
+                0 => HistoryKind::Mint,
+                1 => HistoryKind::Transfer,
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "history kind",
+                        tag,
+                    });
+                }
+            },
+            received: Amount(r.u64("received")?),
+            sent: Amount(r.u64("sent")?),
+        };
+        r.finish()?;
+        Ok(e)
+    }
 }
 
 /// A page of history, newest first.
@@ -241,7 +339,7 @@ pub struct LedgerState {
 
 /// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
 pub fn utxo_element(outpoint: &OutPoint, out: &TxOut) -> [u8; 32] {
-    let mut w = crate::encoding::Writer::new();
+    let mut w = Writer::new();
     outpoint.encode(&mut w);
     out.encode(&mut w);
     tagged_hash(tags::UTXO, &[&w.into_bytes()])
@@ -256,6 +354,29 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
         data.extend_from_slice(&r.encode());
     }
     Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
+}
+
+/// Signatures this replica has already verified, by wtxid (see
+/// [`LedgerState::apply_with_cache`]).
+pub trait SignatureCache: Sync {
+    /// True if the signed transaction with this wtxid was verified by this replica.
+    fn is_verified(&self, wtxid: &Hash32) -> bool;
+}
+
+/// The empty cache: every signature is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl SignatureCache for NoCache {
+    fn is_verified(&self, _: &Hash32) -> bool {
+        false
+    }
+}
+
+impl<S: std::hash::BuildHasher + Sync> SignatureCache for HashSet<Hash32, S> {
+    fn is_verified(&self, wtxid: &Hash32) -> bool {
+        self.contains(wtxid)
+    }
 }
 
 /// Tracks one block's net effect while it is applied.
@@ -411,6 +532,19 @@ impl LedgerState {
     /// order. Deterministic: the same state and block give the same receipts, change and
     /// commitment on every replica.
     pub fn apply(&mut self, block: &Block) -> Result<Applied, ApplyError> {
+        self.apply_with_cache(block, &NoCache)
+    }
+
+    /// [`apply`](LedgerState::apply), skipping the signature check of transactions whose
+    /// wtxid (hash of the exact signed bytes) `cache` reports as already verified by this
+    /// replica, e.g. on mempool admission with [`crate::verify_stateless`] against the same
+    /// genesis. All other checks always run. The cache must be local: fed only by this
+    /// replica's own successful verifications, never by peers.
+    pub fn apply_with_cache(
+        &mut self,
+        block: &Block,
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
         let expected = self.height + 1;
         if block.height != expected {
             return Err(ApplyError::WrongHeight {
@@ -430,7 +564,14 @@ impl LedgerState {
         let stateless: Vec<Result<Txid, RejectCode>> = block
             .txs
             .par_iter()
-            .map(|stx| validate::verify_stateless(&genesis, stx))
+            .map(|stx| {
+                let txid = validate::check_structure(&genesis, stx)?;
+                if cache.is_verified(&stx.wtxid()) || stx.verify_signature_with_txid(&txid) {
+                    Ok(txid)
+                } else {
+                    Err(RejectCode::BadSignature)
+                }
+            })
             .collect();
 
         let supply_before = self.supply;

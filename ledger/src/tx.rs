@@ -111,6 +111,21 @@ pub struct OutPoint {
 }
 
 impl OutPoint {
+    /// The canonical encoding as a standalone value (e.g. a storage key or value).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
+    /// Decodes a value that occupies all of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+
     /// Encoded size.
     pub const ENCODED_LEN: usize = 36;
 
@@ -188,6 +203,21 @@ pub struct TxOut {
 }
 
 impl TxOut {
+    /// The canonical encoding as a standalone value (e.g. a storage key or value).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
+    /// Decodes a value that occupies all of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let v = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(v)
+    }
+
     /// Smallest encoded size.
     pub const MIN_ENCODED_LEN: usize = 8 + Lock::MIN_ENCODED_LEN;
 
