@@ -353,9 +353,9 @@ impl Client {
                             replica: self.name_of_key(&d.replica),
                             kind: ProblemKind::Unverified,
                             detail: format!(
-                                "its signature in {}'s answer did not count: {:?}",
+                                "its signature in {}'s answer did not count: {}",
                                 self.name(index),
-                                d.reason
+                                discard_text(d.reason)
                             ),
                         });
                     }
@@ -719,6 +719,20 @@ impl Client {
         Err(self.conclude(&format!("transaction {txid}"), problems))
     }
 
+    /// The signed transfer [`Client::send`] would submit: verified UTXOs, coin selection,
+    /// signature. Keep it until it is committed: resubmitting it is safe, building a new one
+    /// after the first may have committed is not.
+    pub async fn prepare_send(
+        &self,
+        from: &str,
+        to: &Address,
+        amount: Amount,
+    ) -> Result<SignedTransaction, ClientError> {
+        let key = self.key(from)?;
+        let tx = self.build_transfer(&key.public_key(), to, amount).await?;
+        sign_with(key, &self.chain_id, tx)
+    }
+
     /// Pays `amount` to `to` from the key named `from`: select coins, sign, submit, verify.
     pub async fn send(
         &self,
@@ -726,9 +740,7 @@ impl Client {
         to: &Address,
         amount: Amount,
     ) -> Result<Committed, ClientError> {
-        let key = self.key(from)?;
-        let tx = self.build_transfer(&key.public_key(), to, amount).await?;
-        let signed = sign_with(key, &self.chain_id, tx)?;
+        let signed = self.prepare_send(from, to, amount).await?;
         self.submit(&signed).await
     }
 
@@ -740,10 +752,21 @@ impl Client {
         amount: Amount,
         nonce: u64,
     ) -> Result<Committed, ClientError> {
+        let signed = self.prepare_mint(issuer, to, amount, nonce)?;
+        self.submit(&signed).await
+    }
+
+    /// The signed mint [`Client::mint`] would submit.
+    pub fn prepare_mint(
+        &self,
+        issuer: &str,
+        to: &Address,
+        amount: Amount,
+        nonce: u64,
+    ) -> Result<SignedTransaction, ClientError> {
         let key = self.key(issuer)?;
         let tx = self.build_mint(&key.public_key(), to, amount, nonce);
-        let signed = sign_with(key, &self.chain_id, tx)?;
-        self.submit(&signed).await
+        sign_with(key, &self.chain_id, tx)
     }
 
     /// A transaction's status: committed (proven by f+1 receipts, whatever the code) or
@@ -951,6 +974,20 @@ pub fn sign_with(
         )));
     }
     Ok(key.sign_tx(tx))
+}
+
+fn discard_text(reason: attest::DiscardReason) -> &'static str {
+    use attest::DiscardReason as R;
+    match reason {
+        R::WrongChain => "about another chain",
+        R::UnknownReplica => "not a replica of this cluster",
+        R::BadSignature => "bad signature",
+        R::DuplicateReplica => "repeated",
+        R::Equivocation => "it signed two different statements",
+        R::Mismatch => "it signed a different result",
+        R::Dissent => "it signed a different statement from the quorum",
+        _ => "not counted",
+    }
 }
 
 fn map<T, U>(v: Verified<T>, value: U) -> Verified<U> {

@@ -233,24 +233,65 @@ fn main() -> ExitCode {
     let json = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
-        Err(e) => {
-            report_error(&e, json);
-            ExitCode::from(e.exit_code())
+        Err(f) => {
+            report_error(&f, json);
+            ExitCode::from(f.error.exit_code())
         }
     }
 }
 
-fn report_error(e: &ClientError, json: bool) {
+/// A failed command: the error, and for a submission that may still commit, the transaction
+/// and where it was saved for a safe retry.
+struct Failure {
+    error: ClientError,
+    unconfirmed: Option<(Txid, Option<PathBuf>)>,
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Self {
+        Failure {
+            error,
+            unconfirmed: None,
+        }
+    }
+}
+
+impl From<KeystoreError> for Failure {
+    fn from(error: KeystoreError) -> Self {
+        ClientError::from(error).into()
+    }
+}
+
+fn report_error(f: &Failure, json: bool) {
+    let e = &f.error;
+    let (txid, saved) = match &f.unconfirmed {
+        Some((txid, saved)) => (Some(txid.to_string()), saved.clone()),
+        None => (None, None),
+    };
     if json {
         let doc = json!({"error": {
             "code": e.code(),
             "message": e.to_string(),
             "exit_code": e.exit_code(),
             "problems": e.problems(),
+            "txid": txid,
+            "unconfirmed_file": saved,
         }});
         println!("{doc}");
     } else {
         eprintln!("error: {e}");
+        if let Some(txid) = &txid {
+            eprintln!(
+                "note: transaction {txid} may still commit. Check with `coffer tx show {txid}`; do not send again before checking."
+            );
+            if let Some(path) = &saved {
+                eprintln!(
+                    "note: it was saved to {}; `coffer tx submit {}` retries it safely (same txid, never applied twice).",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
         if let ClientError::Unverifiable { .. } = e {
             eprintln!(
                 "hint: the answers did not carry f+1 matching replica signatures; nothing was shown as done. Check the cluster config (keys, chain id) or retry later."
@@ -335,6 +376,30 @@ impl Ctx {
         keystore.info(name)?;
         let password = password(false)?;
         Ok(keystore.unlock(name, &password)?)
+    }
+
+    /// Writes a signed transaction whose outcome is unknown to
+    /// `<keystore dir>/unconfirmed/<txid>.json` (mode 0600).
+    fn save_unconfirmed(&self, signed: &SignedTransaction) -> Result<PathBuf, ClientError> {
+        let keystore = self.keystore_path()?;
+        let dir = keystore
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("unconfirmed");
+        let fail =
+            |e: std::io::Error| ClientError::Usage(format!("cannot save {}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        let path = dir.join(format!("{}.json", signed.txid()));
+        let text = serde_json::to_string_pretty(signed)
+            .map_err(|e| ClientError::Usage(format!("cannot encode: {e}")))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(fail)?;
+        file.write_all(text.as_bytes()).map_err(fail)?;
+        Ok(path)
     }
 
     fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
@@ -434,7 +499,28 @@ fn committed_text(c: &Committed) -> String {
     )
 }
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
+/// Submits `signed`; when the outcome is unknown (no verified answer), saves it next to the
+/// keystore so that the user can retry exactly this transaction.
+async fn submit_or_save(
+    ctx: &Ctx,
+    client: &Client,
+    signed: &SignedTransaction,
+) -> Result<Committed, Failure> {
+    match client.submit(signed).await {
+        Ok(c) => Ok(c),
+        Err(error @ (ClientError::Unverifiable { .. } | ClientError::Unavailable { .. })) => {
+            let txid = signed.txid();
+            let saved = ctx.save_unconfirmed(signed).ok();
+            Err(Failure {
+                error,
+                unconfirmed: Some((txid, saved)),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let ctx = Ctx { cli };
     match &ctx.cli.command {
         Command::Completions { shell } => {
@@ -502,7 +588,8 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let to = ctx.resolve_address(to)?;
             let mut client = ctx.client()?;
             client.add_key(from.clone(), ctx.unlock(from)?);
-            let c = client.send(from, &to, Amount(*amount)).await?;
+            let signed = client.prepare_send(from, &to, Amount(*amount)).await?;
+            let c = submit_or_save(&ctx, &client, &signed).await?;
             ctx.notes(&c.problems);
             ctx.print(&c, || committed_text(&c));
             Ok(())
@@ -517,7 +604,8 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let mut client = ctx.client()?;
             client.add_key(issuer.clone(), ctx.unlock(issuer)?);
             let nonce = nonce.unwrap_or_else(rand::random);
-            let c = client.mint(issuer, &to, Amount(*amount), nonce).await?;
+            let signed = client.prepare_mint(issuer, &to, Amount(*amount), nonce)?;
+            let c = submit_or_save(&ctx, &client, &signed).await?;
             ctx.notes(&c.problems);
             ctx.print(&json!({"nonce": nonce, "committed": c}), || {
                 format!("{}\nnonce {nonce}", committed_text(&c))
@@ -635,14 +723,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(ClientError::Unavailable {
                     what: "status".into(),
                     problems: Vec::new(),
-                });
+                }
+                .into());
             }
             Ok(())
         }
     }
 }
 
-fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), ClientError> {
+fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), Failure> {
     match k {
         KeysCommand::New { name } => {
             let path = ctx.keystore_path()?;
@@ -720,7 +809,7 @@ fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), ClientError> {
                     .take_line(&mut answer, MAX_SECRET_LINE)
                     .map_err(|e| ClientError::Usage(format!("cannot read confirmation: {e}")))?;
                 if answer.trim() != name {
-                    return Err(ClientError::Usage("not confirmed; nothing printed".into()));
+                    return Err(ClientError::Usage("not confirmed; nothing printed".into()).into());
                 }
             }
             let password = password(false)?;
@@ -735,7 +824,7 @@ fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), ClientError> {
     }
 }
 
-async fn tx(ctx: &Ctx, t: &TxCommand) -> Result<(), ClientError> {
+async fn tx(ctx: &Ctx, t: &TxCommand) -> Result<(), Failure> {
     match t {
         TxCommand::Show { txid } => {
             let txid = Txid::from_str(txid)
@@ -816,7 +905,15 @@ async fn tx(ctx: &Ctx, t: &TxCommand) -> Result<(), ClientError> {
                     file.display()
                 ))
             })?;
-            let c = ctx.client()?.submit(&signed).await?;
+            let client = ctx.client()?;
+            let c = client.submit(&signed).await.map_err(|error| Failure {
+                unconfirmed: matches!(
+                    error,
+                    ClientError::Unverifiable { .. } | ClientError::Unavailable { .. }
+                )
+                .then(|| (signed.txid(), Some(file.clone()))),
+                error,
+            })?;
             ctx.notes(&c.problems);
             ctx.print(&c, || committed_text(&c));
             Ok(())
