@@ -22,6 +22,7 @@ use coffer_ledger::{
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Largest page asked for (the gateway's maximum).
@@ -139,6 +140,9 @@ pub struct Client {
     transport: Transport,
     endpoints: Vec<Endpoint>,
     keys: BTreeMap<String, Keypair>,
+    /// Highest height this client saw verified (committed or read): later reads must not go
+    /// back in time.
+    min_height: AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -174,7 +178,20 @@ impl Client {
             transport,
             endpoints,
             keys: BTreeMap::new(),
+            min_height: AtomicU64::new(0),
         })
+    }
+
+    /// The height below which read answers are refused as stale: the highest height this
+    /// client has seen verified (a commit or a read), or one set with
+    /// [`Client::observe_height`] (e.g. remembered from an earlier run).
+    pub fn min_height(&self) -> u64 {
+        self.min_height.load(Ordering::Relaxed)
+    }
+
+    /// Raises [`Client::min_height`] to `height` if it is higher.
+    pub fn observe_height(&self, height: u64) {
+        self.min_height.fetch_max(height, Ordering::Relaxed);
     }
 
     /// The cluster configuration.
@@ -292,10 +309,37 @@ impl Client {
 
     /// Asks replicas in turn for `query` until one answer carries f+1 valid signatures over
     /// exactly this query and result.
+    ///
+    /// Reads are monotonic: an answer about a height below [`Client::min_height`] (a replica
+    /// that has not yet executed a block this client saw committed) is skipped, and the
+    /// replicas are asked again for up to the request timeout.
     pub async fn read(&self, query: &ReadQuery) -> Result<Verified<ReadResult>, ClientError> {
         let path = read_path(query);
-        let what = format!("read {path}");
         let mut problems = Vec::new();
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        loop {
+            let mut stale = false;
+            if let Some(result) = self
+                .read_round(query, &path, &mut problems, &mut stale)
+                .await
+            {
+                return result;
+            }
+            if !stale || tokio::time::Instant::now() + POLL_INTERVAL >= deadline {
+                return Err(self.conclude(&format!("read {path}"), problems));
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Every replica once; `None` when none gave a usable answer.
+    async fn read_round(
+        &self,
+        query: &ReadQuery,
+        path: &str,
+        problems: &mut Vec<ReplicaProblem>,
+        stale: &mut bool,
+    ) -> Option<Result<Verified<ReadResult>, ClientError>> {
         let mut refusals: BTreeMap<String, (usize, String)> = BTreeMap::new();
         for index in 0..self.endpoints.len() {
             let reply = match self
@@ -321,10 +365,9 @@ impl Client {
                     format!("{}: {code}: {message}", reply.status),
                 ));
                 if count >= self.config.threshold() && reply.status.is_client_error() {
-                    return Err(ClientError::Usage(format!(
-                        "{} replicas refused {path}: {code}: {message}",
-                        count
-                    )));
+                    return Some(Err(ClientError::Usage(format!(
+                        "{count} replicas refused {path}: {code}: {message}"
+                    ))));
                 }
                 continue;
             }
@@ -347,7 +390,20 @@ impl Client {
                 query,
                 &answer.result,
             ) {
+                Ok(v) if v.statement.height < self.min_height() => {
+                    *stale = true;
+                    problems.push(self.problem(
+                        index,
+                        ProblemKind::Stale,
+                        format!(
+                            "answered at height {}, below height {} already seen",
+                            v.statement.height,
+                            self.min_height()
+                        ),
+                    ));
+                }
                 Ok(v) => {
+                    self.observe_height(v.statement.height);
                     for d in &v.discarded {
                         problems.push(ReplicaProblem {
                             replica: self.name_of_key(&d.replica),
@@ -359,14 +415,14 @@ impl Client {
                             ),
                         });
                     }
-                    return Ok(Verified {
+                    return Some(Ok(Verified {
                         value: answer.result,
                         height: v.statement.height,
                         commitment: hex::encode(v.statement.commitment),
                         answered_by: self.name(index),
                         signers: v.signers.iter().map(|k| self.name_of_key(k)).collect(),
-                        problems,
-                    });
+                        problems: std::mem::take(problems),
+                    }));
                 }
                 Err(e) => problems.push(self.problem(
                     index,
@@ -375,7 +431,7 @@ impl Client {
                 )),
             }
         }
-        Err(self.conclude(&what, problems))
+        None
     }
 
     /// Verified balance of `address`.
@@ -582,6 +638,7 @@ impl Client {
         index: usize,
         problems: Vec<ReplicaProblem>,
     ) -> Committed {
+        self.observe_height(statement.height);
         Committed {
             txid: Txid(statement.txid),
             code: statement.code,

@@ -47,6 +47,8 @@ pub enum ProblemKind {
     Unverified,
     /// Answered an error status for the request.
     Refused,
+    /// Answered with a verified state older than one this client already saw.
+    Stale,
 }
 
 /// Why a client operation failed.

@@ -341,7 +341,10 @@ impl Ctx {
         Ok(Keystore::open(&path)?)
     }
 
-    fn client(&self) -> Result<Client, ClientError> {
+    /// A client for the configured cluster that starts from the highest height this wallet
+    /// has seen verified on that chain (so reads never go back in time across invocations)
+    /// and remembers the new one when dropped.
+    fn client(&self) -> Result<Remembering, ClientError> {
         let path = self
             .cli
             .cluster
@@ -350,7 +353,27 @@ impl Ctx {
             .ok_or_else(|| {
                 ClientError::Usage("no cluster config: pass --cluster or set COFFER_CLUSTER".into())
             })?;
-        Client::new(ClusterConfig::load(&path)?)
+        let client = Client::new(ClusterConfig::load(&path)?)?;
+        let heights = self.heights_path();
+        if let Some(h) = heights
+            .as_deref()
+            .and_then(|p| read_heights(p).get(client.chain_id().as_str()).copied())
+        {
+            client.observe_height(h);
+        }
+        let start = client.min_height();
+        Ok(Remembering {
+            client,
+            heights,
+            start,
+        })
+    }
+
+    /// `heights.json` next to the keystore: the highest verified height per chain id.
+    fn heights_path(&self) -> Option<PathBuf> {
+        let keystore = self.keystore_path().ok()?;
+        let dir = keystore.parent()?.to_owned();
+        Some(dir.join("heights.json"))
     }
 
     /// An address given as such or as a key name in the keystore.
@@ -431,6 +454,61 @@ impl Ctx {
     }
 }
 
+/// Most chains remembered in `heights.json`.
+const MAX_REMEMBERED_CHAINS: usize = 64;
+
+fn read_heights(path: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|t| t.len() < 64 * 1024)
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// A [`Client`] that saves its highest verified height when dropped (best effort: a wallet
+/// that cannot write the file still works, it only loses monotonic reads across runs).
+struct Remembering {
+    client: Client,
+    heights: Option<PathBuf>,
+    start: u64,
+}
+
+impl std::ops::Deref for Remembering {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Remembering {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Drop for Remembering {
+    fn drop(&mut self) {
+        let height = self.client.min_height();
+        let Some(path) = &self.heights else { return };
+        if height <= self.start || !path.parent().is_some_and(Path::exists) {
+            return;
+        }
+        let mut all = read_heights(path);
+        let chain = self.client.chain_id().as_str().to_owned();
+        if all.len() >= MAX_REMEMBERED_CHAINS && !all.contains_key(&chain) {
+            return;
+        }
+        let entry = all.entry(chain).or_insert(0);
+        *entry = (*entry).max(height);
+        if let Ok(text) = serde_json::to_string_pretty(&all) {
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
+    }
+}
+
 /// The keystore password: `COFFER_PASSWORD`, else a prompt on the terminal (twice when
 /// `confirm`).
 fn password(confirm: bool) -> Result<Zeroizing<String>, ClientError> {
@@ -503,7 +581,7 @@ fn committed_text(c: &Committed) -> String {
 /// keystore so that the user can retry exactly this transaction.
 async fn submit_or_save(
     ctx: &Ctx,
-    client: &Client,
+    client: &Remembering,
     signed: &SignedTransaction,
 ) -> Result<Committed, Failure> {
     match client.submit(signed).await {

@@ -523,3 +523,41 @@ async fn cli_exit_codes_for_unverifiable_and_unavailable() {
     );
     env.stop().await;
 }
+
+/// Reads never go back in time across invocations: `send` remembers the height it saw
+/// committed, and the next `balance` skips a replica still behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reads_are_monotonic_across_runs() {
+    if std::env::var("COFFER_E2E_CLUSTER").is_ok() {
+        return;
+    }
+    let env = Env::new([
+        Behaviour::Lagging,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+    ])
+    .await;
+    env.run_with(
+        &["keys", "import", "issuer"],
+        Some(&env.issuer_secret),
+        PASSWORD,
+        &env.cluster_path,
+    )
+    .await
+    .ok();
+    env.run(&["keys", "new", "alice"]).await.ok();
+    env.run(&["keys", "new", "bob"]).await.ok();
+    env.run(&["mint", "--issuer", "issuer", "--to", "alice", "100"])
+        .await
+        .ok();
+    env.local.as_ref().expect("local").shared.freeze();
+    env.run(&["send", "--from", "alice", "--to", "bob", "30"])
+        .await
+        .ok();
+    assert_eq!(env.balance("bob").await, 30, "not replica-0's older 0");
+    // Without the remembered height the lagging replica's (genuine, older) answer is shown.
+    std::fs::remove_file(env.dir.path().join("heights.json")).expect("heights file exists");
+    assert_eq!(env.balance("bob").await, 0);
+    env.stop().await;
+}

@@ -9,7 +9,7 @@ use coffer_wallet::error::exit;
 use coffer_wallet::{Client, ClientError, ClusterConfig, ProblemKind, TxInfo};
 use common::{Behaviour, TestCluster, blackhole, closed_port_url, issuer};
 
-use Behaviour::{Down, Honest, Liar, Stall};
+use Behaviour::{Down, Honest, Lagging, Liar, Stall};
 
 fn client_with_keys(config: ClusterConfig, keys: &[(&str, &Keypair)]) -> Client {
     let mut client = Client::new(config).expect("client");
@@ -351,5 +351,54 @@ async fn unverifiable_and_unavailable_are_errors() {
     let client = Client::new(config).expect("client");
     let err = client.supply().await.expect_err("unavailable");
     assert_eq!(err.exit_code(), exit::UNAVAILABLE, "{err}");
+    cluster.stop().await;
+}
+
+/// A replica that has not executed the latest block answers with genuinely signed but older
+/// state. A client that saw the newer block skips it; a fresh client cannot tell (the state is
+/// real), unless told the height it saw before.
+#[tokio::test]
+async fn reads_never_go_back_in_time() {
+    let cluster = TestCluster::start([Lagging, Honest, Honest, Honest]).await;
+    let (alice, bob) = (Keypair::generate(), Keypair::generate());
+    let client = client_with_keys(
+        cluster.config(),
+        &[("issuer", &issuer()), ("alice", &alice)],
+    );
+    client
+        .mint("issuer", &alice.address(), Amount(100), 1)
+        .await
+        .expect("mint");
+    cluster.shared.freeze();
+    let paid = client
+        .send("alice", &bob.address(), Amount(30))
+        .await
+        .expect("send");
+    assert_eq!(client.min_height(), paid.height);
+
+    let b = client.balance(&bob.address()).await.expect("bob");
+    assert_eq!((b.value.amount, b.height), (Amount(30), 2));
+    assert!(
+        b.problems
+            .iter()
+            .any(|p| p.replica == "replica-0" && p.kind == ProblemKind::Stale),
+        "{:?}",
+        b.problems
+    );
+
+    // What the skipped answer was: a verified, older state.
+    let fresh = Client::new(cluster.config()).expect("client");
+    let old = fresh.balance(&bob.address()).await.expect("old state");
+    assert_eq!((old.value.amount, old.height), (Amount(0), 1));
+    fresh.observe_height(2);
+    assert_eq!(
+        fresh
+            .balance(&bob.address())
+            .await
+            .expect("bob")
+            .value
+            .amount,
+        Amount(30)
+    );
     cluster.stop().await;
 }

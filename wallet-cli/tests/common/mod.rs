@@ -40,6 +40,10 @@ pub enum Behaviour {
     Down,
     /// Never answers; the gateway's deadline turns that into 504.
     Stall,
+    /// Honest, but serves reads from the state frozen by [`Shared::freeze`] (a replica that
+    /// has not executed the latest blocks yet); every replica's signature on that older state
+    /// is genuine.
+    Lagging,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -79,6 +83,7 @@ pub fn genesis() -> Genesis {
 
 struct Inner {
     ledger: LedgerState,
+    frozen: Option<LedgerState>,
     txs: HashMap<Txid, ReceiptBundle>,
     blocks: Vec<BlockView>,
 }
@@ -97,6 +102,7 @@ impl Shared {
             liar,
             inner: Mutex::new(Inner {
                 ledger: LedgerState::new(genesis()).expect("genesis"),
+                frozen: None,
                 txs: HashMap::new(),
                 blocks: Vec::new(),
             }),
@@ -120,6 +126,12 @@ impl Shared {
                 attest::sign(s, key).expect("valid statement")
             })
             .collect()
+    }
+
+    /// From now on, lagging gateways read this state.
+    pub fn freeze(&self) {
+        let mut inner = self.inner.lock().expect("lock");
+        inner.frozen = Some(inner.ledger.clone());
     }
 
     /// Number of blocks applied (each submission that was not a replay makes one).
@@ -264,7 +276,10 @@ impl Backend for Gateway {
     async fn read(&self, query: ReadQuery) -> Result<AttestedRead, BackendError> {
         self.gate().await?;
         let inner = self.shared.inner.lock().expect("lock");
-        let ledger = &inner.ledger;
+        let ledger = match (&inner.frozen, self.behaviour) {
+            (Some(frozen), Behaviour::Lagging) => frozen,
+            _ => &inner.ledger,
+        };
         let truth = answer::answer_read(ledger, &query)?;
         let commitment = ledger.commitment();
         let chain_id = &ledger.genesis().chain_id;
