@@ -343,7 +343,7 @@ impl Client {
         let mut refusals: BTreeMap<String, (usize, String)> = BTreeMap::new();
         for index in 0..self.endpoints.len() {
             let reply = match self
-                .ask(index, Method::GET, &path, None, self.request_timeout())
+                .ask(index, Method::GET, path, None, self.request_timeout())
                 .await
             {
                 Answer::Problem(p) => {
