@@ -9,7 +9,7 @@ use coffer_wallet::error::exit;
 use coffer_wallet::{Client, ClientError, ClusterConfig, ProblemKind, TxInfo};
 use common::{Behaviour, TestCluster, blackhole, closed_port_url, issuer};
 
-use Behaviour::{Down, Honest, Lagging, Liar, Stall};
+use Behaviour::{AnswersPending, Down, Honest, Lagging, Liar, Stall};
 
 fn client_with_keys(config: ClusterConfig, keys: &[(&str, &Keypair)]) -> Client {
     let mut client = Client::new(config).expect("client");
@@ -400,5 +400,22 @@ async fn reads_never_go_back_in_time() {
             .amount,
         Amount(30)
     );
+    cluster.stop().await;
+}
+
+/// Every gateway answers `pending`: the client polls the transaction by id until f+1 signed
+/// receipts prove the commit.
+#[tokio::test]
+async fn pending_submissions_are_confirmed_by_receipts() {
+    let cluster = TestCluster::start([AnswersPending; 4]).await;
+    let alice = Keypair::generate();
+    let client = client_with_keys(cluster.config(), &[("issuer", &issuer())]);
+    let c = client
+        .mint("issuer", &alice.address(), Amount(77), 1)
+        .await
+        .expect("confirmed by polling");
+    assert_eq!((c.height, c.code.as_str()), (1, "ok"));
+    assert!(c.signers.len() >= 2);
+    assert_eq!(cluster.shared.height(), 1);
     cluster.stop().await;
 }
