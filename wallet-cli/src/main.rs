@@ -824,14 +824,22 @@ fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), Failure> {
             Ok(())
         }
         KeysCommand::Import { name } => {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .take_line(&mut line, MAX_SECRET_LINE)
-                .map_err(|e| {
-                    ClientError::Usage(format!("cannot read the secret from stdin: {e}"))
-                })?;
-            let line = Zeroizing::new(line);
+            // On a terminal the secret is read without echo; from a pipe, one line.
+            let line = if std::io::stdin().is_terminal() {
+                Zeroizing::new(
+                    rpassword::prompt_password("Secret key (64 hex characters): ")
+                        .map_err(|e| ClientError::Usage(format!("cannot read the secret: {e}")))?,
+                )
+            } else {
+                let mut line = Zeroizing::new(String::new());
+                std::io::stdin()
+                    .lock()
+                    .take_line(&mut line, MAX_SECRET_LINE)
+                    .map_err(|e| {
+                        ClientError::Usage(format!("cannot read the secret from stdin: {e}"))
+                    })?;
+                line
+            };
             let keypair = Keypair::from_secret_hex(line.trim())
                 .map_err(|e| ClientError::Usage(format!("secret key: {e}")))?;
             let path = ctx.keystore_path()?;

@@ -166,6 +166,14 @@ async fn cli_end_to_end() {
         .address()
         .to_string();
     assert_eq!(import.json()["address"], issuer_addr);
+    assert!(
+        !import.stdout.contains(&env.issuer_secret) && !import.stderr.contains(&env.issuer_secret)
+    );
+    let text = std::fs::read_to_string(env.keystore()).expect("keystore");
+    assert!(
+        !text.contains(&env.issuer_secret),
+        "secrets are encrypted at rest"
+    );
     let mode = {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(env.keystore())
