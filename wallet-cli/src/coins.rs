@@ -69,6 +69,13 @@ pub fn select(
             .then_with(|| a.0.vout.cmp(&b.0.vout))
     });
     sorted.dedup_by(|a, b| a.0 == b.0);
+    // Not enough money at all is the error to report, whatever the input limit.
+    let have = sorted.iter().fold(Amount::ZERO, |sum, (_, v)| {
+        sum.checked_add(*v).unwrap_or(Amount(u64::MAX))
+    });
+    if have < amount {
+        return Err(SelectError::InsufficientFunds { have, need: amount });
+    }
     if let Some((op, v)) = sorted.iter().rev().find(|(_, v)| *v == amount) {
         return Ok(Selection {
             inputs: vec![*op],
@@ -168,5 +175,52 @@ mod tests {
             Ok(Amount(0))
         );
         assert!(select(&[], Amount(1), 2).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the outputs and the amount: the inputs are distinct outputs of the set,
+        /// cover the amount, respect the limit, and the change is exactly the surplus; a
+        /// failure is only claimed when it is true.
+        #[test]
+        fn selection_is_sound(
+            amounts in proptest::collection::vec(1u64..1_000_000, 0..40),
+            amount in 1u64..5_000_000,
+            max_inputs in 1usize..50,
+        ) {
+            let utxos: Vec<(OutPoint, Amount)> = amounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (OutPoint { txid: Txid([u8::try_from(i % 256).unwrap_or(0); 32]), vout: u32::try_from(i).unwrap_or(0) }, Amount(*a)))
+                .collect();
+            let have: u64 = amounts.iter().sum();
+            match select(&utxos, Amount(amount), max_inputs) {
+                Ok(s) => {
+                    let mut seen = std::collections::BTreeSet::new();
+                    let mut total = 0u64;
+                    for op in &s.inputs {
+                        proptest::prop_assert!(seen.insert(*op), "duplicate input");
+                        let (_, v) = utxos.iter().find(|(o, _)| o == op).expect("input from the set");
+                        total += v.0;
+                    }
+                    proptest::prop_assert!(s.inputs.len() <= max_inputs);
+                    proptest::prop_assert_eq!(Amount(total), s.total);
+                    proptest::prop_assert!(total >= amount);
+                    proptest::prop_assert_eq!(s.change, Amount(total - amount));
+                }
+                Err(SelectError::InsufficientFunds { have: h, need }) => {
+                    proptest::prop_assert!(have < amount);
+                    proptest::prop_assert_eq!((h, need), (Amount(have), Amount(amount)));
+                }
+                Err(SelectError::TooManyInputs { .. }) => {
+                    // Even the largest max_inputs outputs do not cover the amount.
+                    let mut sorted = amounts.clone();
+                    sorted.sort_unstable_by(|a, b| b.cmp(a));
+                    let best: u64 = sorted.iter().take(max_inputs).sum();
+                    proptest::prop_assert!(best < amount && have >= amount);
+                }
+                Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
+            }
+        }
     }
 }
