@@ -318,7 +318,15 @@ async fn cli_end_to_end() {
     let supply = env.run(&["supply", "--json"]).await.ok().json()["supply"]["value"]
         .as_u64()
         .expect("supply");
-    assert_eq!(supply, supply_before + 1000);
+    if env.local.is_some() {
+        assert_eq!(supply, supply_before + 1000);
+    } else {
+        // A shared real cluster may see other mints meanwhile.
+        assert!(
+            supply >= supply_before + 1000,
+            "{supply} < {supply_before} + 1000"
+        );
+    }
     let blocks = env.run(&["blocks", "--count", "100", "--json"]).await.ok();
     assert!(blocks.stdout.contains(&send_txid), "{}", blocks.stdout);
     let status = env.run(&["status", "--json"]).await.ok().json();
