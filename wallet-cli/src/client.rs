@@ -30,6 +30,8 @@ pub const MAX_PAGE: u32 = 1000;
 /// Most UTXO pages fetched for coin selection: 100 000 outputs is far above what one
 /// transaction can spend, and bounds the work a replica can make the client do.
 pub const MAX_UTXO_PAGES: usize = 100;
+/// Most blocks one range request may ask for (the gateway's maximum).
+pub const MAX_BLOCK_RANGE: u64 = 100;
 /// How often a pending transaction's status is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -891,6 +893,11 @@ impl Client {
     /// carry no signatures; f+1 identical answers include an honest one). Ask only for heights
     /// at or below a verified height, or lagging replicas will disagree.
     pub async fn blocks(&self, from: u64, to: u64) -> Result<AgreedBlocks, ClientError> {
+        if from > to || to - from >= MAX_BLOCK_RANGE {
+            return Err(ClientError::Usage(format!(
+                "block range {from}..={to} is empty or longer than {MAX_BLOCK_RANGE}"
+            )));
+        }
         let path = format!("/v1/blocks?from={from}&to={to}");
         let mut problems = Vec::new();
         let mut groups: Vec<(Vec<BlockView>, Vec<usize>)> = Vec::new();

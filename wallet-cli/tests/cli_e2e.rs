@@ -350,6 +350,8 @@ async fn cli_end_to_end() {
         .await;
     assert_eq!(wrong.code, 5);
     assert!(wrong.stderr.contains("wrong password"), "{}", wrong.stderr);
+    let backwards = env.run(&["blocks", "--from", "5", "--to", "2"]).await;
+    assert_eq!(backwards.code, 1, "{}", backwards.stderr);
     let usage = env.run(&["balance"]).await;
     assert_eq!(usage.code, 1, "{}", usage.stderr);
     let unknown = env.run(&["balance", "carol"]).await;
