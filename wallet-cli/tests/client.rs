@@ -419,3 +419,23 @@ async fn pending_submissions_are_confirmed_by_receipts() {
     assert_eq!(cluster.shared.height(), 1);
     cluster.stop().await;
 }
+
+/// The client pins the cluster's CA: gateways whose certificates another CA signed are not
+/// talked to at all.
+#[tokio::test]
+async fn other_ca_is_refused() {
+    let cluster = TestCluster::start([Honest; 4]).await;
+    let other = coffer_node::api::tls::generate_dev_pki(&["x"], &[]).expect("pki");
+    let mut config = cluster.config();
+    config.ca_cert = None;
+    config.ca_cert_pem = Some(other.ca.cert_pem);
+    let client = Client::new(config).expect("client");
+    let err = client.supply().await.expect_err("untrusted certificates");
+    assert_eq!(err.exit_code(), exit::UNAVAILABLE);
+    assert!(
+        err.problems().iter().all(|p| p.detail.contains("tls")),
+        "{:?}",
+        err.problems()
+    );
+    cluster.stop().await;
+}
