@@ -189,6 +189,44 @@ impl ClusterConfig {
             .map_err(|e| ConfigError::Invalid(format!("replica keys: {e}")))
     }
 
+    /// The config of a cluster described by `genesis`, whose replica `i` serves its API at
+    /// `urls[i]`, with the CA certificate at `ca_cert` and default timeouts. For the testnet
+    /// generator; validated like a loaded file (except that the CA is not read here).
+    pub fn from_genesis(
+        genesis: &coffer_ledger::Genesis,
+        urls: &[String],
+        ca_cert: PathBuf,
+    ) -> Result<Self, ConfigError> {
+        if urls.len() != genesis.replicas.len() {
+            return Err(ConfigError::Invalid(format!(
+                "{} urls for {} genesis replicas",
+                urls.len(),
+                genesis.replicas.len()
+            )));
+        }
+        let config = ClusterConfig {
+            chain_id: genesis.chain_id.as_str().to_owned(),
+            f: genesis.f(),
+            replicas: genesis
+                .replicas
+                .iter()
+                .zip(urls)
+                .map(|(r, url)| ReplicaEndpoint {
+                    name: r.name.clone(),
+                    url: url.clone(),
+                    public_key: hex::encode(r.public_key.0),
+                })
+                .collect(),
+            ca_cert: Some(ca_cert),
+            ca_cert_pem: None,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            submit_timeout_ms: DEFAULT_SUBMIT_TIMEOUT_MS,
+            max_inputs: genesis.limits.max_inputs,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     /// f+1: matching signatures needed to accept a result.
     pub fn threshold(&self) -> usize {
         self.f + 1
@@ -243,9 +281,7 @@ mod tests {
 
     #[test]
     fn valid_config_parses_with_defaults() {
-        let (k1, _) = (key(1), key(2));
-        let k1_ = k1.as_str();
-        let c = ClusterConfig::from_json(&sample(0, &[k1_]), Path::new(".")).expect("valid");
+        let c = ClusterConfig::from_json(&sample(0, &[&key(1)]), Path::new(".")).expect("valid");
         assert_eq!(c.threshold(), 1);
         assert_eq!(c.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
         assert_eq!(c.max_inputs, DEFAULT_MAX_INPUTS);
@@ -254,19 +290,52 @@ mod tests {
     #[test]
     fn wrong_f_duplicate_keys_and_bad_urls_are_refused() {
         let (k1, k2) = (key(1), key(2));
-        let (k1_, k2_) = (k1.as_str(), k2.as_str());
-        let err = ClusterConfig::from_json(&sample(1, &[k1_, k2_]), Path::new("."));
+        let (k1, k2) = (k1.as_str(), k2.as_str());
+        let err = ClusterConfig::from_json(&sample(1, &[k1, k2]), Path::new("."));
         assert!(matches!(err, Err(ConfigError::Invalid(m)) if m.contains("f = 1")));
-        let err = ClusterConfig::from_json(&sample(0, &[k1_, k1_]), Path::new("."));
+        let err = ClusterConfig::from_json(&sample(0, &[k1, k1]), Path::new("."));
         assert!(matches!(err, Err(ConfigError::Invalid(m)) if m.contains("twice")));
-        let bad_url = sample(0, &[k1_]).replace("https://", "http://");
+        let bad_url = sample(0, &[k1]).replace("https://", "http://");
         assert!(ClusterConfig::from_json(&bad_url, Path::new(".")).is_err());
         let bad_key = sample(0, &["abcd"]);
         assert!(ClusterConfig::from_json(&bad_key, Path::new(".")).is_err());
-        let unknown = sample(0, &[k1_]).replace("\"f\"", "\"faults\"");
+        let unknown = sample(0, &[k1]).replace("\"f\"", "\"faults\"");
         assert!(matches!(
             ClusterConfig::from_json(&unknown, Path::new(".")),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn from_genesis_matches_the_genesis() {
+        let genesis = coffer_ledger::Genesis {
+            chain_id: coffer_ledger::ChainId::new("coffer-gen").expect("chain"),
+            issuers: vec![],
+            replicas: (1..=4)
+                .map(|i| coffer_ledger::ReplicaInfo {
+                    name: format!("replica-{i}"),
+                    public_key: coffer_ledger::ReplicaKey(
+                        ed25519_dalek::SigningKey::from_bytes(&[i; 32])
+                            .verifying_key()
+                            .to_bytes(),
+                    ),
+                })
+                .collect(),
+            limits: Default::default(),
+        };
+        let urls: Vec<String> = (0..4).map(|i| format!("https://10.0.0.{i}:8443")).collect();
+        let c = ClusterConfig::from_genesis(&genesis, &urls, "ca.pem".into()).expect("valid");
+        assert_eq!((c.f, c.threshold(), c.replicas.len()), (1, 2, 4));
+        assert_eq!(c.replicas[2].public_key, key(3));
+        assert!(ClusterConfig::from_genesis(&genesis, &urls[..3], "ca.pem".into()).is_err());
+        // Round trip through JSON with the CA inline.
+        let mut c = c;
+        c.ca_cert = None;
+        c.ca_cert_pem = Some("pem".into());
+        let json = serde_json::to_string(&c).expect("json");
+        assert_eq!(
+            ClusterConfig::from_json(&json, Path::new(".")).expect("parse"),
+            c
+        );
     }
 }
