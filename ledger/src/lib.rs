@@ -89,6 +89,7 @@
 //! `fixtures/vectors/`.
 
 pub mod amount;
+pub mod attest;
 pub mod encoding;
 pub mod genesis;
 pub mod hash;

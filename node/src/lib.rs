@@ -1,1 +1,2 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
+pub mod api;
