@@ -1,1 +1,10 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
+
+pub mod config;
+pub mod consensus;
+pub mod devledger;
+pub mod executor;
+pub mod ingress;
+pub mod mempool;
+pub mod node;
+pub mod tx;
