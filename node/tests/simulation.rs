@@ -389,6 +389,13 @@ fn byzantine_leader_blocks_are_refused() {
                 honest.iter().all(|r| all_executed(&r.log, &txids))
             })
             .await;
+        // Keep going for several leader rotations, so the Byzantine replica leads (and
+        // proposes its invalid blocks) a few times.
+        cluster
+            .wait_until("several rotations", || {
+                honest.iter().all(|r| r.log.height() >= 16)
+            })
+            .await;
         let logs: Vec<&Log> = honest.iter().map(|r| &r.log).collect();
         let height = assert_agreement(&logs);
         let receipts = honest[0].log.receipts();
