@@ -74,9 +74,13 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         );
         // Loopback test clusters reconnect quickly after a peer restarts.
         p2p_cfg.peer_connection_cooldown = Duration::from_millis(500);
+        // The replica set is static (the genesis), so only one peer set is ever tracked.
+        p2p_cfg.tracked_peer_sets = NZUsize!(1);
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
         let _ = oracle.track(0, peer_map);
-        let quota = Quota::per_second(NZU32!(100_000));
+        // Per-peer message rate on each channel. Receivers preallocate one burst per peer, so
+        // this also sizes their queues; 1000/s carries 256k gossiped transactions per second.
+        let quota = Quota::per_second(NZU32!(1_000));
         let networks = Networks {
             votes: network.register(channels::VOTES, quota),
             certificates: network.register(channels::CERTIFICATES, quota),

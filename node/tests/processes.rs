@@ -16,6 +16,7 @@ use std::{
 #[test]
 fn four_processes_agree_on_loopback() {
     let accounts: Vec<PrivateKey> = (0..40).map(PrivateKey::from_seed).collect();
+    let started = Instant::now();
     let cluster = support::start_cluster("proc", 4, &accounts, 1_000);
     let recipient = PrivateKey::from_seed(99_999).public_key();
 
@@ -74,6 +75,10 @@ fn four_processes_agree_on_loopback() {
             }
         }
     }
+    eprintln!(
+        "all transfers executed everywhere after {:?}",
+        started.elapsed()
+    );
     let common = commitments
         .iter()
         .map(|c| c.keys().max().copied().unwrap_or(0))

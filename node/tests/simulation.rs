@@ -170,7 +170,7 @@ impl Cluster {
     async fn start(&self, i: usize, byzantine: bool) -> Replica {
         let key = self.keys[i].clone();
         let control = self.oracle.control(key.public_key());
-        let quota = Quota::per_second(NZU32!(100_000));
+        let quota = Quota::per_second(NZU32!(1_000));
         let mut regs = Vec::new();
         for channel in [
             channels::VOTES,

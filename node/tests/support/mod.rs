@@ -30,7 +30,10 @@ impl Drop for ProcessCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Set COFFER_KEEP_LOGS to inspect the replicas' logs and data after a run.
+        if std::env::var_os("COFFER_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
