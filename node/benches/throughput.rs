@@ -1,5 +1,8 @@
 //! Ordering + execution throughput and commit latency of 4 `coffer-node` processes on loopback
-//! (authenticated p2p, real ed25519 signatures, in-memory state).
+//! (authenticated p2p with ed25519, the real ledger with BIP340 transfers, in-memory state).
+//!
+//! Setup: the issuer mints `OUTPUTS_PER_WALLET` outputs to each of `WALLETS` wallets; every
+//! measured transaction then spends one distinct output (1 input, 1 output), so none conflict.
 //!
 //! Phase 1 (saturation): submit `BURST` transfers as fast as possible, spread over the four
 //! replicas; report executed transactions per second (first submit to last execution).
@@ -13,20 +16,17 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use coffer_node::{
-    devledger::{Transfer, txid},
-    ingress::ServerFrame,
-    tx::Txid,
-};
-use commonware_cryptography::{Signer as _, ed25519::PrivateKey};
+use coffer_node::{ingress::ServerFrame, tx::Txid};
 use std::{
     collections::HashMap,
     sync::mpsc,
     time::{Duration, Instant},
 };
+use support::txid_of as txid;
 
 const REPLICAS: usize = 4;
-const ACCOUNTS: usize = 400;
+const WALLETS: usize = 100;
+const OUTPUTS_PER_WALLET: usize = 220;
 const BURST: usize = 20_000;
 const PACED: usize = 1_000;
 const PACED_RATE: u64 = 200;
@@ -37,9 +37,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let accounts: Vec<PrivateKey> = (0..ACCOUNTS as u64).map(PrivateKey::from_seed).collect();
-    let cluster = support::start_cluster("bench", REPLICAS, &accounts, u64::MAX / 2);
-    let recipient = PrivateKey::from_seed(77_777).public_key();
+    let (cluster, chain) = support::start_cluster("bench", REPLICAS);
+    let wallets: Vec<_> = (0..WALLETS as u32).map(support::wallet).collect();
+    let recipient = support::wallet(1_000_000);
 
     let (events_tx, events_rx) = mpsc::channel::<(usize, Instant, ServerFrame)>();
     let mut writers = Vec::new();
@@ -56,22 +56,36 @@ fn main() {
             }
         });
     }
-    // Let the replicas connect to each other before measuring.
-    std::thread::sleep(Duration::from_secs(2));
+    // Fund the wallets (not measured).
+    let mints: Vec<Vec<u8>> = wallets
+        .iter()
+        .enumerate()
+        .map(|(i, w)| support::mint(&chain, i as u64, w, OUTPUTS_PER_WALLET, 10))
+        .collect();
+    let mut funding = HashMap::new();
+    for (i, m) in mints.iter().enumerate() {
+        funding.insert(txid(m), (i % REPLICAS, Instant::now()));
+        writers[i % REPLICAS].send(m).expect("send");
+    }
+    let (funded, _, _, _) = collect(&events_rx, &funding, Instant::now());
+    assert_eq!(funded, WALLETS, "funding did not complete");
 
     // Pre-sign everything so signing does not count against the replicas.
-    let mut nonces = vec![0u64; ACCOUNTS];
+    let mut next_output = vec![0u32; WALLETS];
     let mut sign = |n: usize| -> Vec<(usize, Vec<u8>)> {
         (0..n)
             .map(|k| {
-                let a = k % ACCOUNTS;
-                let tx = Transfer::sign(&accounts[a], &recipient, 1, nonces[a]);
-                nonces[a] += 1;
-                // An account's transfers always go to the same replica, in nonce order.
-                (a % REPLICAS, tx.to_vec())
+                let w = k % WALLETS;
+                let mint = coffer_ledger::SignedTransaction::decode(&mints[w])
+                    .expect("mint")
+                    .txid();
+                let tx = support::spend(&chain, &wallets[w], mint, next_output[w], 10, &recipient);
+                next_output[w] += 1;
+                (k % REPLICAS, tx)
             })
             .collect()
     };
+    const { assert!(BURST + PACED <= WALLETS * OUTPUTS_PER_WALLET) };
     let burst = sign(BURST);
     let paced = sign(PACED);
 

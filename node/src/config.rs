@@ -1,7 +1,7 @@
 //! The replica's TOML configuration file.
 //!
 //! ```toml
-//! chain_id = "coffer-dev"
+//! genesis = "genesis.json"             # coffer-ledger genesis (JSON); relative to this file
 //! data_dir = "/var/lib/coffer/node0"
 //! private_key = "<hex ed25519 private key>"
 //! p2p_listen = "127.0.0.1:7000"
@@ -18,19 +18,18 @@
 //! mempool_max_txs = 50000
 //! mempool_max_bytes = 67108864
 //!
-//! [[peers]]                            # every replica, this one included (the genesis set)
+//! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
 //! address = "127.0.0.1:7000"
-//!
-//! [[genesis_accounts]]                 # initial balances of the dev ledger
-//! public_key = "<hex>"
-//! balance = 1000000
 //! ```
+//!
+//! The replica set (and so n and f) comes from the genesis; `peers` only locates its members.
 
 use crate::{
     consensus::{ConsensusConfig, ProposalLimits, Timeouts},
     mempool::MempoolLimits,
 };
+use coffer_ledger::{Genesis, ReplicaKey};
 use commonware_codec::{DecodeExt, Encode};
 use commonware_cryptography::{
     Signer as _,
@@ -71,6 +70,9 @@ pub enum ConfigFileError {
     /// The peer set is unusable.
     #[error("invalid peer set: {0}")]
     Peers(String),
+    /// The genesis file is invalid.
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
 }
 
 /// Consensus tuning (all optional).
@@ -130,22 +132,12 @@ pub struct PeerEntry {
     pub address: SocketAddr,
 }
 
-/// A genesis balance of the dev ledger.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GenesisAccount {
-    /// Hex ed25519 public key.
-    pub public_key: String,
-    /// Initial balance.
-    pub balance: u64,
-}
-
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// Chain identifier (namespaces signatures).
-    pub chain_id: String,
+    /// Path of the ledger genesis (JSON), relative to the config file's directory.
+    pub genesis: PathBuf,
     /// Where consensus journals and block archives live.
     pub data_dir: PathBuf,
     /// Hex ed25519 private key of this replica.
@@ -158,11 +150,11 @@ pub struct NodeConfig {
     /// Consensus tuning.
     #[serde(default)]
     pub consensus: ConsensusSection,
-    /// The genesis replica set.
+    /// Addresses of the genesis replicas.
     pub peers: Vec<PeerEntry>,
-    /// Genesis balances.
-    #[serde(default)]
-    pub genesis_accounts: Vec<GenesisAccount>,
+    /// Directory the relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// Parses a hex ed25519 public key.
@@ -175,6 +167,21 @@ pub fn parse_public_key(field: &str, hex_key: &str) -> Result<PublicKey, ConfigF
         field: field.into(),
         reason: e.to_string(),
     })
+}
+
+/// The ed25519 key of a genesis replica.
+pub fn replica_key(key: &ReplicaKey) -> Result<PublicKey, ConfigFileError> {
+    PublicKey::decode(key.0.to_vec()).map_err(|e| ConfigFileError::Key {
+        field: "genesis replica".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The genesis form of a replica's ed25519 key.
+pub fn genesis_key(key: &PublicKey) -> ReplicaKey {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&key.encode());
+    ReplicaKey(out)
 }
 
 /// Hex encoding of a public key, as the config expects it.
@@ -199,7 +206,24 @@ impl NodeConfig {
             return Err(ConfigFileError::TooLarge(path.to_path_buf()));
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
-        Self::parse(&text)
+        let mut config = Self::parse(&text)?;
+        config.base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        Ok(config)
+    }
+
+    /// Reads the ledger genesis named by the config.
+    pub fn load_genesis(&self) -> Result<Genesis, ConfigFileError> {
+        let path = self.base_dir.join(&self.genesis);
+        let io = |source| ConfigFileError::Io {
+            path: path.clone(),
+            source,
+        };
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigFileError::TooLarge(path));
+        }
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        Genesis::from_json(&text).map_err(|e| ConfigFileError::Genesis(e.to_string()))
     }
 
     /// Parses TOML text.
@@ -224,52 +248,48 @@ impl NodeConfig {
         })
     }
 
-    /// The peer set as (key, address) pairs.
-    pub fn peer_set(&self) -> Result<Vec<(PublicKey, SocketAddr)>, ConfigFileError> {
-        let peers = self
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                Ok((
-                    parse_public_key(&format!("peers[{i}]"), &p.public_key)?,
-                    p.address,
-                ))
-            })
-            .collect::<Result<Vec<_>, ConfigFileError>>()?;
-        let n = peers.len();
-        if n == 0 {
-            return Err(ConfigFileError::Peers("no peers".into()));
+    /// The genesis replicas with their addresses, in genesis order.
+    pub fn peer_set(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<Vec<(PublicKey, SocketAddr)>, ConfigFileError> {
+        let mut addresses = std::collections::HashMap::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let key = parse_public_key(&format!("peers[{i}]"), &p.public_key)?;
+            if addresses.insert(key.clone(), p.address).is_some() {
+                return Err(ConfigFileError::Peers(format!("{key} listed twice")));
+            }
         }
-        // Simplex tolerates f faults among n >= 3f + 1; other sizes work but waste replicas.
-        if (n - 1) % 3 != 0 {
+        if addresses.len() != genesis.replicas.len() {
             return Err(ConfigFileError::Peers(format!(
-                "{n} replicas: use n = 3f + 1 (1, 4, 7, ...)"
+                "{} peers listed, genesis has {} replicas",
+                addresses.len(),
+                genesis.replicas.len()
             )));
         }
-        Ok(peers)
-    }
-
-    /// Genesis balances.
-    pub fn genesis(&self) -> Result<Vec<(PublicKey, u64)>, ConfigFileError> {
-        self.genesis_accounts
+        genesis
+            .replicas
             .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                Ok((
-                    parse_public_key(&format!("genesis_accounts[{i}]"), &a.public_key)?,
-                    a.balance,
-                ))
+            .map(|r| {
+                let key = replica_key(&r.public_key)?;
+                let address = addresses.get(&key).copied().ok_or_else(|| {
+                    ConfigFileError::Peers(format!("no address for genesis replica {}", r.name))
+                })?;
+                Ok((key, address))
             })
             .collect()
     }
 
     /// The consensus configuration this file describes.
-    pub fn consensus(&self) -> Result<ConsensusConfig, ConfigFileError> {
+    pub fn consensus(&self, genesis: &Genesis) -> Result<ConsensusConfig, ConfigFileError> {
         let signer = self.signer()?;
-        let participants = self.peer_set()?.into_iter().map(|(k, _)| k).collect();
+        let participants = self
+            .peer_set(genesis)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         let c = &self.consensus;
-        let mut cfg = ConsensusConfig::new(&self.chain_id, signer, participants);
+        let mut cfg = ConsensusConfig::new(genesis.chain_id.as_str(), signer, participants);
         cfg.partition_prefix = format!("coffer-{}", public_key_hex(&cfg.signer.public_key()));
         cfg.timeouts = Timeouts {
             leader: Duration::from_millis(c.leader_timeout_ms),
@@ -295,12 +315,22 @@ impl NodeConfig {
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+    use coffer_ledger::{ChainId, Keypair, Limits, ReplicaInfo};
 
     #[test]
     fn parse_roundtrip() {
         let key = PrivateKey::from_seed(7);
+        let genesis = Genesis {
+            chain_id: ChainId::new("cfg").unwrap(),
+            issuers: vec![Keypair::from_secret_bytes([3; 32]).unwrap().public_key()],
+            replicas: vec![ReplicaInfo {
+                name: "r0".into(),
+                public_key: genesis_key(&key.public_key()),
+            }],
+            limits: Limits::default(),
+        };
         let cfg = NodeConfig {
-            chain_id: "t".into(),
+            genesis: "genesis.json".into(),
             data_dir: "/tmp/x".into(),
             private_key: private_key_hex(&key),
             p2p_listen: "127.0.0.1:1".parse().unwrap(),
@@ -310,15 +340,19 @@ mod tests {
                 public_key: public_key_hex(&key.public_key()),
                 address: "127.0.0.1:1".parse().unwrap(),
             }],
-            genesis_accounts: vec![],
+            base_dir: PathBuf::new(),
         };
         let back = NodeConfig::parse(&cfg.to_toml()).expect("parses");
         assert_eq!(back.signer().unwrap().public_key(), key.public_key());
-        let consensus = back.consensus().expect("valid");
+        let consensus = back.consensus(&genesis).expect("valid");
         assert_eq!(consensus.participants, vec![key.public_key()]);
-        assert!(NodeConfig::parse("chain_id = 1").is_err());
+        assert_eq!(consensus.chain_id, "cfg");
+        assert!(NodeConfig::parse("genesis = 1").is_err());
         let mut two = back.clone();
         two.peers.push(two.peers[0].clone());
-        assert!(two.peer_set().is_err());
+        assert!(two.peer_set(&genesis).is_err());
+        let mut stranger = back;
+        stranger.peers[0].public_key = public_key_hex(&PrivateKey::from_seed(8).public_key());
+        assert!(stranger.peer_set(&genesis).is_err());
     }
 }

@@ -5,6 +5,7 @@ pub mod consensus;
 pub mod devledger;
 pub mod executor;
 pub mod ingress;
+pub mod ledger;
 pub mod mempool;
 pub mod node;
 pub mod tx;

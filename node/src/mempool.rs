@@ -83,6 +83,13 @@ impl Mempool {
         self.txs.contains_key(txid)
     }
 
+    /// Whether exactly these bytes are pending under `txid`.
+    pub fn contains_exact(&self, txid: &Txid, tx: &[u8]) -> bool {
+        self.txs
+            .get(txid)
+            .is_some_and(|(_, pending)| pending.as_ref() == tx)
+    }
+
     /// Offers a transaction that already passed the stateless check.
     pub fn insert(&mut self, txid: Txid, tx: Bytes) -> Admission {
         if self.txs.contains_key(&txid) || self.finalized.contains(&txid) {

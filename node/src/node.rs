@@ -4,9 +4,9 @@
 use crate::{
     config::{ConfigFileError, NodeConfig},
     consensus::{self, ConfigError, Networks, channels},
-    devledger::{TransferLedger, TransferVerifier},
     executor::MemoryStore,
     ingress,
+    ledger::{LedgerMachine, LedgerVerifier},
 };
 use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
 use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
@@ -39,9 +39,12 @@ pub enum RunError {
 
 /// Runs the replica described by `config` until the process is stopped.
 pub fn run(config: NodeConfig) -> Result<(), RunError> {
-    let consensus_cfg = config.consensus()?;
-    let peers = config.peer_set()?;
-    let genesis = config.genesis()?;
+    let genesis = config.load_genesis()?;
+    let consensus_cfg = config.consensus(&genesis)?;
+    let peers = config.peer_set(&genesis)?;
+    let machine =
+        LedgerMachine::new(genesis.clone()).map_err(|e| ConfigFileError::Genesis(e.to_string()))?;
+    let verifier = LedgerVerifier::new(std::sync::Arc::new(genesis.clone()));
     let signer = consensus_cfg.signer.clone();
     let n = peers.len();
     let peer_map: Map<_, Address> = peers
@@ -50,7 +53,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         .collect::<Vec<_>>()
         .try_into()
         .map_err(|e| RunError::Peers(format!("{e:?}")))?;
-    let namespace = format!("coffer/{}/p2p", config.chain_id);
+    let namespace = format!("coffer/{}/p2p", genesis.chain_id.as_str());
     let runner = runtime::Runner::new(
         runtime::Config::new().with_storage_directory(config.data_dir.clone()),
     );
@@ -94,8 +97,8 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         let started = consensus::start(
             context.child("consensus"),
             consensus_cfg,
-            TransferVerifier,
-            TransferLedger::with_genesis(genesis),
+            verifier,
+            machine,
             MemoryStore::new(RETAINED_BLOCKS),
             oracle.clone(),
             oracle,

@@ -74,7 +74,8 @@ pub trait TxVerifier: Clone + Send + Sync + 'static {
     /// Checks `bytes` and returns the transaction's id.
     fn check(&self, bytes: &[u8]) -> Result<Txid, TxRejection>;
 
-    /// The id of an already checked transaction, without re-verifying its signatures.
+    /// The id of a transaction, without verifying its signatures. It may exclude the signature
+    /// (ledger txids do), so equal ids do not imply equal bytes.
     fn txid(&self, bytes: &[u8]) -> Txid;
 }
 

@@ -102,14 +102,15 @@ impl<V: TxVerifier> App<V> {
             if tx.len() > MAX_TX_BYTES {
                 return Err(format!("transaction of {} bytes", tx.len()));
             }
-            // A txid commits to every byte of the transaction, so one already pending in our
-            // mempool is byte-identical to a transaction we checked on admission.
+            // A byte-identical transaction pending in our mempool passed the same check on
+            // admission; skip its signature verification. (Txids may exclude the signature,
+            // hence the byte comparison.)
             let txid = self.verifier.txid(tx);
             let admitted = self
                 .mempool
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&txid);
+                .contains_exact(&txid, tx);
             if !admitted {
                 let checked = self
                     .verifier
