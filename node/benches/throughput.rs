@@ -25,8 +25,8 @@ use std::{
 use support::txid_of as txid;
 
 const REPLICAS: usize = 4;
-const WALLETS: usize = 100;
-const OUTPUTS_PER_WALLET: usize = 220;
+const WALLETS: usize = 300;
+const OUTPUTS_PER_WALLET: usize = 80;
 const BURST: usize = 20_000;
 const PACED: usize = 1_000;
 const PACED_RATE: u64 = 200;

@@ -13,7 +13,8 @@ use std::fmt;
 /// Upper bound on the encoded size of one transaction, in bytes.
 ///
 /// A protocol constant rather than configuration: every replica must decode the same blocks.
-pub const MAX_TX_BYTES: usize = 4 * 1024;
+/// Large enough for the ledger's biggest structurally valid transfers (hundreds of inputs).
+pub const MAX_TX_BYTES: usize = 16 * 1024;
 
 /// A transaction identifier: a 32-byte hash over the transaction's canonical encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

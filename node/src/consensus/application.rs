@@ -12,7 +12,7 @@
 //! included and receive a deterministic rejection receipt when the block executes. Parent and
 //! height linkage are checked by marshal's wrapper before this runs.
 
-use super::block::{Block, MAX_BLOCK_TXS};
+use super::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use crate::{
     mempool::Mempool,
     tx::{MAX_TX_BYTES, TxVerifier, Txid},
@@ -70,9 +70,10 @@ pub(crate) struct App<V: TxVerifier> {
 impl<V: TxVerifier> App<V> {
     fn build(&self, parent: &Digested<Block>, view: u64, exclude: &HashSet<Txid>) -> Block {
         let max_txs = self.limits.max_txs.min(MAX_BLOCK_TXS);
+        let max_bytes = self.limits.max_bytes.min(MAX_BLOCK_BYTES);
         let picked = {
             let pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
-            pool.select(max_txs, self.limits.max_bytes, exclude)
+            pool.select(max_txs, max_bytes, exclude)
         };
         let mut txs: Vec<_> = picked.into_iter().map(|(_, tx)| tx).collect();
         if self.byzantine {
@@ -96,6 +97,10 @@ impl<V: TxVerifier> App<V> {
         }
         if block.txs.len() > MAX_BLOCK_TXS {
             return Err(format!("{} transactions in block", block.txs.len()));
+        }
+        let bytes: usize = block.txs.iter().map(|tx| tx.len()).sum();
+        if bytes > MAX_BLOCK_BYTES {
+            return Err(format!("{bytes} transaction bytes in block"));
         }
         let mut seen = HashSet::with_capacity(block.txs.len());
         for tx in &block.txs {

@@ -22,6 +22,9 @@ use commonware_cryptography::{
 /// Maximum number of transactions in one block (protocol constant, shared by all replicas).
 pub const MAX_BLOCK_TXS: usize = 1_000;
 
+/// Maximum total transaction bytes in one block (protocol constant, checked before voting).
+pub const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Domain tag of block digests.
 const BLOCK_TAG: &[u8] = b"coffer/block/v1";
 

@@ -352,10 +352,13 @@ where
             block::MAX_BLOCK_TXS
         )));
     }
-    if config.proposal.max_bytes < MAX_TX_BYTES {
+    if config.proposal.max_bytes < MAX_TX_BYTES
+        || config.proposal.max_bytes > block::MAX_BLOCK_BYTES
+    {
         return Err(ConfigError::Limit(format!(
-            "proposal max_bytes {} below one transaction ({MAX_TX_BYTES})",
-            config.proposal.max_bytes
+            "proposal max_bytes {} not in {MAX_TX_BYTES}..={}",
+            config.proposal.max_bytes,
+            block::MAX_BLOCK_BYTES
         )));
     }
     if config.mempool.max_txs == 0 || config.mempool.max_bytes < MAX_TX_BYTES {
