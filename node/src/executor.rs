@@ -254,11 +254,11 @@ pub(crate) fn fatal_store_error(error: &StoreError) -> ! {
 #[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
-    use crate::{
-        devledger::{Transfer, TransferLedger},
-        mempool::MempoolLimits,
+    use crate::{ledger::LedgerMachine, mempool::MempoolLimits};
+    use coffer_ledger::{
+        Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey,
+        Transaction, Transfer, TxOut,
     };
-    use commonware_cryptography::{Signer as _, ed25519::PrivateKey};
 
     fn block(height: u64, txs: Vec<Bytes>) -> FinalizedBlock {
         FinalizedBlock {
@@ -270,30 +270,63 @@ mod tests {
 
     #[test]
     fn applies_in_order_exactly_once() {
-        let alice = PrivateKey::from_seed(1);
-        let bob = PrivateKey::from_seed(2).public_key();
+        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
+        let alice = Keypair::from_secret_bytes([2; 32]).unwrap();
+        let bob = Keypair::from_secret_bytes([3; 32]).unwrap();
+        let chain = ChainId::new("exec").unwrap();
+        let genesis = Genesis {
+            chain_id: chain.clone(),
+            issuers: vec![issuer.public_key()],
+            replicas: vec![ReplicaInfo {
+                name: "r0".into(),
+                public_key: ReplicaKey([1; 32]),
+            }],
+            limits: Limits::default(),
+        };
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: chain.clone(),
+            issuer: issuer.public_key(),
+            nonce: 0,
+            outputs: vec![TxOut::to_address(Amount(10), alice.address())],
+        }));
+        let pay = |to: &Keypair| {
+            Bytes::from(
+                alice
+                    .sign_tx(Transaction::Transfer(Transfer {
+                        chain_id: chain.clone(),
+                        signer: alice.public_key(),
+                        inputs: vec![OutPoint {
+                            txid: mint.txid(),
+                            vout: 0,
+                        }],
+                        outputs: vec![TxOut::to_address(Amount(10), to.address())],
+                    }))
+                    .encode(),
+            )
+        };
         let (events, mut rx) = broadcast::channel(16);
         let mut exec = Executor::new(
-            TransferLedger::with_genesis([(alice.public_key(), 100)]),
+            LedgerMachine::new(genesis).unwrap(),
             MemoryStore::new(10),
             Arc::new(Mutex::new(Mempool::new(MempoolLimits::default()))),
             Arc::new(AtomicU64::new(0)),
             events,
         );
-        let b1 = block(1, vec![Transfer::sign(&alice, &bob, 5, 0)]);
-        let b2 = block(2, vec![Transfer::sign(&alice, &bob, 7, 1)]);
-        let b3 = block(3, vec![Transfer::sign(&alice, &bob, 1000, 2)]);
+        let b1 = block(1, vec![Bytes::from(mint.encode())]);
+        let b2 = block(2, vec![pay(&bob)]);
+        let b3 = block(3, vec![pay(&issuer)]);
         assert_eq!(exec.offer(b2.clone()).unwrap(), Offered::Buffered);
         assert_eq!(exec.offer(b3.clone()).unwrap(), Offered::Buffered);
         assert_eq!(exec.offer(b1.clone()).unwrap(), Offered::Applied);
         assert_eq!(exec.applied_height(), 3);
         assert_eq!(exec.offer(b1).unwrap(), Offered::Duplicate);
         assert_eq!(exec.offer(b2).unwrap(), Offered::Duplicate);
-        assert_eq!(exec.machine().balance(&bob), 12);
+        assert_eq!(exec.machine().state().balance(&bob.address()), Amount(10));
+        assert_eq!(exec.machine().state().height(), 3);
         let heights: Vec<u64> = (0..3).map(|_| rx.try_recv().unwrap().height).collect();
         assert_eq!(heights, vec![1, 2, 3]);
         let third = exec.store.get(3).unwrap();
-        assert_eq!(third.receipts[0].rejection, Some("insufficient_funds"));
+        assert_eq!(third.receipts[0].rejection, Some("input_already_spent"));
         assert!(rx.try_recv().is_err());
     }
 }

@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod consensus;
-pub mod devledger;
 pub mod executor;
 pub mod ingress;
 pub mod ledger;

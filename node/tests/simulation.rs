@@ -1,13 +1,19 @@
 //! Replicas in commonware's deterministic runtime over the simulated network: seeded, with
-//! simulated links, real ed25519 signatures and the real simplex + marshal stack.
+//! simulated links, real signatures (ed25519 votes, BIP340 transactions), the real simplex +
+//! marshal stack and the real ledger.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use bytes::Bytes;
+use coffer_ledger::{
+    Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, SignedTransaction,
+    Transaction, Transfer, TxOut,
+};
 use coffer_node::{
+    config::genesis_key,
     consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Timeouts, channels},
-    devledger::{Transfer, TransferLedger, TransferVerifier},
     executor::{ExecutedBlock, MemoryStore},
+    ledger::{LedgerMachine, LedgerVerifier},
     tx::Txid,
 };
 use commonware_cryptography::{
@@ -26,8 +32,6 @@ use std::{
 };
 
 const CHAIN: &str = "sim";
-const ACCOUNTS: u64 = 64;
-const BALANCE: u64 = 1_000;
 /// Deterministic runs must finish well within this simulated time.
 const SIM_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -45,20 +49,67 @@ fn replica_key(i: usize) -> PrivateKey {
     PrivateKey::from_seed(1_000 + i as u64)
 }
 
-fn account(i: u64) -> PrivateKey {
-    PrivateKey::from_seed(i)
+fn chain() -> ChainId {
+    ChainId::new(CHAIN).unwrap()
 }
 
-fn genesis() -> Vec<(PublicKey, u64)> {
-    (0..ACCOUNTS)
-        .map(|i| (account(i).public_key(), BALANCE))
-        .collect()
+fn issuer() -> Keypair {
+    Keypair::from_secret_bytes([42; 32]).unwrap()
 }
 
-/// A transfer of `amount` from account `from` (nonce 0) to a fresh recipient.
-fn transfer(from: u64, amount: u64) -> Bytes {
-    let to = PrivateKey::from_seed(10_000 + from).public_key();
-    Transfer::sign(&account(from), &to, amount, 0)
+fn wallet(i: u32) -> Keypair {
+    let mut secret = [9u8; 32];
+    secret[..4].copy_from_slice(&i.to_be_bytes());
+    Keypair::from_secret_bytes(secret).unwrap()
+}
+
+fn genesis(keys: &[PrivateKey]) -> Genesis {
+    Genesis {
+        chain_id: chain(),
+        issuers: vec![issuer().public_key()],
+        replicas: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ReplicaInfo {
+                name: format!("r{i}"),
+                public_key: genesis_key(&k.public_key()),
+            })
+            .collect(),
+        limits: Limits::default(),
+    }
+}
+
+/// The issuer mints 100 units to wallet `i` (mint nonce `i`).
+fn mint(i: u32) -> Bytes {
+    let issuer = issuer();
+    Bytes::from(
+        issuer
+            .sign_tx(Transaction::Mint(Mint {
+                chain_id: chain(),
+                issuer: issuer.public_key(),
+                nonce: u64::from(i),
+                outputs: vec![TxOut::to_address(Amount(100), wallet(i).address())],
+            }))
+            .encode(),
+    )
+}
+
+/// Wallet `i` pays its minted output to wallet `to`.
+fn pay(i: u32, to: u32) -> Bytes {
+    let from = wallet(i);
+    let minted = SignedTransaction::decode(&mint(i)).unwrap().txid();
+    Bytes::from(
+        from.sign_tx(Transaction::Transfer(Transfer {
+            chain_id: chain(),
+            signer: from.public_key(),
+            inputs: vec![OutPoint {
+                txid: minted,
+                vout: 0,
+            }],
+            outputs: vec![TxOut::to_address(Amount(100), wallet(to).address())],
+        }))
+        .encode(),
+    )
 }
 
 /// What one replica observed: executed blocks by height.
@@ -96,7 +147,7 @@ impl Log {
 }
 
 struct Replica {
-    handle: ConsensusHandle<TransferVerifier>,
+    handle: ConsensusHandle<LedgerVerifier>,
     root: Handle<()>,
     log: Log,
 }
@@ -192,6 +243,7 @@ impl Cluster {
             backfill: next(),
             mempool: next(),
         };
+        let genesis = genesis(&self.keys);
         let mut cfg = ConsensusConfig::new(CHAIN, key, self.participants());
         cfg.partition_prefix = format!("replica{i}");
         cfg.timeouts = self.timeouts;
@@ -199,8 +251,8 @@ impl Cluster {
         let (handle, root) = consensus::start(
             self.context.child("replica").with_attribute("index", i),
             cfg,
-            TransferVerifier,
-            TransferLedger::with_genesis(genesis()),
+            LedgerVerifier::new(Arc::new(genesis.clone())),
+            LedgerMachine::new(genesis).unwrap(),
             MemoryStore::new(10_000),
             self.oracle.manager(),
             control,
@@ -281,6 +333,26 @@ fn runner(seed: u64) -> deterministic::Runner {
     )
 }
 
+/// Mints to wallets `range` and waits until `replicas` executed them; returns their ids.
+async fn fund(cluster: &Cluster, replicas: &[&Replica], range: std::ops::Range<u32>) -> Vec<Txid> {
+    let mints: Vec<Bytes> = range.map(mint).collect();
+    let ids = submit_spread(replicas, &mints);
+    cluster
+        .wait_until("mints executed", || {
+            replicas.iter().all(|r| all_executed(&r.log, &ids))
+        })
+        .await;
+    for id in &ids {
+        assert_eq!(replicas[0].log.receipts()[id], None, "mint {id} rejected");
+    }
+    ids
+}
+
+/// Every wallet in `range` pays wallet `i + 1000`.
+fn payments(range: std::ops::Range<u32>) -> Vec<Bytes> {
+    range.map(|i| pay(i, i + 1_000)).collect()
+}
+
 #[test]
 fn four_replicas_order_and_execute_the_same_transfers() {
     for seed in [1, 2, 3] {
@@ -292,10 +364,11 @@ fn four_replicas_order_and_execute_the_same_transfers() {
                 replicas.push(cluster.start(i, false).await);
             }
             let refs: Vec<&Replica> = replicas.iter().collect();
-            let mut txs: Vec<Bytes> = (0..40).map(|i| transfer(i, 10)).collect();
-            // A conflicting pair: same account, same nonce. Exactly one may apply.
-            txs.push(transfer(50, 600));
-            txs.push(transfer(50, 700));
+            fund(&cluster, &refs, 0..41).await;
+            let mut txs = payments(0..40);
+            // A conflicting pair: two spends of wallet 40's only output. Exactly one applies.
+            txs.push(pay(40, 2_000));
+            txs.push(pay(40, 3_000));
             let txids = submit_spread(&refs, &txs);
             cluster
                 .wait_until("all transfers executed everywhere", || {
@@ -314,8 +387,8 @@ fn four_replicas_order_and_execute_the_same_transfers() {
                 1,
                 "exactly one of two conflicting transfers applies: {conflict:?}"
             );
-            assert!(conflict.contains(&Some("bad_nonce")));
-            // Finalized transactions left every mempool.
+            assert!(conflict.contains(&Some("input_already_spent")));
+            // Finalized (and stale) transactions left every mempool.
             cluster
                 .wait_until("mempools drained", || {
                     replicas.iter().all(|r| r.handle.pending() == 0)
@@ -330,7 +403,8 @@ fn single_replica_finalizes_alone() {
     runner(7).start(|context| async move {
         let cluster = Cluster::new(context, 1).await;
         let replica = cluster.start(0, false).await;
-        let txs: Vec<Bytes> = (0..20).map(|i| transfer(i, 1)).collect();
+        let mints = fund(&cluster, &[&replica], 0..20).await;
+        let txs = payments(0..20);
         let txids = submit_spread(&[&replica], &txs);
         cluster
             .wait_until("executed", || all_executed(&replica.log, &txids))
@@ -342,10 +416,8 @@ fn single_replica_finalizes_alone() {
             .submit(txs[0].clone())
             .expect("duplicate is fine");
         assert_eq!(again, txids[0]);
-        let height = replica.log.height();
         cluster.context.sleep(Duration::from_secs(3)).await;
-        assert_eq!(replica.log.receipts().len(), txids.len());
-        assert!(replica.log.height() >= height);
+        assert_eq!(replica.log.receipts().len(), mints.len() + txids.len());
     });
 }
 
@@ -359,8 +431,8 @@ fn commits_with_one_replica_offline() {
             replicas.push(cluster.start(i, false).await);
         }
         let refs: Vec<&Replica> = replicas.iter().collect();
-        let txs: Vec<Bytes> = (0..30).map(|i| transfer(i, 5)).collect();
-        let txids = submit_spread(&refs, &txs);
+        fund(&cluster, &refs, 0..30).await;
+        let txids = submit_spread(&refs, &payments(0..30));
         cluster
             .wait_until("executed by the three online replicas", || {
                 replicas.iter().all(|r| all_executed(&r.log, &txids))
@@ -368,6 +440,7 @@ fn commits_with_one_replica_offline() {
             .await;
         let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
         assert_agreement(&logs);
+        assert!(replicas[0].log.receipts().values().all(Option::is_none));
     });
 }
 
@@ -382,8 +455,8 @@ fn byzantine_leader_blocks_are_refused() {
             replicas.push(cluster.start(i, i == 0).await);
         }
         let honest: Vec<&Replica> = replicas[1..].iter().collect();
-        let txs: Vec<Bytes> = (0..30).map(|i| transfer(i, 3)).collect();
-        let txids = submit_spread(&honest, &txs);
+        let mints = fund(&cluster, &honest, 0..30).await;
+        let txids = submit_spread(&honest, &payments(0..30));
         cluster
             .wait_until("honest replicas executed every transfer", || {
                 honest.iter().all(|r| all_executed(&r.log, &txids))
@@ -397,13 +470,12 @@ fn byzantine_leader_blocks_are_refused() {
             })
             .await;
         let logs: Vec<&Log> = honest.iter().map(|r| &r.log).collect();
-        let height = assert_agreement(&logs);
+        assert_agreement(&logs);
         let receipts = honest[0].log.receipts();
-        // Only the submitted transfers were executed, all successfully: no block carrying
+        // Only the submitted transactions were executed, all successfully: no block carrying
         // the Byzantine leader's invalid transaction was finalized.
-        assert_eq!(receipts.len(), txids.len());
+        assert_eq!(receipts.len(), mints.len() + txids.len());
         assert!(receipts.values().all(Option::is_none));
-        assert!(height >= 1);
     });
 }
 
@@ -416,9 +488,9 @@ fn leader_crash_and_restart_catches_up() {
         for i in 0..4 {
             replicas.push(cluster.start(i, false).await);
         }
-        let first: Vec<Bytes> = (0..20).map(|i| transfer(i, 2)).collect();
         let refs: Vec<&Replica> = replicas.iter().collect();
-        let first_ids = submit_spread(&refs, &first);
+        let mints = fund(&cluster, &refs, 0..40).await;
+        let first_ids = submit_spread(&refs, &payments(0..20));
         cluster
             .wait_until("first batch executed", || {
                 replicas.iter().all(|r| all_executed(&r.log, &first_ids))
@@ -429,9 +501,8 @@ fn leader_crash_and_restart_catches_up() {
         let crashed = replicas.remove(0);
         crashed.root.abort();
         let _ = crashed.root.await;
-        let second: Vec<Bytes> = (20..40).map(|i| transfer(i, 2)).collect();
         let refs: Vec<&Replica> = replicas.iter().collect();
-        let second_ids = submit_spread(&refs, &second);
+        let second_ids = submit_spread(&refs, &payments(20..40));
         cluster
             .wait_until("commits resume without the crashed leader", || {
                 replicas.iter().all(|r| all_executed(&r.log, &second_ids))
@@ -450,6 +521,7 @@ fn leader_crash_and_restart_catches_up() {
         let mut logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
         logs.push(&restarted.log);
         assert_agreement(&logs);
+        assert!(all_executed(&restarted.log, &mints));
         assert!(all_executed(&restarted.log, &first_ids));
         assert!(all_executed(&restarted.log, &second_ids));
     });
@@ -468,15 +540,15 @@ fn lagging_replica_catches_up_from_peers() {
         for peer in 0..3 {
             cluster.unlink(3, peer).await;
         }
-        let txs: Vec<Bytes> = (0..40).map(|i| transfer(i, 4)).collect();
         let online: Vec<&Replica> = replicas[..3].iter().collect();
-        let txids = submit_spread(&online, &txs);
+        let mints = fund(&cluster, &online, 0..40).await;
+        let txids = submit_spread(&online, &payments(0..40));
         cluster
             .wait_until("progress without replica 3", || {
                 online.iter().all(|r| all_executed(&r.log, &txids))
             })
             .await;
-        assert!(!all_executed(&replicas[3].log, &txids));
+        assert!(!all_executed(&replicas[3].log, &mints));
         let target = online.iter().map(|r| r.log.height()).max().unwrap();
 
         // Reconnect: replica 3 backfills the missing finalized blocks and executes them.
