@@ -1,1 +1,3 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
+
+pub mod storage;

@@ -1,0 +1,1037 @@
+//! The Redis backend: standalone, sentinel and cluster, one pipeline per block.
+//!
+//! Write protocol (see `docs/STORAGE.md` for the reasoning):
+//! - standalone and sentinel: one pipeline `MULTI, block entry, effects, meta, EXEC[, WAIT]`, so a
+//!   block is applied entirely or not at all, whatever point a crash hits;
+//! - cluster (no multi-slot transactions): (1) the block entry, which doubles as the journal,
+//!   and `meta.pending = h`; (2) the effects, grouped per slot, each group a pipeline; (3) the
+//!   meta hash (height, commitment, supply), which is the commit point. Effects are idempotent,
+//!   so recovery (in [`Store::load`]) re-applies a pending block from its journal.
+//!
+//! With `wait_replicas > 0` every pipeline ends with `WAIT`, on the connection that carried its
+//! writes, so `persist` returns only after the replicas acknowledged everything it wrote.
+//! Transient failures (connection loss, failover, a `WAIT` shortfall) are retried with bounded
+//! backoff; each attempt first reads the applied height, so a block that landed before the error
+//! is never applied twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, TryStreamExt, stream};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
+
+use super::codec::{self, Entry};
+use super::keys::{self, Keys, UTXO_SHARDS};
+use super::memory::sum_amounts;
+use super::{
+    BlockChange, DurabilityConfig, HistoryItem, MAX_ADDRESS_UTXOS, RedisConfig, RedisMode,
+    RetryConfig, Snapshot, Storage, StorageError, Store, StoredBlock, Txid, Utxo, check_page,
+    validate_change,
+};
+
+/// The layout version written to `meta.version`; a store with another version is refused.
+const LAYOUT_VERSION: &str = "1";
+/// Effect pipelines in flight at once in cluster mode: bounds memory and open requests.
+const CLUSTER_CONCURRENCY: usize = 32;
+/// HSCAN batch size on load: large enough for few round trips, small enough not to stall Redis.
+const SCAN_COUNT: usize = 1_000;
+/// Scores are f64 in Redis; heights above 2^53 would lose precision.
+const MAX_HEIGHT: u64 = 1 << 53;
+
+/// A test hook that simulates a crash in the middle of a block write.
+///
+/// `AfterCommands(n)` executes the first `n` commands of the block's plan (command 0 is the
+/// block entry, the last is the meta update), then fails with [`StorageError::Failpoint`]
+/// without doing the rest. Standalone and sentinel send them inside `MULTI` on a separate
+/// connection and drop it before `EXEC`, which is what a crashed process does; cluster mode
+/// executes them for real, as a crash between pipelines would leave them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailPoint {
+    /// Stop after this many commands of the next block write.
+    AfterCommands(usize),
+}
+
+/// Where a standalone or sentinel connection comes from.
+enum Source {
+    Url(Client),
+    Sentinel(Box<SentinelClient>),
+}
+
+/// A non-cluster connection that is re-established (and, behind sentinel, re-discovered) after
+/// any transient error.
+struct Single {
+    source: tokio::sync::Mutex<Source>,
+    current: RwLock<Option<MultiplexedConnection>>,
+    config: AsyncConnectionConfig,
+}
+
+enum Conn {
+    Single(Box<Single>),
+    Cluster(ClusterConnection),
+}
+
+/// One connection handle for one attempt.
+#[derive(Clone)]
+enum Handle {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Hash fields to set: field → value.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A keyed command of a block's write plan.
+struct PlanCmd {
+    key: String,
+    cmd: Cmd,
+}
+
+/// A replica's state in Redis. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct RedisStore {
+    conn: Conn,
+    keys: Keys,
+    durability: DurabilityConfig,
+    retry: RetryConfig,
+    /// Serialises writers: the protocol assumes one block write at a time.
+    write_lock: tokio::sync::Mutex<()>,
+    /// The applied height as last written or read; `None` when unknown (start, after an error).
+    applied: Mutex<Option<Option<u64>>>,
+    failpoint: Mutex<Option<FailPoint>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.conn {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("mode", &mode)
+            .field("keys", &self.keys)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<RedisStore> for Storage {
+    fn from(s: RedisStore) -> Self {
+        Storage::Redis(Box::new(s))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are plain data replaced whole; a poisoned lock still holds a valid one.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn check_tls(tls: bool, urls: &[String]) -> Result<(), StorageError> {
+    if tls && !cfg!(feature = "redis-tls") {
+        return Err(StorageError::Config(
+            "tls requested but coffer-node was built without the redis-tls feature".into(),
+        ));
+    }
+    for u in urls {
+        if tls != u.starts_with("rediss://") {
+            return Err(StorageError::Config(format!(
+                "url {u:?} does not match tls = {tls} (use rediss:// with tls, redis:// without)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Single {
+    async fn get(&self) -> Result<MultiplexedConnection, StorageError> {
+        if let Some(c) = self.read_current() {
+            return Ok(c);
+        }
+        let mut source = self.source.lock().await;
+        // Another task may have reconnected while this one waited for the source.
+        if let Some(c) = self.read_current() {
+            return Ok(c);
+        }
+        let conn = self.connect(&mut source).await?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect(&self, source: &mut Source) -> Result<MultiplexedConnection, StorageError> {
+        Ok(match source {
+            Source::Url(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+            // Asks the sentinels for the current master and checks its ROLE before using it.
+            Source::Sentinel(s) => s.get_async_connection_with_config(&self.config).await?,
+        })
+    }
+
+    /// A connection of its own, not shared with other requests (for the crash failpoint).
+    async fn dedicated(&self) -> Result<MultiplexedConnection, StorageError> {
+        let mut source = self.source.lock().await;
+        self.connect(&mut source).await
+    }
+
+    fn read_current(&self) -> Option<MultiplexedConnection> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn invalidate(&self) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// Parsed `{P}:meta`.
+#[derive(Debug, Default)]
+struct Meta {
+    height: Option<u64>,
+    commitment: [u8; 32],
+    supply: u64,
+    pending: Option<u64>,
+}
+
+impl RedisStore {
+    /// Connects per `config`, retrying transient failures within the retry budget. Does not read
+    /// or recover state: [`Store::load`] does.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StorageError> {
+        let keys = Keys::new(&config.prefix)?;
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let response_timeout = Duration::from_millis(config.response_timeout_ms);
+        let async_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        let conn = match &config.mode {
+            RedisMode::Standalone { url } => {
+                check_tls(config.tls, std::slice::from_ref(url))?;
+                Conn::Single(Box::new(Single {
+                    source: tokio::sync::Mutex::new(Source::Url(Client::open(url.as_str())?)),
+                    current: RwLock::new(None),
+                    config: async_config,
+                }))
+            }
+            RedisMode::Sentinel {
+                master_name,
+                sentinels,
+            } => {
+                check_tls(config.tls, sentinels)?;
+                if sentinels.is_empty() {
+                    return Err(StorageError::Config("no sentinel addresses".into()));
+                }
+                let node_info = SentinelNodeConnectionInfo::default();
+                #[cfg(feature = "redis-tls")]
+                let node_info = if config.tls {
+                    node_info.set_tls_mode(redis::TlsMode::Secure)
+                } else {
+                    node_info
+                };
+                let client = SentinelClient::build(
+                    sentinels.iter().map(String::as_str).collect::<Vec<_>>(),
+                    master_name.clone(),
+                    Some(node_info),
+                    SentinelServerType::Master,
+                )?;
+                Conn::Single(Box::new(Single {
+                    source: tokio::sync::Mutex::new(Source::Sentinel(Box::new(client))),
+                    current: RwLock::new(None),
+                    config: async_config,
+                }))
+            }
+            RedisMode::Cluster { seeds } => {
+                check_tls(config.tls, seeds)?;
+                if seeds.is_empty() {
+                    return Err(StorageError::Config("no cluster seed nodes".into()));
+                }
+                let builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(response_timeout)
+                    // Redirects and reconnects inside one request; our own loop covers failover.
+                    .retries(3);
+                #[cfg(feature = "redis-tls")]
+                let builder = if config.tls {
+                    builder.tls(redis::TlsMode::Secure)
+                } else {
+                    builder
+                };
+                let client = builder.build()?;
+                let retry = config.retry.clone();
+                let conn = retrying(&retry, "cluster connect", || {
+                    let client = client.clone();
+                    async move { Ok(client.get_async_connection().await?) }
+                })
+                .await?;
+                Conn::Cluster(conn)
+            }
+        };
+        let store = Self {
+            conn,
+            keys,
+            durability: config.durability.clone(),
+            retry: config.retry.clone(),
+            write_lock: tokio::sync::Mutex::new(()),
+            applied: Mutex::new(None),
+            failpoint: Mutex::new(None),
+        };
+        // Fail fast on an unreachable or misconfigured deployment, within the retry budget.
+        store.read_meta().await?;
+        Ok(store)
+    }
+
+    /// Arms (or with `None` disarms) the crash failpoint for the next block write. Test only.
+    #[doc(hidden)]
+    pub fn set_failpoint(&self, fp: Option<FailPoint>) {
+        *lock(&self.failpoint) = fp;
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    async fn handle(&self) -> Result<Handle, StorageError> {
+        match &self.conn {
+            Conn::Single(s) => Ok(Handle::Single(s.get().await?)),
+            Conn::Cluster(c) => Ok(Handle::Cluster(c.clone())),
+        }
+    }
+
+    /// Runs `op` with retries; on a transient error the single connection is dropped so the next
+    /// attempt reconnects (and re-discovers the master behind sentinel).
+    async fn with_retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        retrying(&self.retry, what, || {
+            let fut = op();
+            async {
+                let r = fut.await;
+                if r.as_ref().is_err_and(StorageError::is_retryable) {
+                    if let Conn::Single(s) = &self.conn {
+                        s.invalidate();
+                    }
+                    *lock(&self.applied) = None;
+                }
+                r
+            }
+        })
+        .await
+    }
+
+    async fn read_meta(&self) -> Result<Meta, StorageError> {
+        let key = self.keys.meta();
+        let raw: HashMap<String, Vec<u8>> = self
+            .with_retry("read meta", || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("HGETALL").arg(&key).query_async(&mut h).await?)
+            })
+            .await?;
+        parse_meta(&key, &raw)
+    }
+
+    async fn applied(&self) -> Result<Option<u64>, StorageError> {
+        if let Some(a) = *lock(&self.applied) {
+            return Ok(a);
+        }
+        let meta = self.read_meta().await?;
+        *lock(&self.applied) = Some(meta.height);
+        Ok(meta.height)
+    }
+
+    /// The commands that apply `change` at `height`: block entry first, meta last.
+    fn plan(&self, height: u64, entry: Vec<u8>, change: &BlockChange) -> Vec<PlanCmd> {
+        let k = &self.keys;
+        let mut plan = Vec::new();
+        let block_key = k.block(height);
+        plan.push(PlanCmd {
+            cmd: redis::cmd("SET").arg(&block_key).arg(entry).to_owned(),
+            key: block_key,
+        });
+        // One HSET/HDEL/ZADD per key with all its fields: fewer commands, same effect.
+        let mut hset: BTreeMap<String, Fields> = BTreeMap::new();
+        for c in &change.created {
+            let v = codec::encode_utxo_value(c.amount, &c.output);
+            hset.entry(k.shard_outputs(keys::shard_of(&c.outpoint)))
+                .or_default()
+                .push((c.outpoint.clone(), v.clone()));
+            hset.entry(k.addr_utxos(&c.address))
+                .or_default()
+                .push((c.outpoint.clone(), v));
+        }
+        for t in &change.txs {
+            hset.entry(k.shard_txs(keys::shard_of(&t.txid)))
+                .or_default()
+                .push((t.txid.to_vec(), t.record.clone()));
+        }
+        for (key, fields) in hset {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&key);
+            for (f, v) in fields {
+                cmd.arg(f).arg(v);
+            }
+            plan.push(PlanCmd { key, cmd });
+        }
+        // Spends after creates: an output created and spent in one block must end up absent.
+        let mut hdel: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for s in &change.spent {
+            hdel.entry(k.shard_outputs(keys::shard_of(&s.outpoint)))
+                .or_default()
+                .push(s.outpoint.clone());
+            hdel.entry(k.addr_utxos(&s.address))
+                .or_default()
+                .push(s.outpoint.clone());
+        }
+        for (key, fields) in hdel {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(&key).arg(fields);
+            plan.push(PlanCmd { key, cmd });
+        }
+        let mut zadd: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for h in &change.history {
+            zadd.entry(k.addr_history(&h.address))
+                .or_default()
+                .push(history_member(h.height, h.position, &h.entry));
+        }
+        for (key, members) in zadd {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&key);
+            for m in members {
+                cmd.arg(height).arg(m);
+            }
+            plan.push(PlanCmd { key, cmd });
+        }
+        if !change.mints.is_empty() {
+            let key = k.mints();
+            let mut cmd = redis::cmd("SADD");
+            cmd.arg(&key);
+            for m in &change.mints {
+                cmd.arg(m.as_slice());
+            }
+            plan.push(PlanCmd { key, cmd });
+        }
+        let key = k.meta();
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&key)
+            .arg("height")
+            .arg(height)
+            .arg("commitment")
+            .arg(change.commitment.as_slice())
+            .arg("supply")
+            .arg(change.supply)
+            .arg("version")
+            .arg(LAYOUT_VERSION);
+        plan.push(PlanCmd { key, cmd });
+        if self.is_cluster() {
+            // The meta update is the commit point in cluster mode; drop the pending marker with it.
+            let key = self.keys.meta();
+            plan.push(PlanCmd {
+                cmd: redis::cmd("HDEL").arg(&key).arg("pending").to_owned(),
+                key,
+            });
+        }
+        plan
+    }
+
+    fn wait_cmd(&self, p: &mut Pipeline) -> bool {
+        if self.durability.wait_replicas == 0 {
+            return false;
+        }
+        p.cmd("WAIT")
+            .arg(self.durability.wait_replicas)
+            .arg(self.durability.wait_timeout_ms);
+        true
+    }
+
+    fn check_wait(&self, v: &Value) -> Result<(), StorageError> {
+        let acked: i64 = redis::from_redis_value_ref(v).map_err(|e| StorageError::Corrupt {
+            key: "WAIT reply".into(),
+            reason: e.to_string(),
+        })?;
+        let acked = u64::try_from(acked).unwrap_or(0);
+        if acked < u64::from(self.durability.wait_replicas) {
+            return Err(StorageError::NotDurable {
+                acked,
+                wanted: self.durability.wait_replicas,
+                timeout_ms: self.durability.wait_timeout_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `cmds` (all in one slot in cluster mode) as one pipeline, then `WAIT` if configured.
+    async fn run_group(&self, h: Handle, cmds: &[&PlanCmd]) -> Result<(), StorageError> {
+        let mut p = redis::pipe();
+        for c in cmds {
+            p.add_command(c.cmd.clone());
+        }
+        self.run_pipe(h, p).await
+    }
+
+    /// Runs `p` with `WAIT` appended if configured, checking every reply.
+    async fn run_pipe(&self, mut h: Handle, mut p: Pipeline) -> Result<(), StorageError> {
+        let waits = self.wait_cmd(&mut p);
+        let vals: Vec<Value> = p.query_async(&mut h).await?;
+        check_no_errors(&vals)?;
+        if waits {
+            self.check_wait(vals.last().unwrap_or(&Value::Nil))?;
+        }
+        Ok(())
+    }
+
+    /// Applies a plan atomically (standalone, sentinel).
+    async fn write_atomic(&self, plan: &[PlanCmd]) -> Result<(), StorageError> {
+        let fp = *lock(&self.failpoint);
+        if let (Some(FailPoint::AfterCommands(n)), Conn::Single(s)) = (fp, &self.conn) {
+            *lock(&self.failpoint) = None;
+            let mut c = s.dedicated().await?;
+            let mut p = redis::pipe();
+            p.cmd("MULTI");
+            for pc in plan.iter().take(n) {
+                p.add_command(pc.cmd.clone());
+            }
+            let _: Vec<Value> = p.query_async(&mut c).await?;
+            // Dropping the only handle closes the socket; Redis discards the open transaction.
+            drop(c);
+            return Err(StorageError::Failpoint(n));
+        }
+        let mut h = self.handle().await?;
+        let mut p = redis::pipe();
+        p.cmd("MULTI");
+        for pc in plan {
+            p.add_command(pc.cmd.clone());
+        }
+        p.cmd("EXEC");
+        let waits = self.wait_cmd(&mut p);
+        let vals: Vec<Value> = p.query_async(&mut h).await?;
+        check_no_errors(&vals)?;
+        let exec_at = plan.len() + 1;
+        match vals.get(exec_at) {
+            Some(Value::Array(inner)) if inner.len() == plan.len() => check_no_errors(inner)?,
+            other => {
+                return Err(StorageError::Corrupt {
+                    key: "EXEC reply".into(),
+                    reason: format!("unexpected {other:?}"),
+                });
+            }
+        }
+        if waits {
+            self.check_wait(vals.last().unwrap_or(&Value::Nil))?;
+        }
+        Ok(())
+    }
+
+    /// Applies a plan in the cluster protocol's phases. `journal_done` skips phase 1 (recovery).
+    async fn write_cluster(
+        &self,
+        height: u64,
+        plan: &[PlanCmd],
+        journal_done: bool,
+    ) -> Result<(), StorageError> {
+        let Conn::Cluster(conn) = &self.conn else {
+            unreachable!("write_cluster is only called in cluster mode");
+        };
+        let fp = lock(&self.failpoint).take();
+        let (first, rest) = plan.split_first().ok_or_else(|| StorageError::Corrupt {
+            key: "plan".into(),
+            reason: "empty plan".into(),
+        })?;
+        // The last two commands are the commit (meta update and pending removal).
+        let commit_at = rest.len().saturating_sub(2);
+        let (effects, commit) = rest.split_at(commit_at);
+        if let Some(FailPoint::AfterCommands(0)) = fp {
+            return Err(StorageError::Failpoint(0));
+        }
+        if !journal_done {
+            // Phase 1: the journal and the marker that tells recovery where to look.
+            let meta_key = self.keys.meta();
+            let pending = PlanCmd {
+                cmd: redis::cmd("HSET")
+                    .arg(&meta_key)
+                    .arg("pending")
+                    .arg(height)
+                    .to_owned(),
+                key: meta_key,
+            };
+            let (a, b) = futures_util::future::join(
+                self.run_group(Handle::Cluster(conn.clone()), &[first]),
+                self.run_group(Handle::Cluster(conn.clone()), &[&pending]),
+            )
+            .await;
+            a?;
+            b?;
+        }
+        if let Some(FailPoint::AfterCommands(n)) = fp {
+            // As a crash between pipelines would: some effects in, no commit.
+            let mut h = conn.clone();
+            for pc in rest.iter().take(n - 1) {
+                let _: Value = pc.cmd.query_async(&mut h).await?;
+            }
+            return Err(StorageError::Failpoint(n));
+        }
+        // Phase 2: effects, one pipeline per slot, several slots at once.
+        let mut groups: HashMap<Slot, Pipeline> = HashMap::new();
+        for pc in effects {
+            groups
+                .entry(Slot::for_key(&pc.key))
+                .or_insert_with(redis::pipe)
+                .add_command(pc.cmd.clone());
+        }
+        stream::iter(groups.into_values())
+            .map(|p| self.run_pipe(Handle::Cluster(conn.clone()), p))
+            .buffer_unordered(CLUSTER_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        // Phase 3: commit.
+        let commit: Vec<&PlanCmd> = commit.iter().collect();
+        self.run_group(Handle::Cluster(conn.clone()), &commit).await
+    }
+
+    /// A write attempt: re-reads the applied height (a previous attempt may have landed), then
+    /// writes or confirms.
+    async fn persist_attempt(
+        &self,
+        height: u64,
+        block: &[u8],
+        plan: &[PlanCmd],
+    ) -> Result<(), StorageError> {
+        match self.applied().await? {
+            Some(applied) if height <= applied => {
+                let stored = self.block(height).await?;
+                if stored.is_none_or(|b| b.block != block) {
+                    return Err(StorageError::Conflict { height });
+                }
+                // The earlier attempt's WAIT may not have finished; re-touching the meta hash on
+                // this connection and waiting covers everything written before it, because
+                // replication applies the stream in order.
+                let meta = self.keys.meta();
+                let touch = PlanCmd {
+                    cmd: redis::cmd("HSET")
+                        .arg(&meta)
+                        .arg("version")
+                        .arg(LAYOUT_VERSION)
+                        .to_owned(),
+                    key: meta,
+                };
+                return self.run_group(self.handle().await?, &[&touch]).await;
+            }
+            Some(applied) if height != applied + 1 => {
+                return Err(StorageError::OutOfOrder {
+                    expected: applied + 1,
+                    got: height,
+                });
+            }
+            _ => {}
+        }
+        if self.is_cluster() {
+            self.write_cluster(height, plan, false).await?;
+        } else {
+            self.write_atomic(plan).await?;
+        }
+        *lock(&self.applied) = Some(Some(height));
+        Ok(())
+    }
+
+    /// Finishes a cluster-mode block write a crash interrupted (no-op when none is pending).
+    async fn recover(&self) -> Result<(), StorageError> {
+        let meta = self.read_meta().await?;
+        let Some(pending) = meta.pending else {
+            return Ok(());
+        };
+        if meta
+            .height
+            .is_some_and(|h| h.checked_add(1) != Some(pending))
+        {
+            return Err(StorageError::Corrupt {
+                key: self.keys.meta(),
+                reason: format!("pending {pending} does not follow height {:?}", meta.height),
+            });
+        }
+        let key = self.keys.block(pending);
+        let raw: Option<Vec<u8>> = self
+            .with_retry("read pending block", || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("GET").arg(&key).query_async(&mut h).await?)
+            })
+            .await?;
+        let Some(raw) = raw else {
+            // Crashed inside phase 1 before the journal landed: no effect was written.
+            let meta_key = self.keys.meta();
+            return self
+                .with_retry("clear pending", || async {
+                    let mut h = self.handle().await?;
+                    let _: Value = redis::cmd("HDEL")
+                        .arg(&meta_key)
+                        .arg("pending")
+                        .query_async(&mut h)
+                        .await?;
+                    Ok(())
+                })
+                .await;
+        };
+        let Entry {
+            height,
+            block: _,
+            change,
+        } = codec::decode_entry(&key, &raw)?;
+        if height != pending {
+            return Err(StorageError::Corrupt {
+                key,
+                reason: format!("entry height {height}, expected {pending}"),
+            });
+        }
+        tracing::warn!(height, "re-applying block interrupted by a crash");
+        let plan = self.plan(height, raw, &change);
+        self.with_retry("recover block", || self.write_cluster(height, &plan, true))
+            .await?;
+        *lock(&self.applied) = Some(Some(height));
+        Ok(())
+    }
+
+    async fn scan_hash(&self, key: &str) -> Result<Fields, StorageError> {
+        self.with_retry("scan", || async {
+            let mut h = self.handle().await?;
+            let mut out = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, items): (u64, Fields) = redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut h)
+                    .await?;
+                out.extend(items);
+                if next == 0 {
+                    return Ok(out);
+                }
+                cursor = next;
+            }
+        })
+        .await
+    }
+}
+
+/// A history member: `height u64 | position u32 | entry`; the score is the height again, so
+/// Redis orders by height and then by these bytes (position first).
+fn history_member(height: u64, position: u32, entry: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(12 + entry.len());
+    m.extend_from_slice(&height.to_be_bytes());
+    m.extend_from_slice(&codec::encode_history_member(position, entry));
+    m
+}
+
+fn check_no_errors(vals: &[Value]) -> Result<(), StorageError> {
+    for v in vals {
+        if let Value::ServerError(e) = v {
+            return Err(StorageError::Redis(redis::RedisError::from(e.clone())));
+        }
+    }
+    Ok(())
+}
+
+fn parse_meta(key: &str, raw: &HashMap<String, Vec<u8>>) -> Result<Meta, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let num = |field: &str| -> Result<Option<u64>, StorageError> {
+        raw.get(field)
+            .map(|v| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt(format!("field {field} is not a u64: {v:?}")))
+            })
+            .transpose()
+    };
+    let mut meta = Meta {
+        height: num("height")?,
+        supply: num("supply")?.unwrap_or(0),
+        pending: num("pending")?,
+        ..Meta::default()
+    };
+    if let Some(v) = raw.get("version")
+        && v.as_slice() != LAYOUT_VERSION.as_bytes()
+    {
+        return Err(corrupt(format!(
+            "layout version {:?}, this build reads {LAYOUT_VERSION}",
+            String::from_utf8_lossy(v)
+        )));
+    }
+    if meta.height.is_some() {
+        let c = raw
+            .get("commitment")
+            .ok_or_else(|| corrupt("height without commitment".into()))?;
+        meta.commitment = c
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt(format!("commitment of {} bytes", c.len())))?;
+    }
+    Ok(meta)
+}
+
+/// Bounded exponential backoff around `op` for transient errors.
+async fn retrying<T, F, Fut>(cfg: &RetryConfig, what: &str, mut op: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    let start = Instant::now();
+    let max_elapsed = Duration::from_millis(cfg.max_elapsed_ms);
+    let max_delay = Duration::from_millis(cfg.max_delay_ms.max(1));
+    let mut delay = Duration::from_millis(cfg.base_delay_ms.max(1));
+    let mut attempts: u32 = 0;
+    loop {
+        attempts = attempts.saturating_add(1);
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() => {
+                let elapsed = start.elapsed();
+                if elapsed + delay > max_elapsed {
+                    return Err(StorageError::Unavailable {
+                        attempts,
+                        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                        last: Box::new(e),
+                    });
+                }
+                tracing::warn!(what, attempts, error = %e, "transient redis failure, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max_delay);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Store for RedisStore {
+    async fn load(&self) -> Result<Option<Snapshot>, StorageError> {
+        self.recover().await?;
+        let meta = self.read_meta().await?;
+        let Some(height) = meta.height else {
+            return Ok(None);
+        };
+        *lock(&self.applied) = Some(Some(height));
+        let mut utxos = Vec::new();
+        for shard in 0..UTXO_SHARDS {
+            let key = self.keys.shard_outputs(shard);
+            for (outpoint, v) in self.scan_hash(&key).await? {
+                let (_, output) = codec::decode_utxo_value(&key, &v)?;
+                utxos.push((outpoint, output));
+            }
+        }
+        utxos.sort();
+        let key = self.keys.mints();
+        let raw: Vec<Vec<u8>> = self
+            .with_retry("read mints", || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("SMEMBERS").arg(&key).query_async(&mut h).await?)
+            })
+            .await?;
+        let mut mints = raw
+            .iter()
+            .map(|m| {
+                <Txid>::try_from(m.as_slice()).map_err(|_| StorageError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("mint txid of {} bytes", m.len()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        mints.sort();
+        let tip = self
+            .block(height)
+            .await?
+            .ok_or_else(|| StorageError::Corrupt {
+                key: self.keys.block(height),
+                reason: "applied block missing".into(),
+            })?;
+        Ok(Some(Snapshot {
+            height,
+            commitment: meta.commitment,
+            supply: meta.supply,
+            utxos,
+            mints,
+            tip,
+        }))
+    }
+
+    async fn persist(
+        &self,
+        height: u64,
+        block: &[u8],
+        change: &BlockChange,
+    ) -> Result<(), StorageError> {
+        validate_change(height, block, change)?;
+        if height >= MAX_HEIGHT {
+            return Err(StorageError::Limit {
+                what: "height",
+                got: height,
+                max: MAX_HEIGHT - 1,
+            });
+        }
+        let _writer = self.write_lock.lock().await;
+        let entry = codec::encode_entry(height, block, change);
+        let plan = self.plan(height, entry, change);
+        self.with_retry("persist block", || {
+            self.persist_attempt(height, block, &plan)
+        })
+        .await
+    }
+
+    async fn applied_height(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.read_meta().await?.height)
+    }
+
+    async fn balance(&self, address: &str) -> Result<u64, StorageError> {
+        let utxos = self.utxos(address).await?;
+        sum_amounts(address, &utxos)
+    }
+
+    async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
+        keys::check_address(address)?;
+        let key = self.keys.addr_utxos(address);
+        let raw: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .with_retry("read utxos", || async {
+                let mut h = self.handle().await?;
+                let n: usize = redis::cmd("HLEN").arg(&key).query_async(&mut h).await?;
+                if n > MAX_ADDRESS_UTXOS {
+                    return Err(StorageError::Limit {
+                        what: "address utxos",
+                        got: n as u64,
+                        max: MAX_ADDRESS_UTXOS as u64,
+                    });
+                }
+                Ok(redis::cmd("HGETALL").arg(&key).query_async(&mut h).await?)
+            })
+            .await?;
+        raw.into_iter()
+            .map(|(outpoint, v)| {
+                let (amount, output) = codec::decode_utxo_value(&key, &v)?;
+                Ok(Utxo {
+                    outpoint,
+                    amount,
+                    output,
+                })
+            })
+            .collect()
+    }
+
+    async fn history(
+        &self,
+        address: &str,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<HistoryItem>, StorageError> {
+        check_page(address, limit)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.addr_history(address);
+        let Ok(start) = i64::try_from(offset) else {
+            return Ok(Vec::new());
+        };
+        let stop = start.saturating_add(i64::from(limit) - 1);
+        let raw: Vec<Vec<u8>> = self
+            .with_retry("read history", || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("ZREVRANGE")
+                    .arg(&key)
+                    .arg(start)
+                    .arg(stop)
+                    .query_async(&mut h)
+                    .await?)
+            })
+            .await?;
+        raw.iter()
+            .map(|m| {
+                let (h, rest) = m.split_at_checked(8).ok_or_else(|| StorageError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("history member of {} bytes", m.len()),
+                })?;
+                let mut hb = [0u8; 8];
+                hb.copy_from_slice(h);
+                let (position, entry) = codec::decode_history_member(&key, rest)?;
+                Ok(HistoryItem {
+                    address: address.to_owned(),
+                    height: u64::from_be_bytes(hb),
+                    position,
+                    entry,
+                })
+            })
+            .collect()
+    }
+
+    async fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+        let key = self.keys.block(height);
+        let raw: Option<Vec<u8>> = self
+            .with_retry("read block", || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("GET").arg(&key).query_async(&mut h).await?)
+            })
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let e = codec::decode_entry(&key, &raw)?;
+        if e.height != height {
+            return Err(StorageError::Corrupt {
+                key,
+                reason: format!("entry height {}", e.height),
+            });
+        }
+        Ok(Some(StoredBlock {
+            height,
+            block: e.block,
+            record: e.change.block_record,
+        }))
+    }
+
+    async fn tx(&self, txid: &Txid) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = self.keys.shard_txs(keys::shard_of(txid));
+        self.with_retry("read tx", || async {
+            let mut h = self.handle().await?;
+            Ok(redis::cmd("HGET")
+                .arg(&key)
+                .arg(txid.as_slice())
+                .query_async(&mut h)
+                .await?)
+        })
+        .await
+    }
+}
