@@ -1,0 +1,347 @@
+//! Wallet keys, BIP340 Schnorr signatures and bech32m addresses.
+//!
+//! A wallet is a secp256k1 key pair. Its [`PublicKey`] is the 32-byte x-only key of BIP340; its
+//! [`Address`] is `bech32m("coffer", tagged_hash("coffer/address", x_only_key))`.
+
+use crate::hash::{HexError, parse_hex, tagged_hash, tags};
+use bech32::primitives::decode::CheckedHrpstring;
+use bech32::{Bech32m, Hrp};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// Human-readable part of every Coffer address.
+pub const ADDRESS_HRP: &str = "coffer";
+
+/// Errors parsing keys, signatures and addresses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Bad hex.
+    #[error(transparent)]
+    Hex(#[from] HexError),
+    /// 32 bytes that are not the x coordinate of a curve point.
+    #[error("not a valid x-only public key: {0}")]
+    InvalidPublicKey(String),
+    /// 32 bytes that are zero or not below the curve order.
+    #[error("not a valid secret key")]
+    InvalidSecretKey,
+    /// Not a bech32m string with the `coffer` prefix and a 32-byte payload.
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The offending input.
+        address: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// A BIP340 x-only public key (32 bytes). JSON: lower-case hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey(secp256k1::XOnlyPublicKey);
+
+impl PublicKey {
+    /// Parses 32 bytes; fails unless they are the x coordinate of a point on the curve.
+    pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
+        secp256k1::XOnlyPublicKey::from_byte_array(bytes)
+            .map(PublicKey)
+            .map_err(|e| KeyError::InvalidPublicKey(format!("{}: {e}", hex::encode(bytes))))
+    }
+
+    /// The 32-byte serialisation.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_byte_array()
+    }
+
+    /// The wallet address owned by this key.
+    pub fn address(&self) -> Address {
+        Address(tagged_hash(tags::ADDRESS, &[&self.to_bytes()]))
+    }
+
+    /// Verifies a BIP340 signature over a 32-byte message.
+    pub fn verify(&self, msg: &[u8; 32], sig: &Signature) -> bool {
+        secp256k1::schnorr::verify(&sig.0, msg, &self.0).is_ok()
+    }
+
+    /// The underlying secp256k1 key.
+    pub fn inner(&self) -> &secp256k1::XOnlyPublicKey {
+        &self.0
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        PublicKey::from_bytes(parse_hex::<32>(s)?)
+    }
+}
+
+impl Serialize for PublicKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A 64-byte BIP340 Schnorr signature. JSON: lower-case hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(secp256k1::schnorr::Signature);
+
+impl Signature {
+    /// Wraps 64 bytes. Any 64 bytes are a syntactically valid signature; validity is decided by
+    /// [`PublicKey::verify`].
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Signature(secp256k1::schnorr::Signature::from_byte_array(bytes))
+    }
+
+    /// The 64-byte serialisation.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        self.0.to_byte_array()
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({self})")
+    }
+}
+
+impl FromStr for Signature {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        Ok(Signature::from_bytes(parse_hex::<64>(s)?))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A wallet (or issuer) key pair. `Debug` never prints the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Keypair(secp256k1::Keypair);
+
+impl Keypair {
+    /// A fresh key pair from the operating system's randomness.
+    pub fn generate() -> Self {
+        Keypair(secp256k1::Keypair::new(&mut secp256k1::rand::rng()))
+    }
+
+    /// The key pair for a 32-byte secret key.
+    pub fn from_secret_bytes(secret: [u8; 32]) -> Result<Self, KeyError> {
+        secp256k1::Keypair::from_secret_bytes(secret)
+            .map(Keypair)
+            .map_err(|_| KeyError::InvalidSecretKey)
+    }
+
+    /// Parses a 64-character hex secret key.
+    pub fn from_secret_hex(s: &str) -> Result<Self, KeyError> {
+        Keypair::from_secret_bytes(parse_hex::<32>(s)?)
+    }
+
+    /// The 32-byte secret key. Handle with care.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_secret_bytes()
+    }
+
+    /// The x-only public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.0.x_only_public_key().0)
+    }
+
+    /// The address this key pair spends from.
+    pub fn address(&self) -> Address {
+        self.public_key().address()
+    }
+
+    /// BIP340-signs a 32-byte message with fresh auxiliary randomness.
+    pub fn sign_msg(&self, msg: &[u8; 32]) -> Signature {
+        Signature(secp256k1::schnorr::sign(msg, &self.0))
+    }
+
+    /// BIP340-signs a 32-byte message with the given auxiliary randomness (deterministic; used
+    /// by golden vectors and tests).
+    pub fn sign_msg_with_aux(&self, msg: &[u8; 32], aux_rand: &[u8; 32]) -> Signature {
+        Signature(secp256k1::schnorr::sign_with_aux_rand(
+            msg, &self.0, aux_rand,
+        ))
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({}, secret: <redacted>)", self.public_key())
+    }
+}
+
+/// A wallet address: the tagged hash of an x-only public key.
+///
+/// `Display`/`FromStr`/JSON: bech32m with human-readable part `coffer` and the 32-byte hash as
+/// payload (65 characters, lower case). Parsing accepts only bech32m (not bech32) checksums.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Address(pub [u8; 32]);
+
+impl Address {
+    /// The 32-byte key hash.
+    pub const fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hrp = Hrp::parse_unchecked(ADDRESS_HRP);
+        bech32::encode_lower_to_fmt::<Bech32m, _>(f, hrp, &self.0).map_err(|_| fmt::Error)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({self})")
+    }
+}
+
+impl FromStr for Address {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        let bad = |reason: String| KeyError::InvalidAddress {
+            address: s.to_owned(),
+            reason,
+        };
+        // Mixed or upper case is legal bech32 but we keep one spelling per address.
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad("upper-case characters".into()));
+        }
+        let checked = CheckedHrpstring::new::<Bech32m>(s).map_err(|e| bad(e.to_string()))?;
+        if checked.hrp().as_str() != ADDRESS_HRP {
+            return Err(bad(format!(
+                "prefix {} is not {ADDRESS_HRP}",
+                checked.hrp()
+            )));
+        }
+        let payload: Vec<u8> = checked.byte_iter().collect();
+        let got = payload.len();
+        let bytes: [u8; 32] = payload
+            .try_into()
+            .map_err(|_| bad(format!("payload is {got} bytes, expected 32")))?;
+        // The 5-bit to 8-bit conversion drops up to 4 padding bits; they must be zero or two
+        // strings would name the same address.
+        let canonical = Address(bytes).to_string();
+        if canonical != s {
+            return Err(bad("non-canonical padding".into()));
+        }
+        Ok(Address(bytes))
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kp(byte: u8) -> Keypair {
+        Keypair::from_secret_bytes([byte; 32]).expect("valid test key")
+    }
+
+    #[test]
+    fn address_round_trips_and_is_bech32m() {
+        let a = kp(7).address();
+        let s = a.to_string();
+        assert!(s.starts_with("coffer1"), "{s}");
+        assert_eq!(s.len(), 65);
+        assert_eq!(s.parse::<Address>(), Ok(a));
+        let json = serde_json::to_string(&a).expect("serialise");
+        assert_eq!(serde_json::from_str::<Address>(&json).ok(), Some(a));
+    }
+
+    #[test]
+    fn address_rejects_bad_strings() {
+        let s = kp(7).address().to_string();
+        // Flip one data character: checksum fails.
+        let mut chars: Vec<char> = s.chars().collect();
+        chars[10] = if chars[10] == 'q' { 'p' } else { 'q' };
+        let flipped: String = chars.into_iter().collect();
+        assert!(flipped.parse::<Address>().is_err());
+        assert!(s.to_uppercase().parse::<Address>().is_err());
+        // Same payload, bech32 (not bech32m) checksum.
+        let hrp = Hrp::parse_unchecked(ADDRESS_HRP);
+        let bech32 = bech32::encode::<bech32::Bech32>(hrp, &kp(7).address().0).expect("encode");
+        assert!(bech32.parse::<Address>().is_err());
+        // Wrong prefix.
+        let other =
+            bech32::encode::<Bech32m>(Hrp::parse_unchecked("bc"), &[1u8; 32]).expect("encode");
+        assert!(other.parse::<Address>().is_err());
+        // Wrong length.
+        let short = bech32::encode::<Bech32m>(hrp, &[1u8; 20]).expect("encode");
+        assert!(short.parse::<Address>().is_err());
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let k = kp(9);
+        let msg = [3u8; 32];
+        let sig = k.sign_msg(&msg);
+        assert!(k.public_key().verify(&msg, &sig));
+        assert!(!k.public_key().verify(&[4u8; 32], &sig));
+        assert!(!kp(10).public_key().verify(&msg, &sig));
+        let det = k.sign_msg_with_aux(&msg, &[0u8; 32]);
+        assert_eq!(det, k.sign_msg_with_aux(&msg, &[0u8; 32]));
+    }
+
+    #[test]
+    fn keys_parse_and_reject() {
+        assert!(Keypair::from_secret_bytes([0u8; 32]).is_err());
+        assert!(Keypair::from_secret_bytes([0xff; 32]).is_err());
+        let pk = kp(1).public_key();
+        assert_eq!(pk.to_string().parse::<PublicKey>(), Ok(pk));
+        // BIP340 test vector 5: "public key not on the curve".
+        let off = "eefdea4cdb677750a420fee807eacf21eb9898ae79b9768766e4faa04a2d4a34";
+        assert!(off.parse::<PublicKey>().is_err());
+        assert!(!format!("{:?}", kp(1)).contains(&hex::encode([1u8; 32])));
+    }
+}

@@ -1,0 +1,836 @@
+//! The UTXO state machine: apply blocks, answer queries, commit to the state, restore.
+//!
+//! Like raft-rs's `ready()`, [`LedgerState::apply`] performs no I/O: it mutates the in-memory
+//! state and returns, with the receipts, the [`Change`] the caller must persist. A replica that
+//! restarts rebuilds an identical state from persisted data with [`LedgerState::restore`].
+
+use crate::amount::Amount;
+use crate::genesis::{Genesis, GenesisError};
+use crate::hash::{Hash32, Txid, UtxoSetHash, tagged_hash, tags};
+use crate::keys::Address;
+use crate::reject::RejectCode;
+use crate::tx::{Block, OutPoint, SignedTransaction, Transaction, TxOut};
+use crate::validate;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// The state commitment after a block: what replicas compare and sign.
+///
+/// `state_hash` alone commits to everything: it chains the previous state hash, the height, the
+/// block's signed transactions, its receipts, the UTXO-set hash and the supply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commitment {
+    /// Height of the last applied block (0 = genesis).
+    pub height: u64,
+    /// `tagged_hash("coffer/state", prev_state_hash || height u64le || txs_hash ||
+    /// receipts_hash || utxo_hash || total_supply u64le)`; the genesis hash at height 0.
+    pub state_hash: Hash32,
+    /// Multiset hash of the UTXO set (see [`UtxoSetHash`]).
+    pub utxo_hash: Hash32,
+    /// Money in existence: the sum of all accepted mints, equal to the sum of all UTXOs.
+    pub total_supply: Amount,
+}
+
+/// Result of one transaction in a block. JSON: `{"status": "accepted"}` or
+/// `{"status": "rejected", "code": "bad_signature"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "status", content = "code", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied.
+    Accepted,
+    /// Not applied; changed nothing.
+    Rejected(RejectCode),
+}
+
+impl Outcome {
+    /// `0` for accepted, else the code's number: the receipt encoding.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            Outcome::Accepted => 0,
+            Outcome::Rejected(c) => c.as_u16(),
+        }
+    }
+
+    /// As a `Result`.
+    pub fn into_result(self) -> Result<(), RejectCode> {
+        match self {
+            Outcome::Accepted => Ok(()),
+            Outcome::Rejected(c) => Err(c),
+        }
+    }
+}
+
+/// One transaction's receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// The transaction.
+    pub txid: Txid,
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+impl Receipt {
+    /// Canonical encoding: `txid[32] || height u64le || index u32le || outcome u16le`
+    /// (0 = accepted, else the reject code's number).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(46);
+        out.extend_from_slice(&self.txid.0);
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.index.to_le_bytes());
+        out.extend_from_slice(&self.outcome.as_u16().to_le_bytes());
+        out
+    }
+}
+
+/// Kind of history entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// Money created for this address.
+    Mint,
+    /// A transfer this address signed or received from.
+    Transfer,
+}
+
+/// One accepted transaction touching an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntry {
+    /// Per-address sequence number, 0 for the address's first entry; the pagination cursor.
+    pub seq: u64,
+    /// Block height.
+    pub height: u64,
+    /// Position in the block.
+    pub index: u32,
+    /// The transaction.
+    pub txid: Txid,
+    /// Mint or transfer.
+    pub kind: HistoryKind,
+    /// Value of outputs paid to this address (change included).
+    pub received: Amount,
+    /// Value of this address's outputs spent.
+    pub sent: Amount,
+}
+
+/// A page of history, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryPage {
+    /// Entries, highest `seq` first.
+    pub entries: Vec<HistoryEntry>,
+    /// Pass as `cursor` to get the next (older) page; `None` when there is none.
+    pub next_cursor: Option<u64>,
+}
+
+/// What a block changed, for the caller to persist atomically.
+///
+/// Netted over the block: an output created and spent within the same block appears in
+/// neither `created` nor `spent`; it does appear in `spent_within_block` so that the
+/// spent-outpoint set (used to tell `input_already_spent` from `unknown_input`) stays exact.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// Outputs now unspent that were not before the block (in creation order).
+    pub created: Vec<(OutPoint, TxOut)>,
+    /// Outputs unspent before the block and spent by it (with their contents, so per-address
+    /// indexes can be updated without a lookup).
+    pub spent: Vec<(OutPoint, TxOut)>,
+    /// Outputs created and spent inside this block.
+    pub spent_within_block: Vec<OutPoint>,
+    /// New history entries, in order.
+    pub history: Vec<(Address, HistoryEntry)>,
+    /// Txids of mints accepted in this block.
+    pub mint_txids: Vec<Txid>,
+    /// The commitment after the block.
+    pub commitment: Commitment,
+}
+
+/// What [`LedgerState::apply`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// One per transaction, in block order.
+    pub receipts: Vec<Receipt>,
+    /// Everything to persist.
+    pub change: Change,
+    /// The commitment after the block (same as `change.commitment`).
+    pub commitment: Commitment,
+}
+
+/// Caller bugs: a block that must never be handed to `apply`. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// Height is not tip + 1.
+    #[error("block height {got} is not the next height {expected}")]
+    WrongHeight {
+        /// Tip + 1.
+        expected: u64,
+        /// The block's height.
+        got: u64,
+    },
+    /// More transactions than the genesis `max_block_txs`.
+    #[error("block has {got} transactions, more than the limit {max}")]
+    TooManyTxs {
+        /// Count found.
+        got: usize,
+        /// Limit.
+        max: u32,
+    },
+}
+
+/// Persisted data could not be turned back into a consistent state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// The data contradicts itself or the commitment.
+    #[error("inconsistent ledger data: {0}")]
+    Inconsistent(String),
+}
+
+/// Everything needed to rebuild a [`LedgerState`]: what a store holds after persisting every
+/// [`Change`] (see [`LedgerState::snapshot`] and [`LedgerState::restore`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// The commitment at the tip.
+    pub commitment: Option<Commitment>,
+    /// Every unspent output.
+    pub utxos: Vec<(OutPoint, TxOut)>,
+    /// Every spent outpoint.
+    pub spent: Vec<OutPoint>,
+    /// Every history entry (any order).
+    pub history: Vec<(Address, HistoryEntry)>,
+    /// Every accepted mint txid.
+    pub mint_txids: Vec<Txid>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct AddressIndex {
+    balance: Amount,
+    utxos: BTreeSet<OutPoint>,
+    history: Vec<HistoryEntry>,
+}
+
+/// The in-memory ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerState {
+    genesis: Arc<Genesis>,
+    genesis_hash: Hash32,
+    height: u64,
+    state_hash: Hash32,
+    utxo_hash: UtxoSetHash,
+    supply: Amount,
+    utxos: HashMap<OutPoint, TxOut>,
+    // Kept forever so that a spend of a spent output is reported as such; a production system
+    // would prune it below a finality horizon and report `unknown_input` beyond it.
+    spent: HashSet<OutPoint>,
+    by_address: HashMap<Address, AddressIndex>,
+    mint_txids: HashSet<Txid>,
+}
+
+/// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
+pub fn utxo_element(outpoint: &OutPoint, out: &TxOut) -> [u8; 32] {
+    let mut w = crate::encoding::Writer::new();
+    outpoint.encode(&mut w);
+    out.encode(&mut w);
+    tagged_hash(tags::UTXO, &[&w.into_bytes()])
+}
+
+/// Receipts commitment: `tagged_hash("coffer/block-receipts", count u32le || receipt*)`.
+pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
+    let mut data = Vec::with_capacity(4 + 46 * receipts.len());
+    let count = u32::try_from(receipts.len()).unwrap_or(u32::MAX);
+    data.extend_from_slice(&count.to_le_bytes());
+    for r in receipts {
+        data.extend_from_slice(&r.encode());
+    }
+    Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
+}
+
+/// Tracks one block's net effect while it is applied.
+#[derive(Default)]
+struct ChangeBuilder {
+    created: Vec<Option<(OutPoint, TxOut)>>,
+    created_at: HashMap<OutPoint, usize>,
+    spent: Vec<(OutPoint, TxOut)>,
+    spent_within_block: Vec<OutPoint>,
+    history: Vec<(Address, HistoryEntry)>,
+    mint_txids: Vec<Txid>,
+}
+
+impl LedgerState {
+    /// An empty ledger at height 0 whose state hash is the genesis hash.
+    pub fn new(genesis: Genesis) -> Result<Self, GenesisError> {
+        genesis.validate()?;
+        let genesis_hash = genesis.genesis_hash();
+        Ok(LedgerState {
+            genesis: Arc::new(genesis),
+            genesis_hash,
+            height: 0,
+            state_hash: genesis_hash,
+            utxo_hash: UtxoSetHash::EMPTY,
+            supply: Amount::ZERO,
+            utxos: HashMap::new(),
+            spent: HashSet::new(),
+            by_address: HashMap::new(),
+            mint_txids: HashSet::new(),
+        })
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// Height of the last applied block (0 before the first).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The current commitment.
+    pub fn commitment(&self) -> Commitment {
+        Commitment {
+            height: self.height,
+            state_hash: self.state_hash,
+            utxo_hash: self.utxo_hash.to_hash(),
+            total_supply: self.supply,
+        }
+    }
+
+    /// Money in existence.
+    pub fn total_supply(&self) -> Amount {
+        self.supply
+    }
+
+    /// Sum of the address's unspent outputs. O(1).
+    pub fn balance(&self, address: &Address) -> Amount {
+        self.by_address
+            .get(address)
+            .map_or(Amount::ZERO, |a| a.balance)
+    }
+
+    /// The address's unspent outputs, ordered by outpoint.
+    pub fn utxos(&self, address: &Address) -> Vec<(OutPoint, TxOut)> {
+        self.utxos_page(address, None, usize::MAX)
+    }
+
+    /// Up to `limit` of the address's unspent outputs with outpoints strictly after `after`.
+    pub fn utxos_page(
+        &self,
+        address: &Address,
+        after: Option<OutPoint>,
+        limit: usize,
+    ) -> Vec<(OutPoint, TxOut)> {
+        let Some(index) = self.by_address.get(address) else {
+            return Vec::new();
+        };
+        let range: Box<dyn Iterator<Item = &OutPoint>> = match after {
+            Some(a) => Box::new(
+                index
+                    .utxos
+                    .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            ),
+            None => Box::new(index.utxos.iter()),
+        };
+        range
+            .take(limit)
+            .map(|op| {
+                let out = self
+                    .utxos
+                    .get(op)
+                    .expect("address index only lists unspent outputs");
+                (*op, *out)
+            })
+            .collect()
+    }
+
+    /// One unspent output.
+    pub fn utxo(&self, outpoint: &OutPoint) -> Option<TxOut> {
+        self.utxos.get(outpoint).copied()
+    }
+
+    /// True if the outpoint existed and was spent.
+    pub fn is_spent(&self, outpoint: &OutPoint) -> bool {
+        self.spent.contains(outpoint)
+    }
+
+    /// True if a mint with this txid was accepted.
+    pub fn is_mint_committed(&self, txid: &Txid) -> bool {
+        self.mint_txids.contains(txid)
+    }
+
+    /// Number of unspent outputs.
+    pub fn utxo_count(&self) -> usize {
+        self.utxos.len()
+    }
+
+    /// The address's history, newest first: entries with `seq <= cursor` (all if `None`), at
+    /// most `min(limit, max_history_page)` of them.
+    pub fn history(&self, address: &Address, cursor: Option<u64>, limit: usize) -> HistoryPage {
+        let Some(index) = self.by_address.get(address) else {
+            return HistoryPage::default();
+        };
+        // u32 -> usize cannot truncate on supported targets.
+        let limit = limit.min(self.genesis.limits.max_history_page as usize);
+        let len = index.history.len();
+        // Entries are stored in seq order and seq == position.
+        let end = match cursor {
+            Some(c) => usize::try_from(c).map_or(len, |c| c.saturating_add(1).min(len)),
+            None => len,
+        };
+        let start = end.saturating_sub(limit);
+        let entries: Vec<HistoryEntry> = index.history[start..end].iter().rev().copied().collect();
+        let next_cursor = if start > 0 && limit > 0 {
+            Some(start as u64 - 1)
+        } else {
+            None
+        };
+        HistoryPage {
+            entries,
+            next_cursor,
+        }
+    }
+
+    /// Stateless checks against this ledger's genesis (see [`validate::verify_stateless`]).
+    pub fn verify_stateless(&self, stx: &SignedTransaction) -> Result<Txid, RejectCode> {
+        validate::verify_stateless(&self.genesis, stx)
+    }
+
+    /// Applies a block: verifies every signature in parallel, then applies transactions in
+    /// order. Deterministic: the same state and block give the same receipts, change and
+    /// commitment on every replica.
+    pub fn apply(&mut self, block: &Block) -> Result<Applied, ApplyError> {
+        let expected = self.height + 1;
+        if block.height != expected {
+            return Err(ApplyError::WrongHeight {
+                expected,
+                got: block.height,
+            });
+        }
+        let max = self.genesis.limits.max_block_txs;
+        // u32 -> usize cannot truncate on supported targets.
+        if block.txs.len() > max as usize {
+            return Err(ApplyError::TooManyTxs {
+                got: block.txs.len(),
+                max,
+            });
+        }
+        let genesis = Arc::clone(&self.genesis);
+        let stateless: Vec<Result<Txid, RejectCode>> = block
+            .txs
+            .par_iter()
+            .map(|stx| validate::verify_stateless(&genesis, stx))
+            .collect();
+
+        let supply_before = self.supply;
+        let mut minted = Amount::ZERO;
+        let mut cb = ChangeBuilder::default();
+        let mut receipts = Vec::with_capacity(block.txs.len());
+        for (i, (stx, pre)) in block.txs.iter().zip(stateless).enumerate() {
+            let index = u32::try_from(i).expect("block size bounded by max_block_txs (u32)");
+            let (txid, outcome) = match pre {
+                Ok(txid) => match self.apply_tx(&stx.tx, txid, block.height, index, &mut cb) {
+                    Ok(m) => {
+                        minted = minted.checked_add(m).expect("mints bounded by supply cap");
+                        (txid, Outcome::Accepted)
+                    }
+                    Err(code) => (txid, Outcome::Rejected(code)),
+                },
+                Err(code) => (stx.txid(), Outcome::Rejected(code)),
+            };
+            receipts.push(Receipt {
+                txid,
+                height: block.height,
+                index,
+                outcome,
+            });
+        }
+        // Value is conserved: only mints change the supply.
+        assert_eq!(
+            supply_before.checked_add(minted),
+            Some(self.supply),
+            "supply drifted"
+        );
+
+        self.height = block.height;
+        let utxo_hash = self.utxo_hash.to_hash();
+        let rh = receipts_hash(&receipts);
+        self.state_hash = Hash32(tagged_hash(
+            tags::STATE,
+            &[
+                &self.state_hash.0,
+                &self.height.to_le_bytes(),
+                &block.txs_hash().0,
+                &rh.0,
+                &utxo_hash.0,
+                &self.supply.0.to_le_bytes(),
+            ],
+        ));
+        let commitment = self.commitment();
+        let change = Change {
+            created: cb.created.into_iter().flatten().collect(),
+            spent: cb.spent,
+            spent_within_block: cb.spent_within_block,
+            history: cb.history,
+            mint_txids: cb.mint_txids,
+            commitment,
+        };
+        Ok(Applied {
+            receipts,
+            change,
+            commitment,
+        })
+    }
+
+    /// Stateful checks then mutation for one transaction that passed the stateless checks.
+    /// Returns the amount minted. On `Err` nothing was changed.
+    fn apply_tx(
+        &mut self,
+        tx: &Transaction,
+        txid: Txid,
+        height: u64,
+        index: u32,
+        cb: &mut ChangeBuilder,
+    ) -> Result<Amount, RejectCode> {
+        // Stateless checks bounded this sum by MAX_SUPPLY.
+        let out_sum = Amount::checked_sum(tx.outputs().iter().map(|o| o.amount))
+            .ok_or(RejectCode::AmountOverflow)?;
+        // Per-address effect of this transaction, in first-touch order (deterministic).
+        let mut touched: Vec<(Address, Amount, Amount)> = Vec::new();
+        let kind;
+        let minted;
+        match tx {
+            Transaction::Transfer(t) => {
+                let owner = t.signer.address();
+                let mut in_sum = Amount::ZERO;
+                for input in &t.inputs {
+                    let Some(out) = self.utxos.get(input) else {
+                        return Err(if self.spent.contains(input) {
+                            RejectCode::InputAlreadySpent
+                        } else {
+                            RejectCode::UnknownInput
+                        });
+                    };
+                    if out.lock.address() != owner {
+                        return Err(RejectCode::NotOwner);
+                    }
+                    // Inputs are distinct UTXOs, whose sum is at most the supply.
+                    in_sum = in_sum
+                        .checked_add(out.amount)
+                        .ok_or(RejectCode::AmountOverflow)?;
+                }
+                if out_sum > in_sum {
+                    return Err(RejectCode::InsufficientFunds);
+                }
+                if out_sum < in_sum {
+                    return Err(RejectCode::ValueNotConserved);
+                }
+                // Validated: mutate.
+                for input in &t.inputs {
+                    let out = self.remove_utxo(input);
+                    match cb.created_at.remove(input) {
+                        Some(pos) => {
+                            cb.created[pos] = None;
+                            cb.spent_within_block.push(*input);
+                        }
+                        None => cb.spent.push((*input, out)),
+                    }
+                }
+                touched.push((owner, Amount::ZERO, in_sum));
+                kind = HistoryKind::Transfer;
+                minted = Amount::ZERO;
+            }
+            Transaction::Mint(_) => {
+                if self.mint_txids.contains(&txid) {
+                    return Err(RejectCode::MintReplayed);
+                }
+                let after = self
+                    .supply
+                    .checked_add(out_sum)
+                    .ok_or(RejectCode::SupplyCapExceeded)?;
+                if after > self.genesis.limits.supply_cap {
+                    return Err(RejectCode::SupplyCapExceeded);
+                }
+                self.supply = after;
+                self.mint_txids.insert(txid);
+                cb.mint_txids.push(txid);
+                kind = HistoryKind::Mint;
+                minted = out_sum;
+            }
+        }
+        for (vout, out) in tx.outputs().iter().enumerate() {
+            let vout = u32::try_from(vout).expect("outputs bounded by max_outputs (u16)");
+            let op = OutPoint { txid, vout };
+            self.insert_utxo(op, *out);
+            cb.created_at.insert(op, cb.created.len());
+            cb.created.push(Some((op, *out)));
+            let addr = out.lock.address();
+            match touched.iter_mut().find(|(a, _, _)| *a == addr) {
+                Some(t) => t.1 = t.1.checked_add(out.amount).expect("bounded by out_sum"),
+                None => touched.push((addr, out.amount, Amount::ZERO)),
+            }
+        }
+        for (addr, received, sent) in touched {
+            let idx = self.by_address.entry(addr).or_default();
+            let entry = HistoryEntry {
+                seq: idx.history.len() as u64,
+                height,
+                index,
+                txid,
+                kind,
+                received,
+                sent,
+            };
+            idx.history.push(entry);
+            cb.history.push((addr, entry));
+        }
+        Ok(minted)
+    }
+
+    fn insert_utxo(&mut self, op: OutPoint, out: TxOut) {
+        let prev = self.utxos.insert(op, out);
+        assert!(prev.is_none(), "outpoint {op} created twice");
+        self.utxo_hash.insert(&utxo_element(&op, &out));
+        let idx = self.by_address.entry(out.lock.address()).or_default();
+        idx.balance = idx
+            .balance
+            .checked_add(out.amount)
+            .expect("balance bounded by supply");
+        idx.utxos.insert(op);
+    }
+
+    fn remove_utxo(&mut self, op: &OutPoint) -> TxOut {
+        let out = self
+            .utxos
+            .remove(op)
+            .expect("spend of a validated unspent output");
+        self.utxo_hash.remove(&utxo_element(op, &out));
+        self.spent.insert(*op);
+        let idx = self.by_address.entry(out.lock.address()).or_default();
+        idx.balance = idx
+            .balance
+            .checked_sub(out.amount)
+            .expect("balance covers its outputs");
+        idx.utxos.remove(op);
+        out
+    }
+
+    /// The UTXO-set hash recomputed from scratch (tests, recovery); must equal the incremental
+    /// `commitment().utxo_hash`.
+    pub fn recompute_utxo_hash(&self) -> Hash32 {
+        let mut h = UtxoSetHash::EMPTY;
+        for (op, out) in &self.utxos {
+            h.insert(&utxo_element(op, out));
+        }
+        h.to_hash()
+    }
+
+    /// Checks every internal invariant from scratch: incremental UTXO hash, supply = sum of
+    /// UTXOs, each balance = sum of its UTXOs, indexes consistent with the UTXO set.
+    pub fn check_integrity(&self) -> Result<(), RestoreError> {
+        let bad = |m: String| Err(RestoreError::Inconsistent(m));
+        if self.recompute_utxo_hash() != self.utxo_hash.to_hash() {
+            return bad("incremental utxo hash differs from recomputation".into());
+        }
+        let total = Amount::checked_sum(self.utxos.values().map(|o| o.amount));
+        if total != Some(self.supply) {
+            return bad(format!("utxos sum to {total:?}, supply is {}", self.supply));
+        }
+        let mut indexed = 0usize;
+        for (addr, idx) in &self.by_address {
+            let mut sum = Amount::ZERO;
+            for op in &idx.utxos {
+                match self.utxos.get(op) {
+                    Some(o) if o.lock.address() == *addr => {
+                        sum = sum.checked_add(o.amount).unwrap_or(Amount(u64::MAX));
+                    }
+                    _ => return bad(format!("address {addr} indexes {op} which it does not own")),
+                }
+            }
+            if sum != idx.balance {
+                return bad(format!(
+                    "address {addr} balance {} but utxos sum {sum}",
+                    idx.balance
+                ));
+            }
+            if idx
+                .history
+                .iter()
+                .enumerate()
+                .any(|(i, e)| e.seq != i as u64)
+            {
+                return bad(format!("address {addr} history sequence has gaps"));
+            }
+            indexed += idx.utxos.len();
+        }
+        if indexed != self.utxos.len() {
+            return bad(format!(
+                "{indexed} indexed utxos, {} in the set",
+                self.utxos.len()
+            ));
+        }
+        if self.utxos.keys().any(|op| self.spent.contains(op)) {
+            return bad("an outpoint is both unspent and spent".into());
+        }
+        Ok(())
+    }
+
+    /// Everything a store must hold to [`restore`](LedgerState::restore) this state (sorted,
+    /// so equal states give equal snapshots).
+    pub fn snapshot(&self) -> Snapshot {
+        let mut utxos: Vec<_> = self.utxos.iter().map(|(o, t)| (*o, *t)).collect();
+        utxos.sort();
+        let mut spent: Vec<_> = self.spent.iter().copied().collect();
+        spent.sort();
+        let mut history: Vec<(Address, HistoryEntry)> = self
+            .by_address
+            .iter()
+            .flat_map(|(a, idx)| idx.history.iter().map(move |e| (*a, *e)))
+            .collect();
+        history.sort_by_key(|(a, e)| (*a, e.seq));
+        let mut mint_txids: Vec<_> = self.mint_txids.iter().copied().collect();
+        mint_txids.sort();
+        Snapshot {
+            commitment: Some(self.commitment()),
+            utxos,
+            spent,
+            history,
+            mint_txids,
+        }
+    }
+
+    /// Rebuilds a state from persisted data and checks it against the commitment: the UTXO
+    /// hash and the supply are recomputed from the outputs and must match, and every index
+    /// invariant must hold. `snapshot.commitment == None` means height 0 (nothing persisted).
+    pub fn restore(genesis: Genesis, snapshot: Snapshot) -> Result<Self, RestoreError> {
+        let mut state = LedgerState::new(genesis)?;
+        let bad = |m: String| Err(RestoreError::Inconsistent(m));
+        let Some(c) = snapshot.commitment else {
+            if snapshot.utxos.is_empty() && snapshot.history.is_empty() {
+                return Ok(state);
+            }
+            return bad("data present but no commitment".into());
+        };
+        if c.height == 0 && c.state_hash != state.genesis_hash {
+            return bad("height 0 state hash is not the genesis hash".into());
+        }
+        for op in snapshot.spent {
+            state.spent.insert(op);
+        }
+        for (op, out) in snapshot.utxos {
+            if state.utxos.contains_key(&op) {
+                return bad(format!("outpoint {op} listed twice"));
+            }
+            state.insert_utxo(op, out);
+            state.supply = match state.supply.checked_add(out.amount) {
+                Some(s) if s.is_valid() => s,
+                _ => return bad("utxo amounts overflow".into()),
+            };
+        }
+        let mut history = snapshot.history;
+        history.sort_by_key(|(a, e)| (*a, e.seq));
+        for (addr, entry) in history {
+            let idx = state.by_address.entry(addr).or_default();
+            if entry.seq != idx.history.len() as u64 {
+                return bad(format!(
+                    "history of {addr} is missing seq {}",
+                    idx.history.len()
+                ));
+            }
+            idx.history.push(entry);
+        }
+        state.mint_txids.extend(snapshot.mint_txids);
+        if state.utxo_hash.to_hash() != c.utxo_hash {
+            return bad(format!(
+                "recomputed utxo hash {} differs from committed {}",
+                state.utxo_hash.to_hash(),
+                c.utxo_hash
+            ));
+        }
+        if state.supply != c.total_supply {
+            return bad(format!(
+                "utxos sum to {}, commitment says {}",
+                state.supply, c.total_supply
+            ));
+        }
+        state.height = c.height;
+        state.state_hash = c.state_hash;
+        state.check_integrity()?;
+        Ok(state)
+    }
+
+    /// Applies a persisted [`Change`] without re-executing the block (e.g. a follower reading
+    /// the store written by a replica). Checks that it starts from this state's tip and that
+    /// the resulting UTXO hash and supply match its commitment; on error the state may be
+    /// partially updated and must be discarded.
+    pub fn apply_change(&mut self, change: &Change) -> Result<(), RestoreError> {
+        let bad = |m: String| Err(RestoreError::Inconsistent(m));
+        let c = change.commitment;
+        if c.height != self.height + 1 {
+            return bad(format!(
+                "change is for height {}, tip is {}",
+                c.height, self.height
+            ));
+        }
+        for (op, out) in &change.spent {
+            if self.utxos.get(op) != Some(out) {
+                return bad(format!("change spends {op}, not an unspent output here"));
+            }
+            self.remove_utxo(op);
+        }
+        for op in &change.spent_within_block {
+            self.spent.insert(*op);
+        }
+        for t in &change.mint_txids {
+            if !self.mint_txids.insert(*t) {
+                return bad(format!("mint {t} recorded twice"));
+            }
+        }
+        let spent_sum = Amount::checked_sum(change.spent.iter().map(|(_, o)| o.amount));
+        let created_sum = Amount::checked_sum(change.created.iter().map(|(_, o)| o.amount));
+        let (Some(spent_sum), Some(created_sum)) = (spent_sum, created_sum) else {
+            return bad("change amounts overflow".into());
+        };
+        for (op, out) in &change.created {
+            if self.utxos.contains_key(op) || self.spent.contains(op) {
+                return bad(format!("change creates existing outpoint {op}"));
+            }
+            self.insert_utxo(*op, *out);
+        }
+        // Transfers conserve value, so the net creation is what was minted.
+        let minted = created_sum
+            .checked_sub(spent_sum)
+            .unwrap_or(Amount(u64::MAX));
+        self.supply = self.supply.checked_add(minted).unwrap_or(Amount(u64::MAX));
+        for (addr, entry) in &change.history {
+            let idx = self.by_address.entry(*addr).or_default();
+            if entry.seq != idx.history.len() as u64 {
+                return bad(format!(
+                    "history of {addr} is missing seq {}",
+                    idx.history.len()
+                ));
+            }
+            idx.history.push(*entry);
+        }
+        if self.utxo_hash.to_hash() != c.utxo_hash || self.supply != c.total_supply {
+            return bad(format!(
+                "state after change does not match commitment at {}",
+                c.height
+            ));
+        }
+        self.height = c.height;
+        self.state_hash = c.state_hash;
+        Ok(())
+    }
+}

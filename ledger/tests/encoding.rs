@@ -1,0 +1,204 @@
+//! Canonical encoding and JSON forms: round trips, rejection of non-canonical bytes, strict
+//! JSON input.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use coffer_ledger::encoding::{DecodeError, HARD_MAX_INPUTS};
+use coffer_ledger::*;
+use common::*;
+
+fn samples() -> Vec<SignedTransaction> {
+    let (alice, bob) = (key(10), key(11));
+    let m = mint(7, &[(alice.address(), 100), (bob.address(), 5)]);
+    let t = transfer(
+        &alice,
+        &[op(&m, 0)],
+        &[(bob.address(), 60), (alice.address(), 40)],
+    );
+    vec![m, t]
+}
+
+#[test]
+fn binary_round_trip_and_every_prefix_fails() {
+    for stx in samples() {
+        let bytes = stx.encode();
+        assert_eq!(SignedTransaction::decode(&bytes), Ok(stx.clone()));
+        assert_eq!(Transaction::decode(&stx.tx.encode()), Ok(stx.tx.clone()));
+        for cut in 0..bytes.len() {
+            assert!(
+                SignedTransaction::decode(&bytes[..cut]).is_err(),
+                "prefix {cut} decoded"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            SignedTransaction::decode(&longer),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+    }
+    let block = Block {
+        height: 9,
+        txs: samples(),
+    };
+    assert_eq!(Block::decode(&block.encode()), Ok(block.clone()));
+    let mut bad = block.encode();
+    bad.push(1);
+    assert!(Block::decode(&bad).is_err());
+}
+
+#[test]
+fn non_canonical_bytes_are_refused() {
+    let [m, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
+    let tb = t.encode();
+    // Unknown transaction tag.
+    let mut x = tb.clone();
+    x[0] = 0x03;
+    assert!(matches!(
+        SignedTransaction::decode(&x),
+        Err(DecodeError::UnknownTag { .. })
+    ));
+    // Chain id with an upper-case letter.
+    let mut x = tb.clone();
+    x[2] = b'C';
+    assert!(matches!(
+        SignedTransaction::decode(&x),
+        Err(DecodeError::Invalid {
+            what: "chain id",
+            ..
+        })
+    ));
+    // Zero-length chain id (length byte 0): the remaining bytes no longer line up.
+    let mut x = tb.clone();
+    x[1] = 0;
+    assert!(SignedTransaction::decode(&x).is_err());
+    // Signer that is not a curve point (BIP340 vector 5's key).
+    let mut x = tb.clone();
+    let off =
+        hex::decode("eefdea4cdb677750a420fee807eacf21eb9898ae79b9768766e4faa04a2d4a34").unwrap();
+    let key_at = 2 + CHAIN.len();
+    x[key_at..key_at + 32].copy_from_slice(&off);
+    assert!(matches!(
+        SignedTransaction::decode(&x),
+        Err(DecodeError::Invalid { .. })
+    ));
+    // Unknown lock tag in the mint's first output: tag(1) chain(1+11) issuer(32) nonce(8) count(2) amount(8).
+    let mut x = m.encode();
+    let lock_at = 1 + 1 + CHAIN.len() + 32 + 8 + 2 + 8;
+    assert_eq!(x[lock_at], 0x00);
+    x[lock_at] = 0x01;
+    assert!(matches!(
+        SignedTransaction::decode(&x),
+        Err(DecodeError::UnknownTag { what: "lock", .. })
+    ));
+    // Input count above the hard ceiling, and a count larger than the bytes that follow.
+    let count_at = key_at + 32;
+    let mut x = tb.clone();
+    x[count_at..count_at + 2]
+        .copy_from_slice(&u16::try_from(HARD_MAX_INPUTS + 1).unwrap().to_le_bytes());
+    let err = SignedTransaction::decode(&x).unwrap_err();
+    assert!(matches!(err, DecodeError::TooLong { what: "inputs", .. }));
+    assert_eq!(RejectCode::from(&err), RejectCode::TooManyInputs);
+    let mut x = tb.clone();
+    x[count_at..count_at + 2].copy_from_slice(&1000u16.to_le_bytes());
+    assert!(matches!(
+        SignedTransaction::decode(&x),
+        Err(DecodeError::UnexpectedEnd { .. })
+    ));
+}
+
+#[test]
+fn txid_excludes_signature_and_binds_chain() {
+    let [m, _] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
+    let resigned = m.tx.clone().sign_with_aux(&issuer(), &[1; 32]);
+    assert_ne!(resigned.signature, m.signature);
+    assert_eq!(resigned.txid(), m.txid());
+    assert_ne!(resigned.wtxid(), m.wtxid());
+    let mut other = m.tx.clone();
+    if let Transaction::Mint(x) = &mut other {
+        x.chain_id = ChainId::new("other").unwrap();
+    }
+    assert_ne!(other.txid(), m.txid());
+}
+
+#[test]
+fn json_forms() {
+    let [m, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&t).unwrap();
+    assert_eq!(v["tx"]["type"], "transfer");
+    assert_eq!(v["tx"]["chain_id"], CHAIN);
+    assert_eq!(v["tx"]["signer"], key(10).public_key().to_string());
+    assert_eq!(v["tx"]["inputs"][0]["txid"], m.txid().to_string());
+    assert_eq!(v["tx"]["inputs"][0]["vout"], 0);
+    assert_eq!(v["tx"]["outputs"][0]["amount"], 60);
+    assert_eq!(
+        v["tx"]["outputs"][0]["lock"]["address"],
+        key(11).address().to_string()
+    );
+    assert_eq!(v["signature"], t.signature.to_string());
+    let mv: serde_json::Value = serde_json::to_value(&m).unwrap();
+    assert_eq!(mv["tx"]["type"], "mint");
+    assert_eq!(mv["tx"]["nonce"], 7);
+    for stx in [m, t] {
+        let json = serde_json::to_string(&stx).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SignedTransaction>(&json).unwrap(),
+            stx
+        );
+    }
+    let receipt = Receipt {
+        txid: Txid([1; 32]),
+        height: 3,
+        index: 0,
+        outcome: Outcome::Rejected(RejectCode::BadSignature),
+    };
+    let rv = serde_json::to_value(receipt).unwrap();
+    assert_eq!(rv["outcome"]["status"], "rejected");
+    assert_eq!(rv["outcome"]["code"], "bad_signature");
+    let ok = serde_json::to_value(Outcome::Accepted).unwrap();
+    assert_eq!(ok, serde_json::json!({"status": "accepted"}));
+}
+
+#[test]
+fn json_input_is_strict() {
+    let [_, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
+    let good: serde_json::Value = serde_json::to_value(&t).unwrap();
+    let parse = |v: &serde_json::Value| serde_json::from_value::<SignedTransaction>(v.clone());
+    assert!(parse(&good).is_ok());
+    let mut v = good.clone();
+    v["extra"] = 1.into();
+    assert!(parse(&v).is_err(), "unknown top-level field accepted");
+    let mut v = good.clone();
+    v["tx"]["extra"] = 1.into();
+    assert!(parse(&v).is_err(), "unknown tx field accepted");
+    let mut v = good.clone();
+    v["tx"]["inputs"][0]["extra"] = 1.into();
+    assert!(parse(&v).is_err(), "unknown outpoint field accepted");
+    let mut v = good.clone();
+    v["tx"]["outputs"][0]["extra"] = 1.into();
+    assert!(parse(&v).is_err(), "unknown output field accepted");
+    let mut v = good.clone();
+    v["tx"]["outputs"][0]["amount"] = "60".into();
+    assert!(parse(&v).is_err(), "string amount accepted");
+    let mut v = good.clone();
+    v["tx"]["outputs"][0]["amount"] = serde_json::json!(60.5);
+    assert!(parse(&v).is_err(), "float amount accepted");
+    let mut v = good.clone();
+    v["tx"]["type"] = "burn".into();
+    assert!(parse(&v).is_err());
+    let mut v = good.clone();
+    v["signature"] = t.signature.to_string().to_uppercase().into();
+    assert!(parse(&v).is_err(), "upper-case hex accepted");
+    let mut v = good.clone();
+    v["tx"]["chain_id"] = "Coffer".into();
+    assert!(parse(&v).is_err());
+    let mut v = good.clone();
+    let too_many: Vec<serde_json::Value> = (0..=HARD_MAX_INPUTS)
+        .map(|i| serde_json::json!({"txid": Txid([1; 32]).to_string(), "vout": i}))
+        .collect();
+    v["tx"]["inputs"] = too_many.into();
+    assert!(
+        parse(&v).is_err(),
+        "more inputs than the hard ceiling accepted"
+    );
+}
