@@ -2,8 +2,8 @@
 //! write is finished from) and sizes checked on both sides.
 //!
 //! Layout, all integers big-endian: `version u8 | height u64 | block bytes | change`, where
-//! `bytes` is `u32 length | data` and the change is `record bytes | commitment [32] | supply u64 |
-//! created list | spent list | history list | txs list | mints list`, each list `u32 count` then
+//! `bytes` is `u32 length | data` and the change is `record bytes | commitment bytes | supply
+//! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list`, each list `u32 count` then
 //! items. Decoding never trusts a length: every one is checked against the bytes left and the
 //! limits below.
 
@@ -58,7 +58,7 @@ pub(crate) fn encode_entry(height: u64, block: &[u8], c: &BlockChange) -> Vec<u8
     out.extend_from_slice(&height.to_be_bytes());
     put_bytes(&mut out, block);
     put_bytes(&mut out, &c.block_record);
-    out.extend_from_slice(&c.commitment);
+    put_bytes(&mut out, &c.commitment);
     out.extend_from_slice(&c.supply.to_be_bytes());
     put_count(&mut out, c.created.len());
     for o in &c.created {
@@ -72,11 +72,14 @@ pub(crate) fn encode_entry(height: u64, block: &[u8], c: &BlockChange) -> Vec<u8
         put_bytes(&mut out, &s.outpoint);
         put_bytes(&mut out, s.address.as_bytes());
     }
+    put_count(&mut out, c.spent_in_block.len());
+    for op in &c.spent_in_block {
+        put_bytes(&mut out, op);
+    }
     put_count(&mut out, c.history.len());
     for h in &c.history {
         put_bytes(&mut out, h.address.as_bytes());
-        out.extend_from_slice(&h.height.to_be_bytes());
-        out.extend_from_slice(&h.position.to_be_bytes());
+        out.extend_from_slice(&h.seq.to_be_bytes());
         put_bytes(&mut out, &h.entry);
     }
     put_count(&mut out, c.txs.len());
@@ -164,7 +167,7 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
     let height = r.u64()?;
     let block = r.bytes("block", MAX_BLOCK_BYTES)?;
     let block_record = r.bytes("block record", MAX_VALUE_BYTES)?;
-    let commitment = r.array::<32>()?;
+    let commitment = r.bytes("commitment", MAX_VALUE_BYTES)?;
     let supply = r.u64()?;
     let mut budget = MAX_ITEMS;
     let mut c = BlockChange {
@@ -187,11 +190,14 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
             address: r.string("address")?,
         });
     }
+    for _ in 0..r.count("spent in block", &mut budget)? {
+        c.spent_in_block
+            .push(r.bytes("outpoint", MAX_OUTPOINT_BYTES)?);
+    }
     for _ in 0..r.count("history", &mut budget)? {
         c.history.push(HistoryItem {
             address: r.string("address")?,
-            height: r.u64()?,
-            position: r.u32()?,
+            seq: r.u64()?,
             entry: r.bytes("history entry", MAX_VALUE_BYTES)?,
         });
     }
@@ -229,21 +235,6 @@ pub(crate) fn decode_utxo_value(key: &str, v: &[u8]) -> Result<(u64, Vec<u8>), S
     Ok((amount, r.buf.to_vec()))
 }
 
-/// A history member: `position u32 | entry`, so members of one height (one score) sort by
-/// position.
-pub(crate) fn encode_history_member(position: u32, entry: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + entry.len());
-    v.extend_from_slice(&position.to_be_bytes());
-    v.extend_from_slice(entry);
-    v
-}
-
-pub(crate) fn decode_history_member(key: &str, v: &[u8]) -> Result<(u32, Vec<u8>), StorageError> {
-    let mut r = Reader { key, buf: v };
-    let position = r.u32()?;
-    Ok((position, r.buf.to_vec()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,10 +251,10 @@ mod tests {
                 outpoint: vec![2; 36],
                 address: "cof1def".into(),
             }],
+            spent_in_block: vec![vec![4; 36]],
             history: vec![HistoryItem {
                 address: "cof1abc".into(),
-                height: 7,
-                position: 3,
+                seq: 3,
                 entry: vec![5],
             }],
             txs: vec![TxItem {
@@ -272,7 +263,7 @@ mod tests {
             }],
             mints: vec![[6; 32]],
             block_record: vec![8; 10],
-            commitment: [7; 32],
+            commitment: vec![7; 80],
             supply: 1_000,
         }
     }
@@ -307,8 +298,9 @@ mod tests {
     #[test]
     fn huge_counts_are_rejected_without_allocating() {
         let mut bytes = encode_entry(7, b"", &BlockChange::default());
-        // The created count sits right after the fixed-size header fields.
-        let at = 1 + 8 + 4 + 4 + 32 + 8;
+        // The created count follows the header: version, height, empty block, empty record,
+        // empty commitment, supply.
+        let at = 1 + 8 + 4 + 4 + 4 + 8;
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
             decode_entry("k", &bytes),

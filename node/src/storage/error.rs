@@ -71,6 +71,15 @@ pub enum StorageError {
     /// The configuration is unusable.
     #[error("invalid storage config: {0}")]
     Config(String),
+    /// The ledger refused to rebuild its state from the persisted data.
+    #[error("ledger restore failed: {0}")]
+    Restore(#[from] coffer_ledger::RestoreError),
+    /// The rebuilt ledger's commitment differs from the persisted one.
+    #[error("restored state's commitment differs from the persisted one at height {height}")]
+    CommitmentMismatch {
+        /// The applied height.
+        height: u64,
+    },
     /// A test failpoint stopped a write half way (simulated crash).
     #[error("failpoint hit after {0} commands")]
     Failpoint(usize),

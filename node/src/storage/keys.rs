@@ -10,8 +10,10 @@
 //! | `P:block:H` | string: block entry (block, record, change journal) | spread by height |
 //! | `{P:s:NN}:out` | hash outpoint → `amount|output` (shard NN of all UTXOs) | one slot per shard |
 //! | `{P:s:NN}:tx` | hash txid → tx record | same slot as shard NN's outputs |
+//! | `{P:s:NN}:spent` | set of spent outpoints | same slot as shard NN's outputs |
+//! | `{P:s:NN}:addrs` | set of addresses with history (for load) | same slot as shard NN |
 //! | `{P:a:ADDR}:utxo` | hash outpoint → `amount|output` | one slot per address |
-//! | `{P:a:ADDR}:hist` | sorted set, score height, member `position|entry` | same as `:utxo` |
+//! | `{P:a:ADDR}:hist` | sorted set, score seq, member `seq|entry` | same as `:utxo` |
 
 use super::StorageError;
 
@@ -46,6 +48,16 @@ pub(crate) fn shard_of(id: &[u8]) -> u8 {
     id.first().copied().unwrap_or(0) % UTXO_SHARDS
 }
 
+/// The shard of an address (FNV-1a: addresses share a prefix, so no single byte will do).
+pub(crate) fn shard_of_address(a: &str) -> u8 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in a.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    // The modulus is below 256, so the value fits in a u8.
+    u8::try_from(h % u32::from(UTXO_SHARDS)).unwrap_or(0)
+}
+
 impl Keys {
     pub(crate) fn new(prefix: &str) -> Result<Self, StorageError> {
         if prefix.is_empty() || prefix.len() > MAX_PREFIX_BYTES || !key_safe(prefix) {
@@ -76,6 +88,14 @@ impl Keys {
 
     pub(crate) fn shard_txs(&self, shard: u8) -> String {
         format!("{{{}:s:{shard:02}}}:tx", self.prefix)
+    }
+
+    pub(crate) fn shard_spent(&self, shard: u8) -> String {
+        format!("{{{}:s:{shard:02}}}:spent", self.prefix)
+    }
+
+    pub(crate) fn shard_addrs(&self, shard: u8) -> String {
+        format!("{{{}:s:{shard:02}}}:addrs", self.prefix)
     }
 
     pub(crate) fn addr_utxos(&self, address: &str) -> String {

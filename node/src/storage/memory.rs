@@ -14,12 +14,13 @@ type OutputMap = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
 #[derive(Debug, Default)]
 struct State {
     height: Option<u64>,
-    commitment: [u8; 32],
+    commitment: Vec<u8>,
     supply: u64,
     blocks: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
     outputs: OutputMap,
     by_address: HashMap<String, OutputMap>,
-    history: HashMap<String, BTreeSet<(u64, u32, Vec<u8>)>>,
+    spent: BTreeSet<Vec<u8>>,
+    history: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
     txs: HashMap<Txid, Vec<u8>>,
     mints: BTreeSet<Txid>,
 }
@@ -63,12 +64,24 @@ impl Store for MemoryStore {
         };
         Ok(Some(Snapshot {
             height,
-            commitment: s.commitment,
+            commitment: s.commitment.clone(),
             supply: s.supply,
             utxos: s
                 .outputs
                 .iter()
                 .map(|(k, (_, v))| (k.clone(), v.clone()))
+                .collect(),
+            spent: s.spent.iter().cloned().collect(),
+            history: s
+                .history
+                .iter()
+                .flat_map(|(a, m)| {
+                    m.iter().map(|(seq, entry)| HistoryItem {
+                        address: a.clone(),
+                        seq: *seq,
+                        entry: entry.clone(),
+                    })
+                })
                 .collect(),
             mints: s.mints.iter().copied().collect(),
             tip: StoredBlock {
@@ -112,6 +125,7 @@ impl Store for MemoryStore {
         }
         for sp in &change.spent {
             s.outputs.remove(&sp.outpoint);
+            s.spent.insert(sp.outpoint.clone());
             if let Some(m) = s.by_address.get_mut(&sp.address) {
                 m.remove(&sp.outpoint);
                 if m.is_empty() {
@@ -119,12 +133,12 @@ impl Store for MemoryStore {
                 }
             }
         }
+        s.spent.extend(change.spent_in_block.iter().cloned());
         for h in &change.history {
-            s.history.entry(h.address.clone()).or_default().insert((
-                h.height,
-                h.position,
-                h.entry.clone(),
-            ));
+            s.history
+                .entry(h.address.clone())
+                .or_default()
+                .insert(h.seq, h.entry.clone());
         }
         for t in &change.txs {
             s.txs.insert(t.txid, t.record.clone());
@@ -132,7 +146,7 @@ impl Store for MemoryStore {
         s.mints.extend(change.mints.iter().copied());
         s.blocks
             .insert(height, (block.to_vec(), change.block_record.clone()));
-        s.commitment = change.commitment;
+        s.commitment = change.commitment.clone();
         s.supply = change.supply;
         s.height = Some(height);
         Ok(())
@@ -172,24 +186,20 @@ impl Store for MemoryStore {
     async fn history(
         &self,
         address: &str,
-        offset: u64,
+        cursor: Option<u64>,
         limit: u32,
     ) -> Result<Vec<HistoryItem>, StorageError> {
         check_page(address, limit)?;
         let s = self.lock();
-        let Some(set) = s.history.get(address) else {
+        let Some(m) = s.history.get(address) else {
             return Ok(Vec::new());
         };
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        Ok(set
-            .iter()
+        Ok(m.range(..=cursor.unwrap_or(u64::MAX))
             .rev()
-            .skip(skip)
             .take(limit as usize)
-            .map(|(height, position, entry)| HistoryItem {
+            .map(|(seq, entry)| HistoryItem {
                 address: address.to_owned(),
-                height: *height,
-                position: *position,
+                seq: *seq,
                 entry: entry.clone(),
             })
             .collect())

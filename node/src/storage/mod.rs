@@ -19,6 +19,7 @@ mod codec;
 mod config;
 mod error;
 mod keys;
+pub mod ledger;
 mod memory;
 mod redis_store;
 
@@ -33,6 +34,9 @@ pub use redis_store::{FailPoint, RedisStore};
 
 /// A transaction id (the ledger's 32-byte hash).
 pub type Txid = [u8; 32];
+
+/// Heights and history sequence numbers stay below 2^53 so they are exact as Redis scores.
+pub const MAX_SEQ: u64 = 1 << 53;
 
 /// The largest history page a read may ask for: bounds the reply a client can make us build.
 pub const MAX_HISTORY_PAGE: u32 = 1_000;
@@ -64,14 +68,12 @@ pub struct SpentOutput {
 }
 
 /// One entry of an address's history.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HistoryItem {
     /// The address whose history this entry belongs to.
     pub address: String,
-    /// The block height it happened at.
-    pub height: u64,
-    /// Its position inside the block, ordering entries of one height.
-    pub position: u32,
+    /// The entry's per-address sequence number (0, 1, 2...): its order and page cursor.
+    pub seq: u64,
     /// The ledger's encoding of the entry.
     pub entry: Vec<u8>,
 }
@@ -97,16 +99,19 @@ pub struct BlockChange {
     /// Outputs spent. Applied after `created`, so an output created and spent in one block ends
     /// up absent.
     pub spent: Vec<SpentOutput>,
+    /// Outpoints created and spent inside this block (netted out of `created` and `spent`):
+    /// only added to the spent set.
+    pub spent_in_block: Vec<Vec<u8>>,
     /// History entries to append.
     pub history: Vec<HistoryItem>,
     /// Transaction records to index by txid.
     pub txs: Vec<TxItem>,
     /// Txids of mint transactions (kept forever so a mint can never be replayed).
     pub mints: Vec<Txid>,
-    /// The ledger's record of the block (hash, parent, commitment...), served by `block(h)`.
+    /// The ledger's record of the block, served by `block(h)`.
     pub block_record: Vec<u8>,
-    /// The state commitment after this block.
-    pub commitment: [u8; 32],
+    /// The ledger's encoding of the state commitment after this block.
+    pub commitment: Vec<u8>,
     /// The total supply after this block.
     pub supply: u64,
 }
@@ -140,11 +145,15 @@ pub struct Snapshot {
     pub height: u64,
     /// The persisted commitment after `height`; the ledger must recompute the same value from
     /// the restored state before the replica serves anything.
-    pub commitment: [u8; 32],
+    pub commitment: Vec<u8>,
     /// The persisted total supply.
     pub supply: u64,
     /// Every unspent output, sorted by outpoint so the order is the same on every backend.
     pub utxos: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every spent outpoint, sorted.
+    pub spent: Vec<Vec<u8>>,
+    /// Every history entry, sorted by address then sequence number.
+    pub history: Vec<HistoryItem>,
     /// Every mint txid, sorted.
     pub mints: Vec<Txid>,
     /// The record of the block at `height`.
@@ -178,12 +187,13 @@ pub trait Store: Send + Sync {
     /// An address's unspent outputs, sorted by outpoint.
     fn utxos(&self, address: &str) -> impl Future<Output = Result<Vec<Utxo>, StorageError>> + Send;
 
-    /// A page of an address's history, newest first, skipping `offset` entries; `limit` is at
-    /// most [`MAX_HISTORY_PAGE`].
+    /// A page of an address's history, newest first: entries with `seq <= cursor` (all when
+    /// `None`), at most `limit` (itself at most [`MAX_HISTORY_PAGE`]). The next page's cursor is
+    /// the last entry's `seq - 1`.
     fn history(
         &self,
         address: &str,
-        offset: u64,
+        cursor: Option<u64>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<HistoryItem>, StorageError>> + Send;
 
@@ -264,12 +274,12 @@ impl Store for Storage {
     async fn history(
         &self,
         address: &str,
-        offset: u64,
+        cursor: Option<u64>,
         limit: u32,
     ) -> Result<Vec<HistoryItem>, StorageError> {
         match self {
-            Self::Memory(s) => s.history(address, offset, limit).await,
-            Self::Redis(s) => s.history(address, offset, limit).await,
+            Self::Memory(s) => s.history(address, cursor, limit).await,
+            Self::Redis(s) => s.history(address, cursor, limit).await,
         }
     }
 
@@ -298,8 +308,10 @@ pub(crate) fn validate_change(
 ) -> Result<(), StorageError> {
     codec::check_len("block", block.len(), MAX_BLOCK_BYTES)?;
     codec::check_len("block_record", change.block_record.len(), MAX_VALUE_BYTES)?;
+    codec::check_len("commitment", change.commitment.len(), MAX_VALUE_BYTES)?;
     let items = change.created.len()
         + change.spent.len()
+        + change.spent_in_block.len()
         + change.history.len()
         + change.txs.len()
         + change.mints.len();
@@ -313,15 +325,27 @@ pub(crate) fn validate_change(
         codec::check_len("outpoint", s.outpoint.len(), MAX_OUTPOINT_BYTES)?;
         keys::check_address(&s.address)?;
     }
+    for op in &change.spent_in_block {
+        codec::check_len("outpoint", op.len(), MAX_OUTPOINT_BYTES)?;
+    }
     for h in &change.history {
         keys::check_address(&h.address)?;
         codec::check_len("history entry", h.entry.len(), MAX_VALUE_BYTES)?;
-        if h.height != height {
-            return Err(StorageError::InvalidChange(format!(
-                "history entry at height {} in block {height}",
-                h.height
-            )));
+        // Sequence numbers are sorted-set scores, exact in an f64 only below 2^53.
+        if h.seq >= MAX_SEQ {
+            return Err(StorageError::Limit {
+                what: "history seq",
+                got: h.seq,
+                max: MAX_SEQ - 1,
+            });
         }
+    }
+    if height >= MAX_SEQ {
+        return Err(StorageError::Limit {
+            what: "height",
+            got: height,
+            max: MAX_SEQ - 1,
+        });
     }
     for t in &change.txs {
         codec::check_len("tx record", t.record.len(), MAX_VALUE_BYTES)?;

@@ -30,7 +30,7 @@ use super::codec::{self, Entry};
 use super::keys::{self, Keys, UTXO_SHARDS};
 use super::memory::sum_amounts;
 use super::{
-    BlockChange, DurabilityConfig, HistoryItem, MAX_ADDRESS_UTXOS, RedisConfig, RedisMode,
+    BlockChange, DurabilityConfig, HistoryItem, MAX_ADDRESS_UTXOS, MAX_SEQ, RedisConfig, RedisMode,
     RetryConfig, Snapshot, Storage, StorageError, Store, StoredBlock, Txid, Utxo, check_page,
     validate_change,
 };
@@ -41,8 +41,6 @@ const LAYOUT_VERSION: &str = "1";
 const CLUSTER_CONCURRENCY: usize = 32;
 /// HSCAN batch size on load: large enough for few round trips, small enough not to stall Redis.
 const SCAN_COUNT: usize = 1_000;
-/// Scores are f64 in Redis; heights above 2^53 would lose precision.
-const MAX_HEIGHT: u64 = 1 << 53;
 
 /// A test hook that simulates a crash in the middle of a block write.
 ///
@@ -224,7 +222,7 @@ impl Single {
 #[derive(Debug, Default)]
 struct Meta {
     height: Option<u64>,
-    commitment: [u8; 32],
+    commitment: Vec<u8>,
     supply: u64,
     pending: Option<u64>,
 }
@@ -423,18 +421,39 @@ impl RedisStore {
             cmd.arg(&key).arg(fields);
             plan.push(PlanCmd { key, cmd });
         }
-        let mut zadd: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        // Set members: the spent set and the registry of addresses with history.
+        let mut sadd: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        for op in change
+            .spent
+            .iter()
+            .map(|s| &s.outpoint)
+            .chain(&change.spent_in_block)
+        {
+            sadd.entry(k.shard_spent(keys::shard_of(op)))
+                .or_default()
+                .push(op.clone());
+        }
+        let mut zadd: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         for h in &change.history {
             zadd.entry(k.addr_history(&h.address))
                 .or_default()
-                .push(history_member(h.height, h.position, &h.entry));
+                .push((h.seq, history_member(h.seq, &h.entry)));
+            sadd.entry(k.shard_addrs(keys::shard_of_address(&h.address)))
+                .or_default()
+                .push(h.address.as_bytes().to_vec());
         }
         for (key, members) in zadd {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(&key);
-            for m in members {
-                cmd.arg(height).arg(m);
+            for (seq, m) in members {
+                cmd.arg(seq).arg(m);
             }
+            plan.push(PlanCmd { key, cmd });
+        }
+        for (key, mut members) in sadd {
+            members.dedup();
+            let mut cmd = redis::cmd("SADD");
+            cmd.arg(&key).arg(members);
             plan.push(PlanCmd { key, cmd });
         }
         if !change.mints.is_empty() {
@@ -724,6 +743,60 @@ impl RedisStore {
         Ok(())
     }
 
+    async fn members(&self, key: &str) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.with_retry("scan set", || async {
+            let mut h = self.handle().await?;
+            let mut out = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, items): (u64, Vec<Vec<u8>>) = redis::cmd("SSCAN")
+                    .arg(key)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut h)
+                    .await?;
+                out.extend(items);
+                if next == 0 {
+                    return Ok(out);
+                }
+                cursor = next;
+            }
+        })
+        .await
+    }
+
+    /// Every history entry of `addresses`, several addresses in flight at once.
+    async fn histories(&self, addresses: Vec<Vec<u8>>) -> Result<Vec<HistoryItem>, StorageError> {
+        let per_address = stream::iter(addresses)
+            .map(|a| async move {
+                let address = String::from_utf8(a).map_err(|e| StorageError::Corrupt {
+                    key: "address registry".into(),
+                    reason: format!("address not utf-8: {:?}", e.as_bytes()),
+                })?;
+                keys::check_address(&address)?;
+                let key = self.keys.addr_history(&address);
+                let raw: Vec<Vec<u8>> = self
+                    .with_retry("read history", || async {
+                        let mut h = self.handle().await?;
+                        Ok(redis::cmd("ZRANGE")
+                            .arg(&key)
+                            .arg(0)
+                            .arg(-1)
+                            .query_async(&mut h)
+                            .await?)
+                    })
+                    .await?;
+                raw.iter()
+                    .map(|m| decode_history_member(&key, &address, m))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .buffer_unordered(CLUSTER_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(per_address.into_iter().flatten().collect())
+    }
+
     async fn scan_hash(&self, key: &str) -> Result<Fields, StorageError> {
         self.with_retry("scan", || async {
             let mut h = self.handle().await?;
@@ -748,13 +821,27 @@ impl RedisStore {
     }
 }
 
-/// A history member: `height u64 | position u32 | entry`; the score is the height again, so
-/// Redis orders by height and then by these bytes (position first).
-fn history_member(height: u64, position: u32, entry: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(12 + entry.len());
-    m.extend_from_slice(&height.to_be_bytes());
-    m.extend_from_slice(&codec::encode_history_member(position, entry));
+/// A history member: `seq u64 | entry`. The score is the seq too; the member carries it exactly
+/// (a score is an f64) and keeps members of distinct entries distinct.
+fn history_member(seq: u64, entry: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(8 + entry.len());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(entry);
     m
+}
+
+fn decode_history_member(key: &str, address: &str, m: &[u8]) -> Result<HistoryItem, StorageError> {
+    let (seq, entry) = m
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StorageError::Corrupt {
+            key: key.to_owned(),
+            reason: format!("history member of {} bytes", m.len()),
+        })?;
+    Ok(HistoryItem {
+        address: address.to_owned(),
+        seq: u64::from_be_bytes(*seq),
+        entry: entry.to_vec(),
+    })
 }
 
 fn check_no_errors(vals: &[Value]) -> Result<(), StorageError> {
@@ -796,13 +883,10 @@ fn parse_meta(key: &str, raw: &HashMap<String, Vec<u8>>) -> Result<Meta, Storage
         )));
     }
     if meta.height.is_some() {
-        let c = raw
+        meta.commitment = raw
             .get("commitment")
-            .ok_or_else(|| corrupt("height without commitment".into()))?;
-        meta.commitment = c
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt(format!("commitment of {} bytes", c.len())))?;
+            .ok_or_else(|| corrupt("height without commitment".into()))?
+            .clone();
     }
     Ok(meta)
 }
@@ -857,6 +941,15 @@ impl Store for RedisStore {
             }
         }
         utxos.sort();
+        let mut spent = Vec::new();
+        let mut history = Vec::new();
+        for shard in 0..UTXO_SHARDS {
+            spent.extend(self.members(&self.keys.shard_spent(shard)).await?);
+            let addrs = self.members(&self.keys.shard_addrs(shard)).await?;
+            history.extend(self.histories(addrs).await?);
+        }
+        spent.sort();
+        history.sort();
         let key = self.keys.mints();
         let raw: Vec<Vec<u8>> = self
             .with_retry("read mints", || async {
@@ -886,6 +979,8 @@ impl Store for RedisStore {
             commitment: meta.commitment,
             supply: meta.supply,
             utxos,
+            spent,
+            history,
             mints,
             tip,
         }))
@@ -898,13 +993,6 @@ impl Store for RedisStore {
         change: &BlockChange,
     ) -> Result<(), StorageError> {
         validate_change(height, block, change)?;
-        if height >= MAX_HEIGHT {
-            return Err(StorageError::Limit {
-                what: "height",
-                got: height,
-                max: MAX_HEIGHT - 1,
-            });
-        }
         let _writer = self.write_lock.lock().await;
         let entry = codec::encode_entry(height, block, change);
         let plan = self.plan(height, entry, change);
@@ -955,7 +1043,7 @@ impl Store for RedisStore {
     async fn history(
         &self,
         address: &str,
-        offset: u64,
+        cursor: Option<u64>,
         limit: u32,
     ) -> Result<Vec<HistoryItem>, StorageError> {
         check_page(address, limit)?;
@@ -963,37 +1051,23 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let key = self.keys.addr_history(address);
-        let Ok(start) = i64::try_from(offset) else {
-            return Ok(Vec::new());
-        };
-        let stop = start.saturating_add(i64::from(limit) - 1);
+        let max = cursor.map_or_else(|| "+inf".to_owned(), |c| c.min(MAX_SEQ).to_string());
         let raw: Vec<Vec<u8>> = self
             .with_retry("read history", || async {
                 let mut h = self.handle().await?;
-                Ok(redis::cmd("ZREVRANGE")
+                Ok(redis::cmd("ZREVRANGEBYSCORE")
                     .arg(&key)
-                    .arg(start)
-                    .arg(stop)
+                    .arg(&max)
+                    .arg("-inf")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
                     .query_async(&mut h)
                     .await?)
             })
             .await?;
         raw.iter()
-            .map(|m| {
-                let (h, rest) = m.split_at_checked(8).ok_or_else(|| StorageError::Corrupt {
-                    key: key.clone(),
-                    reason: format!("history member of {} bytes", m.len()),
-                })?;
-                let mut hb = [0u8; 8];
-                hb.copy_from_slice(h);
-                let (position, entry) = codec::decode_history_member(&key, rest)?;
-                Ok(HistoryItem {
-                    address: address.to_owned(),
-                    height: u64::from_be_bytes(hb),
-                    position,
-                    entry,
-                })
-            })
+            .map(|m| decode_history_member(&key, address, m))
             .collect()
     }
 

@@ -410,6 +410,8 @@ impl Cluster {
 pub struct Model {
     pub height: u64,
     next_id: u64,
+    seqs: BTreeMap<String, u64>,
+    spent: Vec<Vec<u8>>,
     utxos: BTreeMap<Vec<u8>, (String, u64, Vec<u8>)>,
     supply: u64,
     addresses: u64,
@@ -420,6 +422,8 @@ impl Model {
         Self {
             height: 0,
             next_id: 0,
+            seqs: BTreeMap::new(),
+            spent: Vec::new(),
             utxos: BTreeMap::new(),
             supply: 0,
             addresses,
@@ -463,13 +467,14 @@ impl Model {
                 outpoint: op.clone(),
                 address: owner.clone(),
             });
+            let seq = self.next_seq(&owner);
             c.history.push(HistoryItem {
                 address: owner,
-                height: h,
-                position,
+                seq,
                 entry: [b"send:".as_slice(), &op].concat(),
             });
             position += 1;
+            self.spent.push(op);
             let to = format!("cof1addr{}", (h + i as u64) % self.addresses);
             let half = amount / 2;
             self.create(&mut c, txid, 0, &to, half, h, &mut position);
@@ -507,17 +512,36 @@ impl Model {
             amount,
             output,
         });
+        let seq = self.next_seq(addr);
         c.history.push(HistoryItem {
             address: addr.to_owned(),
-            height: h,
-            position: *position,
-            entry: [b"recv:".as_slice(), &outpoint].concat(),
+            seq,
+            entry: [
+                b"recv:".as_slice(),
+                &outpoint,
+                &h.to_be_bytes(),
+                &position.to_be_bytes(),
+            ]
+            .concat(),
         });
         *position += 1;
     }
 
+    fn next_seq(&mut self, address: &str) -> u64 {
+        let s = self.seqs.entry(address.to_owned()).or_default();
+        *s += 1;
+        *s - 1
+    }
+
+    /// Every spent outpoint, sorted.
+    pub fn spent_list(&self) -> Vec<Vec<u8>> {
+        let mut v = self.spent.clone();
+        v.sort();
+        v
+    }
+
     /// What the ledger's commitment is in these tests: a hash over the sorted UTXO set.
-    pub fn commitment(&self) -> [u8; 32] {
+    pub fn commitment(&self) -> Vec<u8> {
         commitment_of(
             self.utxos
                 .iter()
@@ -538,7 +562,7 @@ impl Model {
     }
 }
 
-pub fn commitment_of(utxos: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> [u8; 32] {
+pub fn commitment_of(utxos: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Vec<u8> {
     let mut out = [0u8; 32];
     let mut h = std::hash::DefaultHasher::new();
     for (k, v) in utxos {
@@ -549,7 +573,7 @@ pub fn commitment_of(utxos: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> [u8; 32
     for (i, b) in out.iter_mut().enumerate() {
         *b = x[i % 8];
     }
-    out
+    out.to_vec()
 }
 
 /// Recomputes the commitment from a restored snapshot and checks it against the persisted one.
