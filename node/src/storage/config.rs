@@ -36,6 +36,10 @@ pub struct RedisConfig {
     /// `rediss://`).
     #[serde(default)]
     pub tls: bool,
+    /// PEM file with the CA that signed the Redis servers' certificates; without it the
+    /// system's trust store is used.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
     /// Replica acknowledgement required per block.
     #[serde(default)]
     pub durability: DurabilityConfig,
@@ -136,6 +140,7 @@ impl RedisConfig {
             mode,
             prefix: prefix.into(),
             tls: false,
+            tls_ca_file: None,
             durability: DurabilityConfig::default(),
             retry: RetryConfig::default(),
             connect_timeout_ms: default_connect_timeout_ms(),

@@ -58,7 +58,7 @@ pub enum FailPoint {
 
 /// Where a standalone or sentinel connection comes from.
 enum Source {
-    Url(Client),
+    Url(Box<Client>),
     Sentinel(Box<SentinelClient>),
 }
 
@@ -157,6 +157,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Root certificates for TLS to Redis, and a process-wide rustls crypto provider.
+#[cfg(feature = "redis-tls")]
+fn tls_certs(config: &RedisConfig) -> Result<redis::TlsCertificates, StorageError> {
+    // Another component (the REST server) may have installed a provider already; either is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert =
+        match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                StorageError::Config(format!("cannot read tls_ca_file {path:?}: {e}"))
+            })?),
+            None => None,
+        };
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert,
+    })
+}
+
+fn plain_sentinel(master_name: &str, sentinels: &[String]) -> Result<SentinelClient, StorageError> {
+    Ok(SentinelClient::build(
+        sentinels.iter().map(String::as_str).collect::<Vec<_>>(),
+        String::from(master_name),
+        Some(SentinelNodeConnectionInfo::default()),
+        SentinelServerType::Master,
+    )?)
+}
+
 fn check_tls(tls: bool, urls: &[String]) -> Result<(), StorageError> {
     if tls && !cfg!(feature = "redis-tls") {
         return Err(StorageError::Config(
@@ -240,8 +267,16 @@ impl RedisStore {
         let conn = match &config.mode {
             RedisMode::Standalone { url } => {
                 check_tls(config.tls, std::slice::from_ref(url))?;
+                #[cfg(feature = "redis-tls")]
+                let client = if config.tls {
+                    Client::build_with_tls(url.as_str(), tls_certs(config)?)?
+                } else {
+                    Client::open(url.as_str())?
+                };
+                #[cfg(not(feature = "redis-tls"))]
+                let client = Client::open(url.as_str())?;
                 Conn::Single(Box::new(Single {
-                    source: tokio::sync::Mutex::new(Source::Url(Client::open(url.as_str())?)),
+                    source: tokio::sync::Mutex::new(Source::Url(Box::new(client))),
                     current: RwLock::new(None),
                     config: async_config,
                 }))
@@ -254,19 +289,29 @@ impl RedisStore {
                 if sentinels.is_empty() {
                     return Err(StorageError::Config("no sentinel addresses".into()));
                 }
-                let node_info = SentinelNodeConnectionInfo::default();
                 #[cfg(feature = "redis-tls")]
-                let node_info = if config.tls {
-                    node_info.set_tls_mode(redis::TlsMode::Secure)
+                let client = if config.tls {
+                    use redis::IntoConnectionInfo;
+                    let certs = tls_certs(config)?;
+                    let addrs = sentinels
+                        .iter()
+                        .map(|u| Ok(u.as_str().into_connection_info()?.addr().clone()))
+                        .collect::<Result<Vec<_>, redis::RedisError>>()?;
+                    redis::sentinel::SentinelClientBuilder::new(
+                        addrs,
+                        master_name,
+                        SentinelServerType::Master,
+                    )?
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_redis_certificates(certs.clone())
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_certificates(certs)
+                    .build()?
                 } else {
-                    node_info
+                    plain_sentinel(master_name, sentinels)?
                 };
-                let client = SentinelClient::build(
-                    sentinels.iter().map(String::as_str).collect::<Vec<_>>(),
-                    master_name.clone(),
-                    Some(node_info),
-                    SentinelServerType::Master,
-                )?;
+                #[cfg(not(feature = "redis-tls"))]
+                let client = plain_sentinel(master_name, sentinels)?;
                 Conn::Single(Box::new(Single {
                     source: tokio::sync::Mutex::new(Source::Sentinel(Box::new(client))),
                     current: RwLock::new(None),
@@ -285,7 +330,9 @@ impl RedisStore {
                     .retries(3);
                 #[cfg(feature = "redis-tls")]
                 let builder = if config.tls {
-                    builder.tls(redis::TlsMode::Secure)
+                    builder
+                        .tls(redis::TlsMode::Secure)
+                        .certs(tls_certs(config)?)
                 } else {
                     builder
                 };
@@ -693,9 +740,13 @@ impl RedisStore {
         let Some(pending) = meta.pending else {
             return Ok(());
         };
-        if meta
-            .height
-            .is_some_and(|h| h.checked_add(1) != Some(pending))
+        // The commit sets the height and clears the marker in one pipeline; if only the first
+        // survived (a server crash between the two), the block is committed: clear the marker.
+        let committed = meta.height.is_some_and(|h| pending <= h);
+        if !committed
+            && meta
+                .height
+                .is_some_and(|h| h.checked_add(1) != Some(pending))
         {
             return Err(StorageError::Corrupt {
                 key: self.keys.meta(),
@@ -709,8 +760,9 @@ impl RedisStore {
                 Ok(redis::cmd("GET").arg(&key).query_async(&mut h).await?)
             })
             .await?;
-        let Some(raw) = raw else {
-            // Crashed inside phase 1 before the journal landed: no effect was written.
+        let Some(raw) = raw.filter(|_| !committed) else {
+            // Crashed inside phase 1 before the journal landed (no effect was written), or the
+            // block is committed already.
             let meta_key = self.keys.meta();
             return self
                 .with_retry("clear pending", || async {

@@ -28,7 +28,7 @@ use coffer_node::storage::{
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
         // Spread processes over 20000..50000 so parallel test binaries start far apart.
         let seed = 20_000 + (std::process::id() % 1_000) as u16 * 30;
