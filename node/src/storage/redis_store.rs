@@ -16,13 +16,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 
@@ -130,6 +130,8 @@ pub struct RedisStore {
     /// The applied height as last written or read; `None` when unknown (start, after an error).
     applied: Mutex<Option<Option<u64>>>,
     failpoint: Mutex<Option<FailPoint>>,
+    /// Cluster mode: which master serves which slots, as last read.
+    owners: Mutex<Option<Arc<SlotOwners>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -354,6 +356,7 @@ impl RedisStore {
             write_lock: tokio::sync::Mutex::new(()),
             applied: Mutex::new(None),
             failpoint: Mutex::new(None),
+            owners: Mutex::new(None),
         };
         // Fail fast on an unreachable or misconfigured deployment, within the retry budget.
         store.read_meta().await?;
@@ -671,22 +674,67 @@ impl RedisStore {
             }
             return Err(StorageError::Failpoint(n));
         }
-        // Phase 2: effects, one pipeline per slot, several slots at once.
-        let mut groups: HashMap<Slot, Pipeline> = HashMap::new();
+        // Phase 2: effects, one pipeline (and one WAIT) per master: a pipeline that is not a
+        // transaction may mix slots as long as one node serves them all. If the topology moved
+        // since the slot map was read, commands come back MOVED, and the retry re-reads it.
+        let owners = self.slot_owners(conn).await?;
+        let mut groups: HashMap<&str, (u16, Pipeline)> = HashMap::new();
         for pc in effects {
+            let slot = key_slot(pc.key.as_bytes());
+            let owner = owners.owner(slot).ok_or_else(|| {
+                *lock(&self.owners) = None;
+                StorageError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::ClusterConnectionNotFound,
+                    "no master known for slot",
+                    slot.to_string(),
+                )))
+            })?;
             groups
-                .entry(Slot::for_key(&pc.key))
-                .or_insert_with(redis::pipe)
+                .entry(owner)
+                .or_insert_with(|| (slot, redis::pipe()))
+                .1
                 .add_command(pc.cmd.clone());
         }
-        stream::iter(groups.into_values())
-            .map(|p| self.run_pipe(Handle::Cluster(conn.clone()), p))
+        let written = stream::iter(groups.into_values())
+            .map(|(slot, mut p)| {
+                let mut c = conn.clone();
+                async move {
+                    let waits = self.wait_cmd(&mut p);
+                    let n = p.len();
+                    let route =
+                        SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                    let vals = c.route_pipeline(p, 0, n, route).await?;
+                    check_no_errors(&vals)?;
+                    if waits {
+                        self.check_wait(vals.last().unwrap_or(&Value::Nil))?;
+                    }
+                    Ok::<(), StorageError>(())
+                }
+            })
             .buffer_unordered(CLUSTER_CONCURRENCY)
             .try_collect::<Vec<()>>()
-            .await?;
+            .await;
+        if written.is_err() {
+            *lock(&self.owners) = None;
+        }
+        written?;
         // Phase 3: commit.
         let commit: Vec<&PlanCmd> = commit.iter().collect();
         self.run_group(Handle::Cluster(conn.clone()), &commit).await
+    }
+
+    /// The cluster's slot → master map, from `CLUSTER SLOTS`, cached until a write fails.
+    async fn slot_owners(&self, conn: &ClusterConnection) -> Result<Arc<SlotOwners>, StorageError> {
+        if let Some(o) = lock(&self.owners).clone() {
+            return Ok(o);
+        }
+        let v: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn.clone())
+            .await?;
+        let owners = Arc::new(parse_cluster_slots(&v)?);
+        *lock(&self.owners) = Some(owners.clone());
+        Ok(owners)
     }
 
     /// A write attempt: re-reads the applied height (a previous attempt may have landed), then
@@ -871,6 +919,80 @@ impl RedisStore {
         })
         .await
     }
+}
+
+/// Slot ranges and the master serving each (`host:port`).
+#[derive(Debug)]
+struct SlotOwners(Vec<(u16, u16, String)>);
+
+impl SlotOwners {
+    fn owner(&self, slot: u16) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
+            .map(|(_, _, node)| node.as_str())
+    }
+}
+
+/// Parses `CLUSTER SLOTS`: `[[start, end, [host, port, id, ...], replicas...], ...]`.
+fn parse_cluster_slots(v: &Value) -> Result<SlotOwners, StorageError> {
+    let bad = |why: &str| StorageError::Corrupt {
+        key: "CLUSTER SLOTS reply".into(),
+        reason: why.to_owned(),
+    };
+    let Value::Array(ranges) = v else {
+        return Err(bad("not an array"));
+    };
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let Value::Array(items) = r else {
+            return Err(bad("range not an array"));
+        };
+        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
+            (items.first(), items.get(1), items.get(2))
+        else {
+            return Err(bad("range without start, end and master"));
+        };
+        let host: String = master
+            .first()
+            .and_then(|h| redis::from_redis_value_ref(h).ok())
+            .ok_or_else(|| bad("master without host"))?;
+        let Some(Value::Int(port)) = master.get(1) else {
+            return Err(bad("master without port"));
+        };
+        let (Ok(lo), Ok(hi)) = (u16::try_from(*lo), u16::try_from(*hi)) else {
+            return Err(bad("slot out of range"));
+        };
+        out.push((lo, hi, format!("{host}:{port}")));
+    }
+    Ok(SlotOwners(out))
+}
+
+/// Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) mod 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|b| *b == b'}')
+                .filter(|close| *close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for b in tagged {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
 }
 
 /// A history member: `seq u64 | entry`. The score is the seq too; the member carries it exactly
@@ -1159,5 +1281,58 @@ impl Store for RedisStore {
                 .await?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::cluster_routing::Slot;
+
+    #[test]
+    fn key_slot_matches_redis_cluster() {
+        // The reference value from the Redis Cluster specification.
+        // CRC16/XMODEM("123456789") = 0x31C3 = 12739, below 16384.
+        assert_eq!(key_slot(b"123456789"), 12_739);
+        for k in [
+            "{coffer:r0}:meta",
+            "coffer:r0:block:17",
+            "{coffer:r0:a:coffer1xyz}:hist",
+            "a{}b",
+            "{}{x}",
+            "{x",
+            "",
+        ] {
+            assert_eq!(
+                Slot::new(key_slot(k.as_bytes())),
+                Some(Slot::for_key(k)),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn parses_cluster_slots() {
+        let node = |port: i64| {
+            Value::Array(vec![
+                Value::BulkString(b"127.0.0.1".to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let v = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node(7000),
+                node(7003),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(16383), node(7001)]),
+        ]);
+        let o = parse_cluster_slots(&v).expect("parses");
+        assert_eq!(o.owner(0), Some("127.0.0.1:7000"));
+        assert_eq!(o.owner(5461), Some("127.0.0.1:7001"));
+        assert_eq!(o.owner(16383), Some("127.0.0.1:7001"));
+        assert!(parse_cluster_slots(&Value::Int(1)).is_err());
     }
 }
