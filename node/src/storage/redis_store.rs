@@ -4,7 +4,7 @@
 //! - standalone and sentinel: one pipeline `MULTI, block entry, effects, meta, EXEC[, WAIT]`, so a
 //!   block is applied entirely or not at all, whatever point a crash hits;
 //! - cluster (no multi-slot transactions): (1) the block entry, which doubles as the journal,
-//!   and `meta.pending = h`; (2) the effects, grouped per slot, each group a pipeline; (3) the
+//!   and `meta.pending = h`; (2) the effects, grouped per master, each group a pipeline; (3) the
 //!   meta hash (height, commitment, supply), which is the commit point. Effects are idempotent,
 //!   so recovery (in [`Store::load`]) re-applies a pending block from its journal.
 //!
