@@ -153,12 +153,10 @@ async fn replicas_sharing_a_deployment_are_isolated() {
     reload_matches(&redis.config("coffer:rb"), &b).await;
 }
 
-/// Crashes a standalone write after `n` commands, restarts and checks nothing of the block is
-/// visible, then persists it for real.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_crash_mid_block_recovers() {
-    let redis = Standalone::start();
-    let config = redis.config("coffer:r0");
+/// Crashes a transactional (standalone or sentinel) write after `n` commands, restarts and
+/// checks nothing of the block is visible, then persists it for real.
+async fn crash_mid_block_atomic(config: &RedisConfig) {
+    let config = config.clone();
     let mut model = Model::new(3);
     let store = RedisStore::connect(&config).await.unwrap();
     for _ in 0..3 {
@@ -188,6 +186,18 @@ async fn standalone_crash_mid_block_recovers() {
     store.persist(h, &block, &change).await.unwrap();
     drop(store);
     reload_matches(&config, &model).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_crash_mid_block_recovers() {
+    let redis = Standalone::start();
+    crash_mid_block_atomic(&redis.config("coffer:r0")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_crash_mid_block_recovers() {
+    let group = SentinelGroup::start();
+    crash_mid_block_atomic(&group.config("coffer:r0")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
