@@ -46,6 +46,9 @@ pub struct ExecutedBlock {
     pub receipts: Vec<Receipt>,
     /// State commitment after the block.
     pub commitment: [u8; 32],
+    /// The state machine's full commitment record after the block (for coffer-ledger,
+    /// `Commitment::to_bytes`: height, state hash, UTXO-set hash, supply).
+    pub commitment_encoding: Vec<u8>,
 }
 
 /// Errors of a [`BlockStore`].
@@ -217,6 +220,7 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
             digest: block.digest,
             receipts,
             commitment: self.machine.commitment(),
+            commitment_encoding: self.machine.commitment_encoding(),
         };
         self.store.put(&executed)?;
         self.executed.store(executed.height, Ordering::Release);

@@ -18,6 +18,8 @@ use tracing::error;
 const UNDECODABLE: &str = "malformed";
 /// Receipt code for every transaction of a finalized block above the genesis block limit.
 const BLOCK_TOO_LARGE: &str = "block_too_large";
+/// Numeric code of [`BLOCK_TOO_LARGE`]; outside the ledger's reject code numbers.
+pub const BLOCK_TOO_LARGE_CODE: u16 = u16::MAX;
 
 /// Maps a ledger rejection to the seam's stateless rejection.
 fn rejection(code: RejectCode, bytes: &[u8], genesis: &Genesis) -> TxRejection {
@@ -100,6 +102,7 @@ impl StateMachine for LedgerMachine {
                     receipts[i] = Some(Receipt {
                         txid: fallback_txid(bytes),
                         rejection: Some(UNDECODABLE),
+                        code: RejectCode::Malformed.as_u16(),
                     });
                 }
             }
@@ -122,6 +125,7 @@ impl StateMachine for LedgerMachine {
                             Outcome::Accepted => None,
                             Outcome::Rejected(code) => Some(code.as_str()),
                         },
+                        code: receipt.outcome.as_u16(),
                     });
                 }
             }
@@ -143,6 +147,7 @@ impl StateMachine for LedgerMachine {
                     receipts[i] = Some(Receipt {
                         txid: Txid(stx.txid().0),
                         rejection: Some(BLOCK_TOO_LARGE),
+                        code: BLOCK_TOO_LARGE_CODE,
                     });
                 }
             }
@@ -157,6 +162,10 @@ impl StateMachine for LedgerMachine {
     fn commitment(&self) -> [u8; 32] {
         // The state hash alone commits to the whole state and history (see `Commitment`).
         self.state.commitment().state_hash.0
+    }
+
+    fn commitment_encoding(&self) -> Vec<u8> {
+        self.state.commitment().to_bytes()
     }
 
     fn is_stale(&self, tx: &[u8]) -> bool {
@@ -224,6 +233,11 @@ mod tests {
         assert_eq!(receipts[0].rejection, None);
         assert_eq!(receipts[1].rejection, None);
         assert_eq!(receipts[2].rejection, Some("input_already_spent"));
+        assert_eq!(receipts[2].code, RejectCode::InputAlreadySpent.as_u16());
+        assert_eq!(receipts[0].code, 0);
+        let record = coffer_ledger::Commitment::from_bytes(&machine.commitment_encoding()).unwrap();
+        assert_eq!(record.state_hash.0, machine.commitment());
+        assert_eq!(record.height, 1);
         assert!(machine.is_stale(&b));
         assert!(machine.is_stale(&m));
         assert_ne!(machine.commitment(), [0; 32]);

@@ -86,8 +86,12 @@ pub struct Receipt {
     /// The transaction this receipt is about.
     pub txid: Txid,
     /// `None` when applied; otherwise a stable snake_case rejection code
-    /// (for example `insufficient_funds`, `spent_input`, `duplicate`).
+    /// (for example `insufficient_funds`, `input_already_spent`).
     pub rejection: Option<&'static str>,
+    /// Numeric outcome: 0 when applied, else the state machine's rejection number (for
+    /// coffer-ledger, `RejectCode::as_u16`, so a ledger `Receipt` can be rebuilt from
+    /// `(txid, height, position, code)`).
+    pub code: u16,
 }
 
 /// A deterministic state machine fed with finalized blocks in height order.
@@ -104,6 +108,12 @@ pub trait StateMachine: Send + 'static {
 
     /// A commitment to the whole state after the last applied block.
     fn commitment(&self) -> [u8; 32];
+
+    /// The canonical encoding of the full commitment record (what replicas sign); by default
+    /// the 32-byte commitment itself.
+    fn commitment_encoding(&self) -> Vec<u8> {
+        self.commitment().to_vec()
+    }
 
     /// Whether a pending transaction can no longer apply (for example, its input was spent).
     ///

@@ -5,12 +5,14 @@
 //! byte limits.
 //!
 //! Verification rule (every replica, before its notarize vote): the block must name the view it
-//! was proposed in, and every transaction must pass the stateless check (canonical encoding,
-//! size, signature) with no txid repeated inside the block. A block that breaks any of these is
-//! not voted for. State-dependent failures (spent input, insufficient funds, stale nonce) are
-//! deliberately not checked here: they depend on execution order, so such transactions are
-//! included and receive a deterministic rejection receipt when the block executes. Parent and
-//! height linkage are checked by marshal's wrapper before this runs.
+//! was proposed in, hold at most `MAX_BLOCK_TXS` transactions and `MAX_BLOCK_BYTES` bytes, and
+//! every transaction must pass the stateless check (canonical encoding, size limits, chain id,
+//! signature) with no txid repeated inside the block. A block that breaks any of these is not
+//! voted for (the view then times out and moves to the next leader). State-dependent failures
+//! (unknown or spent input, insufficient funds, replayed mint) are deliberately not checked
+//! here: they depend on execution order, so such transactions are included and receive a
+//! deterministic rejection receipt when the block executes. Parent and height linkage are
+//! checked by marshal's wrapper before this runs.
 
 use super::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use crate::{

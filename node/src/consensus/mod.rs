@@ -523,7 +523,16 @@ where
         context.child("gossip").spawn({
             let mempool = mempool.clone();
             let verifier = verifier.clone();
-            move |_| gossip(gossip_rx, gossip_sender, gossip_receiver, mempool, verifier)
+            let blocker = blocker.clone();
+            move |_| {
+                gossip(
+                    gossip_rx,
+                    (gossip_sender, gossip_receiver),
+                    blocker,
+                    mempool,
+                    verifier,
+                )
+            }
         });
 
         // Simplex.
@@ -650,17 +659,19 @@ impl Reporter for Deliveries {
 /// Local submissions are batched: whatever is queued when the task wakes (up to
 /// `MAX_GOSSIP_BATCH`) goes out in one message to every replica. Transactions received from
 /// peers are checked and admitted but not re-gossiped: the submitting replica already sent them
-/// to everyone.
-async fn gossip<V, S, R>(
+/// to everyone. An honest replica only gossips transactions that passed the same stateless
+/// check, so a peer sending garbage is blocked.
+async fn gossip<V, S, R, B>(
     mut local: mpsc::Receiver<Bytes>,
-    mut sender: S,
-    mut receiver: R,
+    (mut sender, mut receiver): (S, R),
+    mut blocker: B,
     mempool: Arc<Mutex<Mempool>>,
     verifier: V,
 ) where
     V: TxVerifier,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
+    B: Blocker<PublicKey = PublicKey>,
 {
     let cfg = (
         RangeCfg::new(1..=MAX_GOSSIP_BATCH),
@@ -682,7 +693,8 @@ async fn gossip<V, S, R>(
             message = receiver.recv() => {
                 let Ok((peer, message)) = message else { return };
                 let Ok(batch) = Vec::<Bytes>::decode_cfg(message, &cfg) else {
-                    warn!(%peer, "undecodable mempool gossip");
+                    warn!(%peer, "undecodable mempool gossip; blocking peer");
+                    let _ = blocker.block(peer);
                     continue;
                 };
                 for tx in batch {
@@ -693,7 +705,11 @@ async fn gossip<V, S, R>(
                                 break;
                             }
                         }
-                        Err(e) => warn!(%peer, error = %e, "peer gossiped an invalid transaction"),
+                        Err(e) => {
+                            warn!(%peer, error = %e, "invalid gossiped transaction; blocking peer");
+                            let _ = blocker.block(peer.clone());
+                            break;
+                        }
                     }
                 }
             },
