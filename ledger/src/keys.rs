@@ -187,6 +187,12 @@ impl Keypair {
         self.public_key().address()
     }
 
+    /// Signs a transaction (for the chain named in it) with fresh auxiliary randomness; same as
+    /// [`crate::Transaction::sign`].
+    pub fn sign_tx(&self, tx: crate::Transaction) -> crate::SignedTransaction {
+        tx.sign(self)
+    }
+
     /// BIP340-signs a 32-byte message with fresh auxiliary randomness.
     pub fn sign_msg(&self, msg: &[u8; 32]) -> Signature {
         Signature(secp256k1::schnorr::sign(msg, &self.0))

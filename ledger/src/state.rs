@@ -5,6 +5,7 @@
 //! restarts rebuilds an identical state from persisted data with [`LedgerState::restore`].
 
 use crate::amount::Amount;
+use crate::encoding::{DecodeError, Reader, Writer};
 use crate::genesis::{Genesis, GenesisError};
 use crate::hash::{Hash32, Txid, UtxoSetHash, tagged_hash, tags};
 use crate::keys::Address;
@@ -88,6 +89,56 @@ impl Receipt {
         out.extend_from_slice(&self.outcome.as_u16().to_le_bytes());
         out
     }
+
+    /// Inverse of [`Receipt::encode`]; refuses unknown outcome numbers and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let txid = Txid(r.array("receipt txid")?);
+        let height = r.u64("receipt height")?;
+        let index = r.u32("receipt index")?;
+        let outcome = match r.u16("receipt outcome")? {
+            0 => Outcome::Accepted,
+            n => Outcome::Rejected(RejectCode::from_u16(n).ok_or(DecodeError::Invalid {
+                what: "receipt outcome",
+                reason: format!("unknown reject code number {n}"),
+            })?),
+        };
+        r.finish()?;
+        Ok(Receipt {
+            txid,
+            height,
+            index,
+            outcome,
+        })
+    }
+}
+
+impl Commitment {
+    /// Encoded size.
+    pub const ENCODED_LEN: usize = 80;
+
+    /// Canonical encoding: `height u64le || state_hash[32] || utxo_hash[32] || supply u64le`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.height);
+        w.bytes(&self.state_hash.0);
+        w.bytes(&self.utxo_hash.0);
+        w.u64(self.total_supply.0);
+        w.into_bytes()
+    }
+
+    /// Inverse of [`Commitment::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let c = Commitment {
+            height: r.u64("height")?,
+            state_hash: Hash32(r.array("state hash")?),
+            utxo_hash: Hash32(r.array("utxo hash")?),
+            total_supply: Amount(r.u64("total supply")?),
+        };
+        r.finish()?;
+        Ok(c)
+    }
 }
 
 /// Kind of history entry.
@@ -120,6 +171,53 @@ pub struct HistoryEntry {
     pub sent: Amount,
 }
 
+impl HistoryEntry {
+    /// Encoded size.
+    pub const ENCODED_LEN: usize = 8 + 8 + 4 + 32 + 1 + 8 + 8;
+
+    /// Canonical encoding (storage): `seq u64le || height u64le || index u32le || txid[32] ||
+    /// kind u8 (0 mint, 1 transfer) || received u64le || sent u64le`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.seq);
+        w.u64(self.height);
+        w.u32(self.index);
+        w.bytes(&self.txid.0);
+        w.u8(match self.kind {
+            HistoryKind::Mint => 0,
+            HistoryKind::Transfer => 1,
+        });
+        w.u64(self.received.0);
+        w.u64(self.sent.0);
+        w.into_bytes()
+    }
+
+    /// Inverse of [`HistoryEntry::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let e = HistoryEntry {
+            seq: r.u64("seq")?,
+            height: r.u64("height")?,
+            index: r.u32("index")?,
+            txid: Txid(r.array("txid")?),
+            kind: match r.u8("history kind")? {
+                0 => HistoryKind::Mint,
+                1 => HistoryKind::Transfer,
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "history kind",
+                        tag,
+                    });
+                }
+            },
+            received: Amount(r.u64("received")?),
+            sent: Amount(r.u64("sent")?),
+        };
+        r.finish()?;
+        Ok(e)
+    }
+}
+
 /// A page of history, newest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +229,13 @@ pub struct HistoryPage {
 }
 
 /// What a block changed, for the caller to persist atomically.
+///
+/// Persistence contract (what [`LedgerState::restore`] expects back as a [`Snapshot`]): in one
+/// atomic write, delete `spent` from the UTXO set and add their outpoints plus
+/// `spent_within_block` to the spent set; insert `created`; append `history` entries per
+/// address (their `seq` continues each address's sequence); add `mint_txids`; store
+/// `commitment` as the tip. The per-address balance and UTXO indexes follow from `created`
+/// and `spent`, whose entries carry the owning lock.
 ///
 /// Netted over the block: an output created and spent within the same block appears in
 /// neither `created` nor `spent`; it does appear in `spent_within_block` so that the
@@ -241,7 +346,7 @@ pub struct LedgerState {
 
 /// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
 pub fn utxo_element(outpoint: &OutPoint, out: &TxOut) -> [u8; 32] {
-    let mut w = crate::encoding::Writer::new();
+    let mut w = Writer::new();
     outpoint.encode(&mut w);
     out.encode(&mut w);
     tagged_hash(tags::UTXO, &[&w.into_bytes()])
@@ -256,6 +361,29 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
         data.extend_from_slice(&r.encode());
     }
     Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
+}
+
+/// Signatures this replica has already verified, by wtxid (see
+/// [`LedgerState::apply_with_cache`]).
+pub trait SignatureCache: Sync {
+    /// True if the signed transaction with this wtxid was verified by this replica.
+    fn is_verified(&self, wtxid: &Hash32) -> bool;
+}
+
+/// The empty cache: every signature is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl SignatureCache for NoCache {
+    fn is_verified(&self, _: &Hash32) -> bool {
+        false
+    }
+}
+
+impl<S: std::hash::BuildHasher + Sync> SignatureCache for HashSet<Hash32, S> {
+    fn is_verified(&self, wtxid: &Hash32) -> bool {
+        self.contains(wtxid)
+    }
 }
 
 /// Tracks one block's net effect while it is applied.
@@ -376,7 +504,7 @@ impl LedgerState {
     }
 
     /// The address's history, newest first: entries with `seq <= cursor` (all if `None`), at
-    /// most `min(limit, max_history_page)` of them.
+    /// most `min(limit, max_history_page)` of them (`limit == 0` gives an empty page).
     pub fn history(&self, address: &Address, cursor: Option<u64>, limit: usize) -> HistoryPage {
         let Some(index) = self.by_address.get(address) else {
             return HistoryPage::default();
@@ -411,6 +539,19 @@ impl LedgerState {
     /// order. Deterministic: the same state and block give the same receipts, change and
     /// commitment on every replica.
     pub fn apply(&mut self, block: &Block) -> Result<Applied, ApplyError> {
+        self.apply_with_cache(block, &NoCache)
+    }
+
+    /// [`apply`](LedgerState::apply), skipping the signature check of transactions whose
+    /// wtxid (hash of the exact signed bytes) `cache` reports as already verified by this
+    /// replica, e.g. on mempool admission with [`crate::verify_stateless`] against the same
+    /// genesis. All other checks always run. The cache must be local: fed only by this
+    /// replica's own successful verifications, never by peers.
+    pub fn apply_with_cache(
+        &mut self,
+        block: &Block,
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
         let expected = self.height + 1;
         if block.height != expected {
             return Err(ApplyError::WrongHeight {
@@ -427,11 +568,23 @@ impl LedgerState {
             });
         }
         let genesis = Arc::clone(&self.genesis);
-        let stateless: Vec<Result<Txid, RejectCode>> = block
+        // The wtxids are needed for the block's transaction commitment anyway; computing them
+        // here spreads the hashing over the pool.
+        let (wtxids, stateless): (Vec<Hash32>, Vec<Result<Txid, RejectCode>>) = block
             .txs
             .par_iter()
-            .map(|stx| validate::verify_stateless(&genesis, stx))
-            .collect();
+            .map(|stx| {
+                let wtxid = stx.wtxid();
+                let check = validate::check_structure(&genesis, stx).and_then(|txid| {
+                    if cache.is_verified(&wtxid) || stx.verify_signature_with_txid(&txid) {
+                        Ok(txid)
+                    } else {
+                        Err(RejectCode::BadSignature)
+                    }
+                });
+                (wtxid, check)
+            })
+            .unzip();
 
         let supply_before = self.supply;
         let mut minted = Amount::ZERO;
@@ -471,7 +624,7 @@ impl LedgerState {
             &[
                 &self.state_hash.0,
                 &self.height.to_le_bytes(),
-                &block.txs_hash().0,
+                &crate::tx::txs_hash_from_wtxids(&wtxids).0,
                 &rh.0,
                 &utxo_hash.0,
                 &self.supply.0.to_le_bytes(),
@@ -732,11 +885,13 @@ impl LedgerState {
             if state.utxos.contains_key(&op) {
                 return bad(format!("outpoint {op} listed twice"));
             }
-            state.insert_utxo(op, out);
+            // Bound the running total first: it also bounds every per-address balance, so the
+            // index update below cannot overflow on corrupt data.
             state.supply = match state.supply.checked_add(out.amount) {
                 Some(s) if s.is_valid() => s,
                 _ => return bad("utxo amounts overflow".into()),
             };
+            state.insert_utxo(op, out);
         }
         let mut history = snapshot.history;
         history.sort_by_key(|(a, e)| (*a, e.seq));

@@ -9,8 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/redis_harness/mod.rs"]
+mod redis_harness;
 
 use std::time::Instant;
 
@@ -163,24 +163,24 @@ fn main() {
     rt.block_on(async {
         run("memory", &MemoryStore::new(), &work).await;
         {
-            let s = common::Standalone::start();
+            let s = redis_harness::Standalone::start();
             let store = RedisStore::connect(&s.config("bench")).await.unwrap();
             run("standalone everysec", &store, &work).await;
         }
         {
-            let mut s = common::Standalone::start();
+            let mut s = redis_harness::Standalone::start();
             s.server
                 .restart_with(&["--appendfsync".into(), "always".into()]);
             let store = RedisStore::connect(&s.config("bench")).await.unwrap();
             run("standalone always", &store, &work).await;
         }
         {
-            let g = common::SentinelGroup::start();
+            let g = redis_harness::SentinelGroup::start();
             let store = RedisStore::connect(&g.config("bench")).await.unwrap();
             run("sentinel WAIT 1", &store, &work).await;
         }
         {
-            let c = common::Cluster::start();
+            let c = redis_harness::Cluster::start();
             let store = RedisStore::connect(&c.config("bench")).await.unwrap();
             run("cluster WAIT 1", &store, &work).await;
         }

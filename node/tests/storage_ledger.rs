@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+mod redis_harness;
 
 use coffer_ledger::*;
 use coffer_node::storage::ledger::{persist_applied, receipt, restore_ledger};
 use coffer_node::storage::{MemoryStore, RedisStore, StorageError, Store};
-use common::{Cluster, Standalone, cli};
+use redis_harness::{Cluster, Standalone, cli};
 
 const CHAIN: &str = "coffer-storage-test";
 

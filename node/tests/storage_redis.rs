@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+mod redis_harness;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use coffer_node::storage::{
     FailPoint, MemoryStore, RedisConfig, RedisStore, Storage, StorageError, Store,
 };
-use common::{Cluster, Model, SentinelGroup, Standalone, assert_snapshot_consistent, cli};
+use redis_harness::{Cluster, Model, SentinelGroup, Standalone, assert_snapshot_consistent, cli};
 
 /// Applies `blocks` blocks to `store` and to a memory store, checking every read path agrees.
 async fn exercise(store: &impl Store, model: &mut Model, blocks: usize, txs: usize) {

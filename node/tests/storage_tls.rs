@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod common;
+mod redis_harness;
 
 use std::path::Path;
 use std::process::Command;
 
 use coffer_node::storage::{RedisConfig, RedisStore, StorageError, Store};
-use common::{Model, RedisProc, TempDir, free_port};
+use redis_harness::{Model, RedisProc, TempDir, free_port};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -121,7 +121,7 @@ async fn standalone_over_tls_round_trips_and_rejects_untrusted_server() {
     assert_eq!(snap.commitment, model.commitment());
     // The data really went over the TLS port to this server.
     assert_eq!(
-        common::cli(server.port, &["hget", "{tls:r0}:meta", "height"]),
+        redis_harness::cli(server.port, &["hget", "{tls:r0}:meta", "height"]),
         "5"
     );
 
