@@ -1,11 +1,27 @@
-//! The replica's TOML configuration file.
+//! The replica's TOML configuration file (`coffer-node testnet` writes a commented one per
+//! replica).
 //!
 //! ```toml
 //! genesis = "genesis.json"             # coffer-ledger genesis (JSON); relative to this file
-//! data_dir = "/var/lib/coffer/node0"
+//! data_dir = "data"                     # consensus journals and block archives
 //! private_key = "<hex ed25519 private key>"
 //! p2p_listen = "127.0.0.1:7000"
-//! ingress_listen = "127.0.0.1:8000"   # optional dev ingress (until the REST gateway lands)
+//!
+//! [api]                                # the REST gateway (HTTPS)
+//! listen = "127.0.0.1:8443"
+//! tls_cert = "tls/replica0.pem"        # relative to this file
+//! tls_key = "tls/replica0.key"
+//! max_connections = 1024
+//! max_body_bytes = 131072
+//! requests_per_second = 200
+//! request_timeout_ms = 10000
+//! submit_timeout_ms = 30000
+//!
+//! [storage]                            # see `storage::StorageConfig`; default: memory
+//! backend = "redis"
+//! mode = "standalone"
+//! url = "redis://127.0.0.1:6379"
+//! prefix = "coffer:replica0"
 //!
 //! [consensus]                          # optional; these are the defaults
 //! leader_timeout_ms = 1000
@@ -17,6 +33,7 @@
 //! max_block_bytes = 1048576
 //! mempool_max_txs = 50000
 //! mempool_max_bytes = 67108864
+//! idle_block_ms = 300
 //!
 //! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
@@ -24,10 +41,16 @@
 //! ```
 //!
 //! The replica set (and so n and f) comes from the genesis; `peers` only locates its members.
+//! Environment variables override the file (for containers and scripts): `COFFER_P2P_LISTEN`,
+//! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, and `COFFER_STORAGE_URL` (a Redis URL: switches the
+//! store to Redis standalone at that URL, keeping the configured prefix, or
+//! `coffer:<replica key prefix>` when the file had none; `memory` switches to memory).
 
 use crate::{
+    api::{ApiConfig, limits::RateLimit},
     consensus::{ConsensusConfig, ProposalLimits, Timeouts},
     mempool::MempoolLimits,
+    storage::{RedisConfig, StorageConfig},
 };
 use coffer_ledger::{Genesis, ReplicaKey};
 use commonware_codec::{DecodeExt, Encode};
@@ -97,6 +120,9 @@ pub struct ConsensusSection {
     pub mempool_max_txs: usize,
     /// See [`MempoolLimits::max_bytes`].
     pub mempool_max_bytes: usize,
+    /// See [`ProposalLimits::idle_wait`]: how long a leader with nothing to propose waits for
+    /// a transaction before proposing an empty block.
+    pub idle_block_ms: u64,
 }
 
 impl Default for ConsensusSection {
@@ -114,6 +140,9 @@ impl Default for ConsensusSection {
             max_block_bytes: p.max_bytes,
             mempool_max_txs: m.max_txs,
             mempool_max_bytes: m.max_bytes,
+            // An idle cluster then holds each height for a moment, which lets replicas agree
+            // on reads at one height (see `witness`), and does not spin through empty blocks.
+            idle_block_ms: 300,
         }
     }
 }
@@ -132,6 +161,68 @@ pub struct PeerEntry {
     pub address: SocketAddr,
 }
 
+/// The REST gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain, relative to the config file's directory.
+    pub tls_cert: PathBuf,
+    /// PEM private key, relative to the config file's directory.
+    pub tls_key: PathBuf,
+    /// Most connections open at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Sustained requests per second per client address.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// Deadline of a read.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Deadline of a submission waiting for its commit.
+    #[serde(default = "default_submit_timeout_ms")]
+    pub submit_timeout_ms: u64,
+}
+
+fn default_max_connections() -> usize {
+    ApiConfig::default().max_connections
+}
+fn default_max_body_bytes() -> usize {
+    ApiConfig::default().max_body_bytes
+}
+fn default_requests_per_second() -> u32 {
+    RateLimit::default().per_second
+}
+fn default_request_timeout_ms() -> u64 {
+    millis(ApiConfig::default().request_timeout)
+}
+fn default_submit_timeout_ms() -> u64 {
+    millis(ApiConfig::default().submit_timeout)
+}
+
+impl ApiSection {
+    /// The gateway's limits.
+    pub fn api_config(&self) -> ApiConfig {
+        let per_second = self.requests_per_second.max(1);
+        ApiConfig {
+            max_connections: self.max_connections.max(1),
+            max_body_bytes: self.max_body_bytes,
+            rate_limit: RateLimit {
+                per_second,
+                burst: per_second.saturating_mul(2),
+                ..RateLimit::default()
+            },
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            submit_timeout: Duration::from_millis(self.submit_timeout_ms),
+            ..ApiConfig::default()
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +238,12 @@ pub struct NodeConfig {
     /// Optional dev ingress listen address.
     #[serde(default)]
     pub ingress_listen: Option<SocketAddr>,
+    /// The REST gateway; none when absent.
+    #[serde(default)]
+    pub api: Option<ApiSection>,
+    /// Where executed blocks are persisted (memory when absent: ephemeral).
+    #[serde(default = "memory_storage", skip_serializing)]
+    pub storage: StorageConfig,
     /// Consensus tuning.
     #[serde(default)]
     pub consensus: ConsensusSection,
@@ -155,6 +252,10 @@ pub struct NodeConfig {
     /// Directory the relative paths are resolved against (the config file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+fn memory_storage() -> StorageConfig {
+    StorageConfig::Memory
 }
 
 /// Parses a hex ed25519 public key.
@@ -208,7 +309,61 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path).map_err(io)?;
         let mut config = Self::parse(&text)?;
         config.base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        config.apply_env(|name| std::env::var(name).ok())?;
         Ok(config)
+    }
+
+    /// Applies the `COFFER_*` overrides listed in the module docs, read through `var`.
+    pub fn apply_env(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigFileError> {
+        let addr = |name: &str, value: String| {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigFileError::Toml(format!("{name}={value:?}: {e}")))
+        };
+        if let Some(v) = var("COFFER_P2P_LISTEN") {
+            self.p2p_listen = addr("COFFER_P2P_LISTEN", v)?;
+        }
+        if let Some(v) = var("COFFER_API_LISTEN") {
+            let listen = addr("COFFER_API_LISTEN", v)?;
+            match self.api.as_mut() {
+                Some(api) => api.listen = listen,
+                None => {
+                    return Err(ConfigFileError::Toml(
+                        "COFFER_API_LISTEN set but the config has no [api] section".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = var("COFFER_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(url) = var("COFFER_STORAGE_URL") {
+            self.storage = if url == "memory" {
+                StorageConfig::Memory
+            } else {
+                let prefix = match &self.storage {
+                    StorageConfig::Redis(r) => r.prefix.clone(),
+                    _ => format!("coffer:{}", &self.private_key_fingerprint()),
+                };
+                StorageConfig::Redis(RedisConfig::standalone(url, prefix))
+            };
+        }
+        Ok(())
+    }
+
+    /// A short, stable, non-secret name for this replica (a prefix of its public key).
+    fn private_key_fingerprint(&self) -> String {
+        self.signer()
+            .map(|k| public_key_hex(&k.public_key())[..16].to_owned())
+            .unwrap_or_else(|_| "replica".into())
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, path: &std::path::Path) -> PathBuf {
+        self.base_dir.join(path)
     }
 
     /// Reads the ledger genesis named by the config.
@@ -301,6 +456,7 @@ impl NodeConfig {
         cfg.proposal = ProposalLimits {
             max_txs: c.max_block_txs,
             max_bytes: c.max_block_bytes,
+            idle_wait: Duration::from_millis(c.idle_block_ms),
         };
         cfg.mempool = MempoolLimits {
             max_txs: c.mempool_max_txs,
@@ -335,6 +491,8 @@ mod tests {
             private_key: private_key_hex(&key),
             p2p_listen: "127.0.0.1:1".parse().unwrap(),
             ingress_listen: None,
+            api: None,
+            storage: StorageConfig::Memory,
             consensus: ConsensusSection::default(),
             peers: vec![PeerEntry {
                 public_key: public_key_hex(&key.public_key()),
@@ -351,6 +509,20 @@ mod tests {
         let mut two = back.clone();
         two.peers.push(two.peers[0].clone());
         assert!(two.peer_set(&genesis).is_err());
+        let mut env = back.clone();
+        env.apply_env(|name| match name {
+            "COFFER_DATA_DIR" => Some("/data/r0".into()),
+            "COFFER_STORAGE_URL" => Some("redis://10.0.0.1:6379".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(env.data_dir, PathBuf::from("/data/r0"));
+        assert!(matches!(env.storage, StorageConfig::Redis(_)));
+        assert!(
+            env.apply_env(|n| (n == "COFFER_API_LISTEN").then(|| "127.0.0.1:1".into()))
+                .is_err(),
+            "no [api] section to override"
+        );
         let mut stranger = back;
         stranger.peers[0].public_key = public_key_hex(&PrivateKey::from_seed(8).public_key());
         assert!(stranger.peer_set(&genesis).is_err());

@@ -3,16 +3,17 @@
 //! Finalized blocks may arrive twice (marshal redelivers after a restart) or out of order (a
 //! delivery source other than marshal); the executor keeps the last applied height, skips what
 //! is at or below it, buffers a bounded number of blocks above a gap and applies them once the
-//! gap fills. Every executed block is recorded in a [`BlockStore`] and published to subscribers
-//! (the REST layer signs receipts from these).
+//! gap fills. Every applied block is persisted by the state machine
+//! ([`StateMachine::persist`]) before it counts as executed: only then is it published to
+//! subscribers (which sign receipts and answer clients) and the executed height advanced.
 
 use crate::{
     mempool::Mempool,
-    tx::{Receipt, StateMachine},
+    tx::{PersistError, Receipt, StateMachine},
 };
 use bytes::Bytes;
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -51,79 +52,6 @@ pub struct ExecutedBlock {
     pub commitment_encoding: Vec<u8>,
 }
 
-/// Errors of a [`BlockStore`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The backend failed.
-    #[error("block store backend failed: {0}")]
-    Backend(String),
-    /// A record was written out of height order.
-    #[error("out of order write: height {got}, expected {expected}")]
-    OutOfOrder {
-        /// Height offered.
-        got: u64,
-        /// Height expected.
-        expected: u64,
-    },
-}
-
-/// Where executed blocks are recorded; the Redis store implements this too.
-pub trait BlockStore: Send + 'static {
-    /// Height of the last recorded block (zero when none).
-    fn applied_height(&self) -> u64;
-    /// Records the next executed block; must be durable when this returns.
-    fn put(&mut self, block: &ExecutedBlock) -> Result<(), StoreError>;
-    /// The executed block at `height`, if still retained.
-    fn get(&self, height: u64) -> Option<ExecutedBlock>;
-}
-
-/// An in-memory [`BlockStore`] keeping the most recent `retain` blocks (ephemeral mode, tests).
-#[derive(Debug)]
-pub struct MemoryStore {
-    applied: u64,
-    retain: usize,
-    blocks: VecDeque<ExecutedBlock>,
-}
-
-impl MemoryStore {
-    /// A store retaining the last `retain` executed blocks.
-    pub fn new(retain: usize) -> Self {
-        Self {
-            applied: 0,
-            retain,
-            blocks: VecDeque::new(),
-        }
-    }
-}
-
-impl BlockStore for MemoryStore {
-    fn applied_height(&self) -> u64 {
-        self.applied
-    }
-
-    fn put(&mut self, block: &ExecutedBlock) -> Result<(), StoreError> {
-        if block.height != self.applied + 1 {
-            return Err(StoreError::OutOfOrder {
-                got: block.height,
-                expected: self.applied + 1,
-            });
-        }
-        self.applied = block.height;
-        self.blocks.push_back(block.clone());
-        while self.blocks.len() > self.retain {
-            self.blocks.pop_front();
-        }
-        Ok(())
-    }
-
-    fn get(&self, height: u64) -> Option<ExecutedBlock> {
-        let first = self.blocks.front()?.height;
-        let index = usize::try_from(height.checked_sub(first)?).ok()?;
-        self.blocks.get(index).cloned()
-    }
-}
-
 /// What [`Executor::offer`] did with a block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
@@ -138,29 +66,25 @@ pub enum Offered {
 }
 
 /// Applies finalized blocks to a [`StateMachine`] exactly once, in height order.
-pub struct Executor<M: StateMachine, S: BlockStore> {
+pub struct Executor<M: StateMachine> {
     machine: M,
-    store: S,
     mempool: Arc<Mutex<Mempool>>,
     executed: Arc<AtomicU64>,
     pending: BTreeMap<u64, FinalizedBlock>,
     events: broadcast::Sender<Arc<ExecutedBlock>>,
 }
 
-impl<M: StateMachine, S: BlockStore> Executor<M, S> {
-    /// An executor over `machine` and `store`, whose state must correspond to
-    /// `store.applied_height()`.
+impl<M: StateMachine> Executor<M> {
+    /// An executor over `machine`, resuming after its applied height.
     pub fn new(
         machine: M,
-        store: S,
         mempool: Arc<Mutex<Mempool>>,
         executed: Arc<AtomicU64>,
         events: broadcast::Sender<Arc<ExecutedBlock>>,
     ) -> Self {
-        executed.store(store.applied_height(), Ordering::Release);
+        executed.store(machine.applied_height(), Ordering::Release);
         Self {
             machine,
-            store,
             mempool,
             executed,
             pending: BTreeMap::new(),
@@ -170,7 +94,7 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
 
     /// Height of the last applied block.
     pub fn applied_height(&self) -> u64 {
-        self.store.applied_height()
+        self.machine.applied_height()
     }
 
     /// The state machine (read-only).
@@ -179,7 +103,7 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
     }
 
     /// Offers a finalized block; applies it and any buffered successors when it is next.
-    pub fn offer(&mut self, block: FinalizedBlock) -> Result<Offered, StoreError> {
+    pub async fn offer(&mut self, block: FinalizedBlock) -> Result<Offered, PersistError> {
         let applied = self.applied_height();
         if block.height <= applied {
             return Ok(Offered::Duplicate);
@@ -193,9 +117,9 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
             self.pending.insert(block.height, block);
             return Ok(Offered::Buffered);
         }
-        self.apply(block)?;
+        self.apply(block).await?;
         while let Some(next) = self.pending.remove(&(self.applied_height() + 1)) {
-            self.apply(next)?;
+            self.apply(next).await?;
         }
         // Anything left at or below the applied height is a stale duplicate.
         let applied = self.applied_height();
@@ -203,7 +127,7 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
         Ok(Offered::Applied)
     }
 
-    fn apply(&mut self, block: FinalizedBlock) -> Result<(), StoreError> {
+    async fn apply(&mut self, block: FinalizedBlock) -> Result<(), PersistError> {
         assert_eq!(
             block.height,
             self.applied_height() + 1,
@@ -222,7 +146,12 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
             commitment: self.machine.commitment(),
             commitment_encoding: self.machine.commitment_encoding(),
         };
-        self.store.put(&executed)?;
+        self.machine.persist().await?;
+        assert_eq!(
+            self.machine.applied_height(),
+            executed.height,
+            "persist advances the applied height"
+        );
         self.executed.store(executed.height, Ordering::Release);
         {
             let mut pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
@@ -248,10 +177,12 @@ impl<M: StateMachine, S: BlockStore> Executor<M, S> {
     }
 }
 
-/// Logs a store failure; the executor cannot continue without durable records.
-pub(crate) fn fatal_store_error(error: &StoreError) -> ! {
-    warn!(%error, "block store failed");
-    panic!("block store failed: {error}");
+/// Logs a persistence failure; the executor cannot continue without durable records (the
+/// store already retried transient failures), so the replica stops and restarts from what was
+/// persisted.
+pub(crate) fn fatal_store_error(error: &PersistError) -> ! {
+    warn!(%error, "cannot persist executed block");
+    panic!("cannot persist executed block: {error}");
 }
 
 #[cfg(test)]
@@ -272,8 +203,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn applies_in_order_exactly_once() {
+    #[tokio::test]
+    async fn applies_in_order_exactly_once() {
         let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
         let alice = Keypair::from_secret_bytes([2; 32]).unwrap();
         let bob = Keypair::from_secret_bytes([3; 32]).unwrap();
@@ -311,7 +242,6 @@ mod tests {
         let (events, mut rx) = broadcast::channel(16);
         let mut exec = Executor::new(
             LedgerMachine::new(genesis).unwrap(),
-            MemoryStore::new(10),
             Arc::new(Mutex::new(Mempool::new(MempoolLimits::default()))),
             Arc::new(AtomicU64::new(0)),
             events,
@@ -319,18 +249,32 @@ mod tests {
         let b1 = block(1, vec![Bytes::from(mint.encode())]);
         let b2 = block(2, vec![pay(&bob)]);
         let b3 = block(3, vec![pay(&issuer)]);
-        assert_eq!(exec.offer(b2.clone()).unwrap(), Offered::Buffered);
-        assert_eq!(exec.offer(b3.clone()).unwrap(), Offered::Buffered);
-        assert_eq!(exec.offer(b1.clone()).unwrap(), Offered::Applied);
+        assert_eq!(exec.offer(b2.clone()).await.unwrap(), Offered::Buffered);
+        assert_eq!(exec.offer(b3.clone()).await.unwrap(), Offered::Buffered);
+        assert_eq!(exec.offer(b1.clone()).await.unwrap(), Offered::Applied);
         assert_eq!(exec.applied_height(), 3);
-        assert_eq!(exec.offer(b1).unwrap(), Offered::Duplicate);
-        assert_eq!(exec.offer(b2).unwrap(), Offered::Duplicate);
+        assert_eq!(exec.offer(b1).await.unwrap(), Offered::Duplicate);
+        assert_eq!(exec.offer(b2).await.unwrap(), Offered::Duplicate);
         assert_eq!(exec.machine().state().balance(&bob.address()), Amount(10));
         assert_eq!(exec.machine().state().height(), 3);
         let heights: Vec<u64> = (0..3).map(|_| rx.try_recv().unwrap().height).collect();
         assert_eq!(heights, vec![1, 2, 3]);
-        let third = exec.store.get(3).unwrap();
-        assert_eq!(third.receipts[0].rejection, Some("input_already_spent"));
         assert!(rx.try_recv().is_err());
+        // Every block was persisted before it was published; the store holds block 3 and the
+        // rejected transfer's record.
+        use crate::storage::Store as _;
+        let store = exec.machine().store();
+        assert_eq!(store.applied_height().await.unwrap(), Some(3));
+        let rejected = crate::storage::ledger::receipt(
+            &*store,
+            &coffer_ledger::SignedTransaction::decode(&b3.txs[0])
+                .unwrap()
+                .txid(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(rejected.height, 3);
+        assert!(rejected.outcome.into_result().is_err());
     }
 }

@@ -1,16 +1,22 @@
 //! `coffer-ledger` behind the node's transaction seams ([`TxVerifier`], [`StateMachine`]).
 //!
 //! The verifier is the ledger's own stateless check ([`coffer_ledger::verify_bytes`]: decode,
-//! limits, chain id, signature). The state machine is an in-memory [`LedgerState`]; a
-//! Redis-backed machine persists [`coffer_ledger::Applied::change`] inside `apply_block`.
+//! limits, chain id, signature). The state machine is a [`LedgerState`] in memory, shared with
+//! the read path ([`LedgerView`]), whose every applied block is persisted through a
+//! [`Storage`] (memory or Redis) before the executor publishes it. A machine opened on a store
+//! that already holds blocks restores its state from it (commitment checked).
 
-use crate::tx::{Receipt, StateMachine, TxRejection, TxVerifier, Txid};
+use crate::storage::{self, Storage, StorageError};
+use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
-    ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, SignedTransaction, Transaction,
-    hash::tagged_hash, verify_bytes,
+    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, SignedTransaction,
+    Transaction, hash::tagged_hash, verify_bytes,
 };
-use std::sync::Arc;
+use std::sync::{
+    Arc, RwLock, RwLockReadGuard,
+    atomic::{AtomicU64, Ordering},
+};
 use tracing::error;
 
 /// Receipt code for a transaction whose bytes do not decode in a finalized block. It cannot
@@ -66,27 +72,88 @@ impl TxVerifier for LedgerVerifier {
     }
 }
 
-/// An in-memory ledger fed with finalized blocks.
+/// The ledger state as the read path sees it: shared with the executor, readable at the last
+/// persisted height.
+#[derive(Clone, Debug)]
+pub struct LedgerView {
+    state: Arc<RwLock<LedgerState>>,
+    persisted: Arc<AtomicU64>,
+}
+
+impl LedgerView {
+    /// The state, if it is at a persisted height (it is briefly ahead while a block is being
+    /// persisted: nothing may be signed about it then). `None` means "retry after the next
+    /// executed block".
+    pub fn persisted(&self) -> Option<RwLockReadGuard<'_, LedgerState>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (state.height() == self.persisted.load(Ordering::Acquire)).then_some(state)
+    }
+
+    /// Height of the last persisted block.
+    pub fn persisted_height(&self) -> u64 {
+        self.persisted.load(Ordering::Acquire)
+    }
+}
+
+/// The ledger fed with finalized blocks, persisting each through a [`Storage`].
 #[derive(Debug)]
 pub struct LedgerMachine {
-    state: LedgerState,
+    view: LedgerView,
+    store: Arc<Storage>,
+    /// The block applied but not yet persisted.
+    unpersisted: Option<(Block, Applied)>,
 }
 
 impl LedgerMachine {
-    /// A ledger at genesis.
+    /// A ledger at genesis over a fresh in-memory store (tests, ephemeral runs).
     pub fn new(genesis: Genesis) -> Result<Self, coffer_ledger::GenesisError> {
-        Ok(Self {
-            state: LedgerState::new(genesis)?,
-        })
+        let state = LedgerState::new(genesis)?;
+        Ok(Self::with_state(
+            state,
+            Arc::new(Storage::from(storage::MemoryStore::new())),
+        ))
+    }
+
+    /// The ledger persisted in `store` (genesis if it holds nothing), its rebuilt commitment
+    /// checked against the persisted one.
+    pub async fn open(genesis: Genesis, store: Arc<Storage>) -> Result<Self, StorageError> {
+        let state = storage::ledger::restore_ledger(&*store, genesis).await?;
+        Ok(Self::with_state(state, store))
+    }
+
+    fn with_state(state: LedgerState, store: Arc<Storage>) -> Self {
+        let persisted = Arc::new(AtomicU64::new(state.height()));
+        Self {
+            view: LedgerView {
+                state: Arc::new(RwLock::new(state)),
+                persisted,
+            },
+            store,
+            unpersisted: None,
+        }
+    }
+
+    /// The read path's handle on the state.
+    pub fn view(&self) -> LedgerView {
+        self.view.clone()
+    }
+
+    /// The store blocks are persisted to.
+    pub fn store(&self) -> Arc<Storage> {
+        self.store.clone()
     }
 
     /// The ledger state (read-only).
-    pub fn state(&self) -> &LedgerState {
-        &self.state
+    pub fn state(&self) -> RwLockReadGuard<'_, LedgerState> {
+        self.view.state.read().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl StateMachine for LedgerMachine {
+    fn applied_height(&self) -> u64 {
+        self.view.persisted_height()
+    }
+
     fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt> {
         let mut receipts: Vec<Option<Receipt>> = vec![None; txs.len()];
         let mut decoded = Vec::with_capacity(txs.len());
@@ -107,11 +174,16 @@ impl StateMachine for LedgerMachine {
                 }
             }
         }
+        assert!(
+            self.unpersisted.is_none(),
+            "apply_block at height {height} before the previous block was persisted"
+        );
         let block = Block {
             height,
             txs: decoded,
         };
-        match self.state.apply(&block) {
+        let mut state = self.view.state.write().unwrap_or_else(|e| e.into_inner());
+        match state.apply(&block) {
             Ok(applied) => {
                 assert_eq!(
                     applied.receipts.len(),
@@ -128,6 +200,7 @@ impl StateMachine for LedgerMachine {
                         code: receipt.outcome.as_u16(),
                     });
                 }
+                self.unpersisted = Some((block, applied));
             }
             Err(ApplyError::TooManyTxs { got, max }) => {
                 // Deterministic on every replica: the block's height is consumed, nothing in
@@ -140,8 +213,9 @@ impl StateMachine for LedgerMachine {
                     height,
                     txs: Vec::new(),
                 };
-                if let Err(e) = self.state.apply(&empty) {
-                    panic!("ledger refused an empty block at height {height}: {e}");
+                match state.apply(&empty) {
+                    Ok(applied) => self.unpersisted = Some((empty, applied)),
+                    Err(e) => panic!("ledger refused an empty block at height {height}: {e}"),
                 }
                 for (stx, i) in block.txs.iter().zip(positions) {
                     receipts[i] = Some(Receipt {
@@ -159,22 +233,40 @@ impl StateMachine for LedgerMachine {
             .collect()
     }
 
+    async fn persist(&mut self) -> Result<(), PersistError> {
+        let Some((block, applied)) = self.unpersisted.take() else {
+            return Ok(());
+        };
+        let height = block.height;
+        if let Err(e) = storage::ledger::persist_applied(&*self.store, &block, &applied).await {
+            // Keep it: the executor treats this as fatal, but nothing is published meanwhile.
+            self.unpersisted = Some((block, applied));
+            return Err(PersistError::Backend {
+                height,
+                reason: e.to_string(),
+            });
+        }
+        self.view.persisted.store(height, Ordering::Release);
+        Ok(())
+    }
+
     fn commitment(&self) -> [u8; 32] {
         // The state hash alone commits to the whole state and history (see `Commitment`).
-        self.state.commitment().state_hash.0
+        self.state().commitment().state_hash.0
     }
 
     fn commitment_encoding(&self) -> Vec<u8> {
-        self.state.commitment().to_bytes()
+        self.state().commitment().to_bytes()
     }
 
     fn is_stale(&self, tx: &[u8]) -> bool {
         let Ok(stx) = SignedTransaction::decode(tx) else {
             return true;
         };
+        let state = self.state();
         match &stx.tx {
-            Transaction::Transfer(t) => t.inputs.iter().any(|op| self.state.is_spent(op)),
-            Transaction::Mint(_) => self.state.is_mint_committed(&stx.txid()),
+            Transaction::Transfer(t) => t.inputs.iter().any(|op| state.is_spent(op)),
+            Transaction::Mint(_) => state.is_mint_committed(&stx.txid()),
         }
     }
 }
@@ -230,6 +322,8 @@ mod tests {
         ));
         let mut machine = LedgerMachine::new(genesis).unwrap();
         let receipts = machine.apply_block(1, &[m.clone(), a.clone(), b.clone()]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(machine.applied_height(), 1);
         assert_eq!(receipts[0].rejection, None);
         assert_eq!(receipts[1].rejection, None);
         assert_eq!(receipts[2].rejection, Some("input_already_spent"));

@@ -1,6 +1,7 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
 
 pub mod api;
+pub mod backend;
 pub mod config;
 pub mod consensus;
 pub mod executor;
@@ -9,4 +10,6 @@ pub mod ledger;
 pub mod mempool;
 pub mod node;
 pub mod storage;
+pub mod testnet;
 pub mod tx;
+pub mod witness;

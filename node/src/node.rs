@@ -1,26 +1,31 @@
-//! Runs one replica as a process: tokio runtime, authenticated p2p with the genesis peer set,
-//! consensus, execution and the optional dev ingress.
+//! Runs one replica as a process: tokio runtime (commonware's, which is tokio underneath, so the
+//! REST server and Redis client run on it too), the store, authenticated p2p with the genesis
+//! peer set, consensus, execution, the receipt/read [`witness`](crate::witness) exchange and
+//! the REST gateway.
 
 use crate::{
-    config::{ConfigFileError, NodeConfig},
+    api::{ApiServer, tls},
+    backend::{Deadlines, NodeBackend},
+    config::{ConfigFileError, NodeConfig, genesis_key, replica_key},
     consensus::{self, ConfigError, Networks, channels},
-    executor::MemoryStore,
     ingress,
     ledger::{LedgerMachine, LedgerVerifier},
+    storage::{Storage, StorageConfig, StorageError},
+    witness::{self, Patience, To, Witness, WitnessParts},
 };
+use commonware_codec::Encode as _;
 use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
-use commonware_p2p::{Address, AddressableManager as _, authenticated::lookup};
+use commonware_p2p::{
+    Address, AddressableManager as _, Receiver as _, Recipients, Sender as _, authenticated::lookup,
+};
 use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime};
 use commonware_stream::{
     cups::{self, Cups},
     sake::{self, Sake},
 };
 use commonware_utils::{NZU32, NZUsize, ordered::Map};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tracing::{info, warn};
-
-/// Executed blocks kept in the in-memory block store of a process.
-const RETAINED_BLOCKS: usize = 100_000;
 
 /// Errors that stop a replica process.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,12 @@ pub enum RunError {
     /// The peer set could not be built.
     #[error("invalid peer set: {0}")]
     Peers(String),
+    /// The store could not be opened or the state restored from it.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The REST API could not start.
+    #[error("api: {0}")]
+    Api(String),
 }
 
 /// Runs the replica described by `config` until the process is stopped.
@@ -42,10 +53,17 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
     let genesis = config.load_genesis()?;
     let consensus_cfg = config.consensus(&genesis)?;
     let peers = config.peer_set(&genesis)?;
-    let machine =
-        LedgerMachine::new(genesis.clone()).map_err(|e| ConfigFileError::Genesis(e.to_string()))?;
-    let verifier = LedgerVerifier::new(std::sync::Arc::new(genesis.clone()));
+    let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
     let signer = consensus_cfg.signer.clone();
+    // The receipt key is the consensus key: commonware's ed25519 private key encoding is the
+    // 32-byte seed ed25519-dalek takes (see `coffer_ledger::attest`).
+    let seed: [u8; 32] = signer.encode()[..]
+        .try_into()
+        .map_err(|_| ConfigFileError::Key {
+            field: "private_key".into(),
+            reason: "not a 32-byte ed25519 seed".into(),
+        })?;
+    let receipt_key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let n = peers.len();
     let peer_map: Map<_, Address> = peers
         .iter()
@@ -54,10 +72,35 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         .try_into()
         .map_err(|e| RunError::Peers(format!("{e:?}")))?;
     let namespace = format!("coffer/{}/p2p", genesis.chain_id.as_str());
+    let tls_config = match &config.api {
+        Some(api) => Some(
+            tls::server_config_from_files(
+                &config.resolve(&api.tls_cert),
+                &config.resolve(&api.tls_key),
+                false,
+            )
+            .map_err(|e| RunError::Api(e.to_string()))?,
+        ),
+        None => None,
+    };
     let runner = runtime::Runner::new(
-        runtime::Config::new().with_storage_directory(config.data_dir.clone()),
+        runtime::Config::new().with_storage_directory(config.resolve(&config.data_dir)),
     );
     runner.start(|context| async move {
+        let ephemeral = matches!(config.storage, StorageConfig::Memory);
+        let store = Arc::new(Storage::open(&config.storage).await?);
+        let machine = LedgerMachine::open(genesis.clone(), store.clone()).await?;
+        let ledger = machine.view();
+        info!(
+            height = ledger.persisted_height(),
+            store = if ephemeral {
+                "memory (ephemeral)"
+            } else {
+                "redis"
+            },
+            "state restored"
+        );
+
         let handshake = Cups::<_, ChaCha20Poly1305>::new(
             Sake {
                 signer: signer.clone(),
@@ -92,6 +135,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             backfill: network.register(channels::BACKFILL, quota),
             mempool: network.register(channels::MEMPOOL, quota),
         };
+        let (mut witness_sender, mut witness_receiver) = network.register(witness::CHANNEL, quota);
         network.start();
 
         let started = consensus::start(
@@ -99,7 +143,6 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             consensus_cfg,
             verifier,
             machine,
-            MemoryStore::new(RETAINED_BLOCKS),
             oracle.clone(),
             oracle,
             networks,
@@ -109,15 +152,59 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             Err(e) => return Err(RunError::Consensus(e)),
         };
         info!(public_key = %signer.public_key(), replicas = n, "replica started");
+
+        let (witness, mut outbound) = Witness::new(WitnessParts {
+            chain_id: genesis.chain_id.clone(),
+            key: receipt_key,
+            replicas: genesis
+                .replicas
+                .iter()
+                .map(|r| (r.name.clone(), r.public_key.0))
+                .collect(),
+            ledger,
+            store: store.clone(),
+            events: handle.event_sender(),
+            patience: Patience::default(),
+        })
+        .map_err(RunError::Peers)?;
+        tokio::spawn(witness.clone().run_signer());
+        tokio::spawn(witness.clone().run_heartbeat());
+        {
+            let witness = witness.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        out = outbound.recv() => {
+                            let Some(out) = out else { return };
+                            let recipients = match out.to {
+                                To::All => Recipients::All,
+                                To::One(key) => match replica_key(&coffer_ledger::ReplicaKey(key)) {
+                                    Ok(k) => Recipients::One(k),
+                                    Err(_) => continue,
+                                },
+                            };
+                            witness_sender.send(recipients, out.bytes, false);
+                        }
+                        message = witness_receiver.recv() => {
+                            let Ok((peer, bytes)) = message else { return };
+                            witness.on_message(genesis_key(&peer).0, bytes.as_ref());
+                        }
+                    }
+                }
+            });
+        }
+
         let mut events = handle.subscribe();
         context.child("log").spawn(move |_| async move {
             while let Ok(block) = events.recv().await {
-                info!(
-                    height = block.height,
-                    txs = block.receipts.len(),
-                    commitment = hex::encode(block.commitment),
-                    "executed"
-                );
+                if !block.receipts.is_empty() {
+                    info!(
+                        height = block.height,
+                        txs = block.receipts.len(),
+                        commitment = hex::encode(block.commitment),
+                        "executed"
+                    );
+                }
             }
         });
         if let Some(addr) = config.ingress_listen {
@@ -128,6 +215,34 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                 }
             });
         }
+        let _server = match (&config.api, tls_config) {
+            (Some(api), Some(tls_config)) => {
+                let api_config = api.api_config();
+                let deadlines = Deadlines {
+                    // Answer before the gateway's own deadline turns the wait into a 504.
+                    submit: api_config
+                        .submit_timeout
+                        .saturating_sub(Duration::from_secs(2)),
+                    read: api_config
+                        .request_timeout
+                        .saturating_sub(Duration::from_secs(1)),
+                };
+                let backend = NodeBackend::new(
+                    Arc::new(genesis.clone()),
+                    handle.clone(),
+                    witness.clone(),
+                    store.clone(),
+                    deadlines,
+                );
+                let server =
+                    ApiServer::start(api.listen, tls_config, api_config, Arc::new(backend))
+                        .await
+                        .map_err(|e| RunError::Api(format!("listen {}: {e}", api.listen)))?;
+                info!(listen = %server.local_addr(), "REST API listening (HTTPS)");
+                Some(server)
+            }
+            _ => None,
+        };
         if let Err(e) = root.await {
             warn!(error = ?e, "replica stopped");
         }

@@ -94,17 +94,39 @@ pub struct Receipt {
     pub code: u16,
 }
 
+/// Why a state machine could not make an applied block durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// The storage backend failed (after its own retries).
+    #[error("persisting block {height} failed: {reason}")]
+    Backend {
+        /// The block's height.
+        height: u64,
+        /// The backend's message.
+        reason: String,
+    },
+}
+
 /// A deterministic state machine fed with finalized blocks in height order.
 ///
 /// Implementations must produce the same receipts and commitment on every honest replica for
 /// the same sequence of blocks, whatever their storage backend.
 pub trait StateMachine: Send + 'static {
+    /// Height of the last applied and persisted block (zero at genesis). A machine restored
+    /// from storage starts here.
+    fn applied_height(&self) -> u64;
+
     /// Applies the transactions of one finalized block, in order.
     ///
     /// Every transaction passed the stateless [`TxVerifier`] check (blocks are only finalized
     /// after a quorum checked them), so only state-dependent failures remain; they are reported
     /// as rejection receipts and leave the state untouched.
     fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt>;
+
+    /// Makes the block last applied durable; returns once it is. The executor publishes a block
+    /// (and receipts are signed) only after this returned `Ok`.
+    fn persist(&mut self) -> impl std::future::Future<Output = Result<(), PersistError>> + Send;
 
     /// A commitment to the whole state after the last applied block.
     fn commitment(&self) -> [u8; 32];

@@ -12,7 +12,7 @@ use coffer_ledger::{
 use coffer_node::{
     config::genesis_key,
     consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Timeouts, channels},
-    executor::{ExecutedBlock, MemoryStore},
+    executor::ExecutedBlock,
     ledger::{LedgerMachine, LedgerVerifier},
     tx::Txid,
 };
@@ -253,7 +253,6 @@ impl Cluster {
             cfg,
             LedgerVerifier::new(Arc::new(genesis.clone())),
             LedgerMachine::new(genesis).unwrap(),
-            MemoryStore::new(10_000),
             self.oracle.manager(),
             control,
             networks,

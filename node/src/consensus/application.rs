@@ -44,6 +44,9 @@ pub struct ProposalLimits {
     pub max_txs: usize,
     /// Maximum total transaction bytes per block.
     pub max_bytes: usize,
+    /// How long a leader whose mempool is empty waits for a transaction before proposing an
+    /// empty block (zero: at once). Must stay well below the leader timeout.
+    pub idle_wait: std::time::Duration,
 }
 
 impl Default for ProposalLimits {
@@ -51,6 +54,7 @@ impl Default for ProposalLimits {
         Self {
             max_txs: 500,
             max_bytes: 1024 * 1024,
+            idle_wait: std::time::Duration::ZERO,
         }
     }
 }
@@ -133,9 +137,12 @@ impl<V: TxVerifier> App<V> {
     }
 }
 
+/// How often an idle leader looks at its mempool again.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl<E, V> Application<E> for App<V>
 where
-    E: Send + 'static,
+    E: commonware_runtime::Clock + Send + 'static,
     V: TxVerifier,
 {
     type SigningScheme = super::Scheme;
@@ -145,11 +152,22 @@ where
 
     async fn propose(
         &mut self,
-        (_, context): (E, Self::Context),
+        (runtime, context): (E, Self::Context),
         mut ancestry: impl Ancestry<Self::Block>,
         _input: (),
     ) -> Option<Digested<Self::Block>> {
         let parent = ancestry.next().await?;
+        let mut waited = std::time::Duration::ZERO;
+        while waited < self.limits.idle_wait
+            && self
+                .mempool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            runtime.sleep(IDLE_POLL).await;
+            waited += IDLE_POLL;
+        }
         let executed = self.executed.load(Ordering::Acquire);
         let mut exclude = HashSet::new();
         let mut cursor = Some(parent.clone());

@@ -22,7 +22,7 @@ pub mod block;
 pub use application::ProposalLimits;
 
 use crate::{
-    executor::{BlockStore, ExecutedBlock, Executor, FinalizedBlock, Offered},
+    executor::{ExecutedBlock, Executor, FinalizedBlock, Offered},
     mempool::{Admission, Mempool, MempoolLimits},
     tx::{MAX_TX_BYTES, StateMachine, TxRejection, TxVerifier, Txid},
 };
@@ -278,6 +278,11 @@ impl<V: TxVerifier> ConsensusHandle<V> {
         }
     }
 
+    /// The sender executed blocks are published on (to subscribe again later).
+    pub fn event_sender(&self) -> broadcast::Sender<Arc<ExecutedBlock>> {
+        self.events.clone()
+    }
+
     /// Subscribes to executed blocks, in height order from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ExecutedBlock>> {
         self.events.subscribe()
@@ -286,6 +291,14 @@ impl<V: TxVerifier> ConsensusHandle<V> {
     /// Height of the last executed block.
     pub fn executed_height(&self) -> u64 {
         self.executed.load(Ordering::Acquire)
+    }
+
+    /// Whether `txid` is pending in the local mempool.
+    pub fn is_pending(&self, txid: &Txid) -> bool {
+        self.mempool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(txid)
     }
 
     /// Number of pending transactions in the local mempool.
@@ -324,12 +337,11 @@ pub fn max_message_size(participants: usize) -> u32 {
 /// Returns the seam and the handle of the replica's root task: aborting it stops every actor
 /// of the replica (as a crash would); its storage survives for a restart.
 #[allow(clippy::too_many_arguments)]
-pub fn start<E, V, M, St, P, B, S, R>(
+pub fn start<E, V, M, P, B, S, R>(
     context: E,
     config: ConsensusConfig,
     verifier: V,
     machine: M,
-    store: St,
     peers: P,
     blocker: B,
     networks: Networks<S, R>,
@@ -338,7 +350,6 @@ where
     E: Spawner + Clock + Metrics + Storage + rand::CryptoRng + rand::Rng,
     V: TxVerifier,
     M: StateMachine,
-    St: BlockStore,
     P: Provider<PublicKey = PublicKey>,
     B: Blocker<PublicKey = PublicKey>,
     S: Sender<PublicKey = PublicKey>,
@@ -380,7 +391,7 @@ where
     .ok_or_else(|| ConfigError::NotParticipant(me.to_string()))?;
 
     let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool)));
-    let executed = Arc::new(AtomicU64::new(store.applied_height()));
+    let executed = Arc::new(AtomicU64::new(machine.applied_height()));
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     let handle = ConsensusHandle {
@@ -483,7 +494,7 @@ where
         let (deliveries_tx, mut deliveries_rx) =
             mpsc::unbounded::<(commonware_cryptography::Digested<Block>, Exact)>();
         let executed_for_app = executed.clone();
-        let mut executor = Executor::new(machine, store, mempool.clone(), executed, events);
+        let mut executor = Executor::new(machine, mempool.clone(), executed, events);
         let replay_mailbox = marshal_mailbox.clone();
         context.child("executor").spawn(move |_| async move {
             let from = executor.applied_height() + 1;
@@ -495,12 +506,12 @@ where
                     );
                     break;
                 };
-                if let Err(e) = executor.offer(finalized(&block)) {
+                if let Err(e) = executor.offer(finalized(&block)).await {
                     crate::executor::fatal_store_error(&e);
                 }
             }
             while let Some((block, ack)) = deliveries_rx.next().await {
-                match executor.offer(finalized(&block)) {
+                match executor.offer(finalized(&block)).await {
                     Ok(Offered::Dropped) => {
                         warn!(height = block.inner().height, "dropped block above gap")
                     }

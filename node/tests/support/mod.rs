@@ -140,6 +140,8 @@ pub fn start_cluster(name: &str, n: usize) -> (ProcessCluster, ChainId) {
             private_key: private_key_hex(&keys[i]),
             p2p_listen: p2p[i],
             ingress_listen: Some(ingress[i]),
+            api: None,
+            storage: coffer_node::storage::StorageConfig::Memory,
             consensus: ConsensusSection::default(),
             peers: peers.clone(),
             base_dir: PathBuf::new(),

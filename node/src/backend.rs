@@ -1,0 +1,257 @@
+//! The replica's implementation of the REST [`Backend`]: submissions go to the mempool (and so
+//! to consensus), committed results come from the executed, persisted state and the store, and
+//! every answer carries signatures gathered from the peers by the [`Witness`].
+
+use crate::api::answer::outcome_code;
+use crate::api::{
+    AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, ReceiptBundle,
+    ReplicaStatus, SubmitOutcome, TxStatus,
+};
+use crate::consensus::{ConsensusHandle, SubmitError};
+use crate::ledger::LedgerVerifier;
+use crate::storage::{Storage, Store as _, ledger as stored};
+use crate::witness::Witness;
+use coffer_ledger::attest::{ReadQuery, ReceiptStatement, Signed};
+use coffer_ledger::{Genesis, SignedTransaction, Txid};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deadlines the backend keeps inside the gateway's own (so it answers before the gateway
+/// gives up on it).
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// Waiting for a submitted transaction's commit and receipts.
+    pub submit: Duration,
+    /// Answering a read or a receipt lookup.
+    pub read: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            submit: Duration::from_secs(25),
+            read: Duration::from_secs(8),
+        }
+    }
+}
+
+/// The node's [`Backend`].
+pub struct NodeBackend {
+    genesis: Arc<Genesis>,
+    handle: ConsensusHandle<LedgerVerifier>,
+    witness: Arc<Witness>,
+    store: Arc<Storage>,
+    deadlines: Deadlines,
+}
+
+impl NodeBackend {
+    /// A backend over a running replica.
+    pub fn new(
+        genesis: Arc<Genesis>,
+        handle: ConsensusHandle<LedgerVerifier>,
+        witness: Arc<Witness>,
+        store: Arc<Storage>,
+        deadlines: Deadlines,
+    ) -> Self {
+        Self {
+            genesis,
+            handle,
+            witness,
+            store,
+            deadlines,
+        }
+    }
+
+    fn committed(
+        &self,
+        txid: Txid,
+        receipts: Vec<Signed<ReceiptStatement>>,
+    ) -> Result<ReceiptBundle, BackendError> {
+        let me = self.witness.me();
+        let own = receipts
+            .iter()
+            .find(|r| r.attestation.replica == me)
+            .ok_or_else(|| BackendError::Internal(format!("own receipt for {txid} missing")))?;
+        Ok(ReceiptBundle {
+            txid,
+            status: TxStatus::Committed,
+            height: Some(own.statement.height),
+            code: Some(own.statement.code.clone()),
+            receipts,
+        })
+    }
+
+    async fn gather(
+        &self,
+        txid: Txid,
+        within: Duration,
+    ) -> Result<Option<ReceiptBundle>, BackendError> {
+        let deadline = tokio::time::Instant::now() + within;
+        match self.witness.gather_receipts(&txid, deadline).await? {
+            Some(receipts) => Ok(Some(self.committed(txid, receipts)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn internal(e: crate::storage::StorageError) -> BackendError {
+        BackendError::Internal(e.to_string())
+    }
+
+    async fn block_view(&self, height: u64) -> Result<Option<BlockView>, BackendError> {
+        let Some(block) = self.store.block(height).await.map_err(Self::internal)? else {
+            return Ok(None);
+        };
+        let decoded = coffer_ledger::Block::decode(&block.block)
+            .map_err(|e| BackendError::Internal(format!("stored block {height}: {e}")))?;
+        let commitment = stored::decode_commitment(&block.record).map_err(Self::internal)?;
+        let mut transactions = Vec::with_capacity(decoded.txs.len());
+        for tx in &decoded.txs {
+            let txid = tx.txid();
+            let receipt = stored::receipt(&*self.store, &txid)
+                .await
+                .map_err(Self::internal)?
+                .ok_or_else(|| BackendError::Internal(format!("record of {txid} missing")))?;
+            transactions.push(BlockTx {
+                txid,
+                code: outcome_code(receipt.outcome).to_owned(),
+            });
+        }
+        Ok(Some(BlockView {
+            height,
+            commitment: hex::encode(commitment.state_hash.0),
+            transactions,
+        }))
+    }
+}
+
+impl Backend for NodeBackend {
+    async fn submit(
+        &self,
+        tx: SignedTransaction,
+        wait: bool,
+    ) -> Result<SubmitOutcome, BackendError> {
+        let bytes = tx.encode();
+        let (txid, _) = coffer_ledger::verify_bytes(&self.genesis, &bytes).map_err(|code| {
+            BackendError::Rejected {
+                code,
+                message: format!("transaction refused: {}", code.as_str()),
+            }
+        })?;
+        if stored::receipt(&*self.store, &txid)
+            .await
+            .map_err(Self::internal)?
+            .is_some()
+        {
+            // Already committed: the original receipts, nothing applied again.
+            let bundle = self
+                .gather(txid, self.deadlines.read)
+                .await?
+                .ok_or_else(|| BackendError::Internal(format!("receipt of {txid} vanished")))?;
+            return Ok(SubmitOutcome {
+                replayed: true,
+                bundle,
+            });
+        }
+        match self.handle.submit(bytes::Bytes::from(bytes)) {
+            Ok(_) => {}
+            Err(SubmitError::Busy) => return Err(BackendError::Busy("mempool is full".into())),
+            Err(SubmitError::Stopped) => {
+                return Err(BackendError::Busy("replica is stopping".into()));
+            }
+            Err(e) => {
+                return Err(BackendError::Invalid(format!("transaction refused: {e}")));
+            }
+        }
+        if !wait {
+            return Ok(SubmitOutcome {
+                replayed: false,
+                bundle: ReceiptBundle {
+                    txid,
+                    status: TxStatus::Pending,
+                    height: None,
+                    code: None,
+                    receipts: Vec::new(),
+                },
+            });
+        }
+        match self.gather(txid, self.deadlines.submit).await? {
+            Some(bundle) => Ok(SubmitOutcome {
+                replayed: false,
+                bundle,
+            }),
+            None => Err(BackendError::Timeout(format!(
+                "{txid} not committed within {} ms",
+                self.deadlines.submit.as_millis()
+            ))),
+        }
+    }
+
+    async fn transaction(&self, txid: Txid) -> Result<Option<ReceiptBundle>, BackendError> {
+        if self.witness.own_receipt(&txid).await?.is_some() {
+            return match self.gather(txid, self.deadlines.read).await {
+                Ok(bundle) => Ok(bundle),
+                // Fewer than f+1 so far: show what there is; the client verifies.
+                Err(BackendError::Timeout(_)) => self
+                    .committed(txid, self.witness.cached_receipts(&txid))
+                    .map(Some),
+                Err(e) => Err(e),
+            };
+        }
+        if self.handle.is_pending(&crate::tx::Txid(txid.0)) {
+            return Ok(Some(ReceiptBundle {
+                txid,
+                status: TxStatus::Pending,
+                height: None,
+                code: None,
+                receipts: Vec::new(),
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn read(&self, query: ReadQuery) -> Result<AttestedRead, BackendError> {
+        let deadline = tokio::time::Instant::now() + self.deadlines.read;
+        self.witness.read(&query, deadline).await
+    }
+
+    async fn block(&self, height: u64) -> Result<Option<BlockView>, BackendError> {
+        self.block_view(height).await
+    }
+
+    async fn blocks(&self, from: u64, to: u64) -> Result<Vec<BlockView>, BackendError> {
+        let mut out = Vec::new();
+        for height in from..=to {
+            match self.block_view(height).await? {
+                Some(view) => out.push(view),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn status(&self) -> Result<ClusterStatus, BackendError> {
+        let height = self.handle.executed_height();
+        let peers = self.witness.peers(height);
+        let reachable = peers.iter().filter(|p| p.3).count();
+        let replicas = peers
+            .into_iter()
+            .map(|(name, key, height, reachable)| ReplicaStatus {
+                name,
+                public_key: hex::encode(key),
+                height,
+                reachable,
+            })
+            .collect();
+        Ok(ClusterStatus {
+            chain_id: self.genesis.chain_id.as_str().to_owned(),
+            replica: self.witness.name().to_owned(),
+            height,
+            // The engine does not expose its view; heights are what clients act on.
+            view: 0,
+            leader: None,
+            replicas,
+            healthy: reachable >= self.witness.replicas().strong_quorum(),
+            max_faulty: u64::try_from(self.witness.replicas().max_faulty()).unwrap_or(u64::MAX),
+        })
+    }
+}

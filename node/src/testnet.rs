@@ -1,0 +1,322 @@
+//! `coffer-node testnet`: everything a local cluster needs, written to a directory.
+//!
+//! ```text
+//! DIR/genesis.json          chain id, the issuer's public key, the replica set
+//! DIR/issuer.key            the issuer's secret key, hex (DEV ONLY)
+//! DIR/cluster.json          the wallet's cluster config (URLs, replica keys, CA)
+//! DIR/tls/ca.pem            dev CA that clients pin (ca.key next to it: DEV ONLY)
+//! DIR/tls/replicaK.{pem,key}
+//! DIR/replicaK/config.toml  one replica's config, every option commented
+//! ```
+//!
+//! Ports: replica K serves its REST API on `base_port + K` and p2p on `base_port + 100 + K`.
+
+use crate::api::tls::{generate_dev_pki, write_dev_pki};
+use crate::config::{genesis_key, private_key_hex, public_key_hex};
+use coffer_ledger::{ChainId, Genesis, Keypair, Limits, ReplicaInfo};
+use commonware_codec::DecodeExt as _;
+use commonware_cryptography::{Signer as _, ed25519::PrivateKey};
+use rand::Rng as _;
+use std::path::{Path, PathBuf};
+
+/// Most replicas a generated testnet may have.
+pub const MAX_REPLICAS: usize = 64;
+/// Offset of the p2p ports from the API ports.
+pub const P2P_PORT_OFFSET: u16 = 100;
+
+/// Why a testnet could not be generated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestnetError {
+    /// Bad options.
+    #[error("invalid testnet options: {0}")]
+    Options(String),
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Key, genesis or certificate generation failed.
+    #[error("generation failed: {0}")]
+    Generate(String),
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct TestnetOptions {
+    /// Number of replicas (n = 3f + 1 is the useful shape; any n >= 1 works).
+    pub replicas: usize,
+    /// Output directory (created; must not already hold a testnet).
+    pub out: PathBuf,
+    /// First API port; see the module docs.
+    pub base_port: u16,
+    /// Redis URL for every replica's store (each under its own prefix); memory when `None`.
+    pub redis: Option<String>,
+    /// Host the replicas listen on and clients connect to.
+    pub host: String,
+}
+
+/// What was generated.
+#[derive(Clone, Debug)]
+pub struct Testnet {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// The genesis.
+    pub genesis: Genesis,
+    /// Config file of each replica.
+    pub configs: Vec<PathBuf>,
+    /// REST URL of each replica.
+    pub urls: Vec<String>,
+    /// The issuer's secret, hex.
+    pub issuer_secret_hex: String,
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), TestnetError> {
+    std::fs::write(path, contents).map_err(|source| TestnetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), TestnetError> {
+    std::fs::create_dir_all(path).map_err(|source| TestnetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Generates a testnet as described in the module docs.
+pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
+    let n = options.replicas;
+    if n == 0 || n > MAX_REPLICAS {
+        return Err(TestnetError::Options(format!(
+            "replicas {n} not in 1..={MAX_REPLICAS}"
+        )));
+    }
+    // n <= MAX_REPLICAS (64), so it fits every integer type used below.
+    let n16 = u16::try_from(n).unwrap_or(u16::MAX);
+    let last = u32::from(options.base_port) + u32::from(P2P_PORT_OFFSET) + u32::from(n16);
+    if options.base_port < 1024 || last > u32::from(u16::MAX) {
+        return Err(TestnetError::Options(format!(
+            "base port {} leaves no room for {n} replicas",
+            options.base_port
+        )));
+    }
+    if options.out.join("genesis.json").exists() {
+        return Err(TestnetError::Options(format!(
+            "{} already holds a testnet",
+            options.out.display()
+        )));
+    }
+    mkdir(&options.out)?;
+    let mut rng = rand::rng();
+    let keys: Vec<PrivateKey> = (0..n)
+        .map(|_| {
+            let mut seed = [0u8; 32];
+            rng.fill_bytes(&mut seed);
+            PrivateKey::decode(seed.to_vec()).map_err(|e| TestnetError::Generate(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let names: Vec<String> = (0..n).map(|i| format!("replica{i}")).collect();
+    let issuer = Keypair::generate();
+    let mut suffix = [0u8; 4];
+    rng.fill_bytes(&mut suffix);
+    let chain_id = ChainId::new(format!("devnet-{}", hex::encode(suffix)))
+        .map_err(|e| TestnetError::Generate(e.to_string()))?;
+    let genesis = Genesis {
+        chain_id: chain_id.clone(),
+        issuers: vec![issuer.public_key()],
+        replicas: keys
+            .iter()
+            .zip(&names)
+            .map(|(k, name)| ReplicaInfo {
+                name: name.clone(),
+                public_key: genesis_key(&k.public_key()),
+            })
+            .collect(),
+        limits: Limits::default(),
+    };
+    write(&options.out.join("genesis.json"), &genesis.to_json())?;
+    write(
+        &options.out.join("issuer.key"),
+        &format!("{}\n", hex::encode(issuer.secret_bytes())),
+    )?;
+
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let extra: Vec<&str> = if options.host == "127.0.0.1" || options.host == "localhost" {
+        Vec::new()
+    } else {
+        vec![options.host.as_str()]
+    };
+    let pki =
+        generate_dev_pki(&name_refs, &extra).map_err(|e| TestnetError::Generate(e.to_string()))?;
+    let tls_dir = options.out.join("tls");
+    write_dev_pki(&pki, &tls_dir).map_err(|source| TestnetError::Io {
+        path: tls_dir.clone(),
+        source,
+    })?;
+
+    let host = &options.host;
+    let index = |i: usize| u16::try_from(i).unwrap_or(u16::MAX);
+    let api_port = |i: usize| options.base_port + index(i);
+    let p2p_port = |i: usize| options.base_port + P2P_PORT_OFFSET + index(i);
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("https://{host}:{}", api_port(i)))
+        .collect();
+    let mut peers = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        peers.push_str(&format!(
+            "\n[[peers]]                        # {}\npublic_key = \"{}\"\naddress = \"{host}:{}\"\n",
+            names[i],
+            public_key_hex(&key.public_key()),
+            p2p_port(i)
+        ));
+    }
+    let mut configs = Vec::with_capacity(n);
+    for (i, key) in keys.iter().enumerate() {
+        let dir = options.out.join(&names[i]);
+        mkdir(&dir)?;
+        let storage = match &options.redis {
+            Some(url) => format!(
+                "backend = \"redis\"                # \"memory\" (ephemeral) or \"redis\"\n\
+                 mode = \"standalone\"               # or \"sentinel\" (master_name, sentinels) / \"cluster\" (seeds)\n\
+                 url = \"{url}\"\n\
+                 prefix = \"coffer:{chain}:{name}\"   # this replica's key namespace\n\
+                 # durability = {{ wait_replicas = 1, wait_timeout_ms = 2000 }}   # with Redis replicas\n",
+                chain = chain_id.as_str(),
+                name = names[i],
+            ),
+            None => "backend = \"memory\"               # EPHEMERAL: state is lost when the replica stops.\n\
+                      # For Redis: backend = \"redis\", mode = \"standalone\", url = \"redis://127.0.0.1:6379\",\n\
+                      # prefix = \"coffer:<name>\" (or mode = \"sentinel\" / \"cluster\"; see docs/STORAGE.md).\n"
+                .to_owned(),
+        };
+        let text = format!(
+            "# Coffer replica {name} of chain {chain} (generated by `coffer-node testnet`; DEV ONLY).\n\
+             # Run it with: coffer-node start --home {home}\n\
+             # Environment overrides: COFFER_P2P_LISTEN, COFFER_API_LISTEN, COFFER_DATA_DIR,\n\
+             # COFFER_STORAGE_URL (a redis:// URL, or \"memory\").\n\
+             \n\
+             # The ledger genesis (chain id, issuers, replica set); relative to this file.\n\
+             genesis = \"../genesis.json\"\n\
+             # Consensus journals and finalized-block archives; relative to this file.\n\
+             data_dir = \"data\"\n\
+             # This replica's ed25519 key (consensus votes, p2p identity, receipt signatures). SECRET.\n\
+             private_key = \"{key}\"\n\
+             # Where peers reach this replica (authenticated, encrypted p2p).\n\
+             p2p_listen = \"{host}:{p2p}\"\n\
+             \n\
+             [api]                            # the REST gateway (HTTPS only)\n\
+             listen = \"{host}:{api}\"\n\
+             tls_cert = \"../tls/{name}.pem\"   # certificate chain (PEM), signed by ../tls/ca.pem\n\
+             tls_key = \"../tls/{name}.key\"    # its private key (PEM). SECRET.\n\
+             max_connections = 1024           # open connections at once\n\
+             max_body_bytes = 131072          # largest request body\n\
+             requests_per_second = 200        # per client address (burst: twice this)\n\
+             request_timeout_ms = 10000       # reads (504 after)\n\
+             submit_timeout_ms = 30000        # submissions waiting for their commit (504 after)\n\
+             \n\
+             [storage]                        # where executed blocks and state are persisted\n\
+             {storage}\
+             \n\
+             [consensus]                      # simplex timeouts and block limits (defaults)\n\
+             leader_timeout_ms = 1000         # wait for the leader's proposal before skipping the view\n\
+             certification_timeout_ms = 2000  # wait for a notarization to certify\n\
+             timeout_retry_ms = 5000          # re-broadcast a nullify vote this often while stuck\n\
+             skip_timeout_ms = 10000          # skip an inactive leader's views after this long\n\
+             fetch_timeout_ms = 1000          # wait for a peer to answer a fetch\n\
+             max_block_txs = 500              # transactions per block\n\
+             max_block_bytes = 1048576        # transaction bytes per block\n\
+             mempool_max_txs = 50000          # pending transactions (503 busy beyond)\n\
+             mempool_max_bytes = 67108864     # pending transaction bytes\n\
+             idle_block_ms = 300              # an idle leader waits this long before an empty block\n\
+             \n\
+             # Every genesis replica (this one included) and its p2p address.\n\
+             {peers}",
+            name = names[i],
+            chain = chain_id.as_str(),
+            home = dir.display(),
+            key = private_key_hex(key),
+            p2p = p2p_port(i),
+            api = api_port(i),
+        );
+        let path = dir.join("config.toml");
+        write(&path, &text)?;
+        configs.push(path);
+    }
+
+    let cluster = serde_json::json!({
+        "chain_id": chain_id.as_str(),
+        "f": genesis.f(),
+        "replicas": genesis.replicas.iter().zip(&urls).map(|(r, url)| serde_json::json!({
+            "name": r.name,
+            "url": url,
+            "public_key": hex::encode(r.public_key.0),
+        })).collect::<Vec<_>>(),
+        "ca_cert": "tls/ca.pem",
+        "max_inputs": genesis.limits.max_inputs,
+    });
+    let cluster_text = serde_json::to_string_pretty(&cluster)
+        .map_err(|e| TestnetError::Generate(e.to_string()))?;
+    write(&options.out.join("cluster.json"), &cluster_text)?;
+    Ok(Testnet {
+        dir: options.out.clone(),
+        genesis,
+        configs,
+        urls,
+        issuer_secret_hex: hex::encode(issuer.secret_bytes()),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    #[test]
+    fn generated_configs_load_and_agree() {
+        let dir = std::env::temp_dir().join(format!("coffer-testnet-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let net = generate(&TestnetOptions {
+            replicas: 4,
+            out: dir.clone(),
+            base_port: 20_000,
+            redis: Some("redis://127.0.0.1:6379".into()),
+            host: "127.0.0.1".into(),
+        })
+        .unwrap();
+        assert_eq!(net.configs.len(), 4);
+        for (i, path) in net.configs.iter().enumerate() {
+            let config = NodeConfig::load(path).unwrap();
+            let genesis = config.load_genesis().unwrap();
+            assert_eq!(genesis, net.genesis);
+            assert_eq!(config.peer_set(&genesis).unwrap().len(), 4);
+            assert_eq!(
+                config.api.as_ref().unwrap().listen.port(),
+                20_000 + i as u16
+            );
+            assert!(matches!(
+                config.storage,
+                crate::storage::StorageConfig::Redis(_)
+            ));
+            config.consensus(&genesis).unwrap();
+        }
+        assert!(dir.join("tls/ca.pem").exists());
+        assert!(
+            generate(&TestnetOptions {
+                replicas: 1,
+                out: dir.clone(),
+                base_port: 20_000,
+                redis: None,
+                host: "127.0.0.1".into(),
+            })
+            .is_err(),
+            "refuses to overwrite a testnet"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

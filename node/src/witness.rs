@@ -1,0 +1,815 @@
+//! Replicas vouching for each other's answers: signed receipts and read statements exchanged
+//! over an authenticated p2p channel ([`CHANNEL`]), plus a heartbeat carrying each replica's
+//! executed height.
+//!
+//! - **Receipts (push, with pull as a fallback).** After a block is executed (persisted), every
+//!   replica signs one [`ReceiptStatement`] per transaction with its replica key and sends them
+//!   to all peers. Every replica keeps a bounded cache of receipts by txid, from all replicas
+//!   (one per replica per txid, signature checked, and the p2p sender must be the signer). A
+//!   gateway missing receipts (a restart emptied its cache, a broadcast lagged) asks its peers
+//!   with [`Message::ReceiptRequest`]; they answer from their cache or re-sign from their store.
+//! - **Reads (request/response).** The gateway answers a query from its own state at its
+//!   persisted height `h`, signs it, and asks every peer for a statement about the same query at
+//!   `h`. A peer at `h` answers at once; a peer behind waits (at most [`READ_WAIT`]) until it
+//!   reaches `h`; a peer ahead answers at its own height. Rule: the gateway keeps the statements
+//!   made at `h`; if f+1 do not match within a round, it moves to the newest height any peer
+//!   answered at (once its own state is there) and asks again, until its deadline. An idle or
+//!   lightly loaded cluster holds a height for a few hundred milliseconds (leaders wait briefly
+//!   before proposing an empty block), so the first or second round converges.
+//!
+//! None of this touches consensus: the channel has its own queues, a full outbound queue drops
+//! messages (the pull path recovers receipts), and waiting is done in separate tasks.
+
+use crate::api::answer::{answer_read, read_statement};
+use crate::api::{AttestedRead, BackendError};
+use crate::executor::ExecutedBlock;
+use crate::ledger::LedgerView;
+use crate::storage::{Storage, Store as _, ledger as stored};
+use coffer_ledger::attest::{
+    ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _, sign,
+};
+use coffer_ledger::{ChainId, Txid};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tracing::{debug, warn};
+
+/// The p2p channel id (consensus uses 0..=5).
+pub const CHANNEL: u64 = 6;
+/// Txids whose receipts are cached; the oldest are forgotten first (the store still has them).
+pub const RECEIPT_CACHE_TXIDS: usize = 100_000;
+/// Most receipts in one message.
+pub const MAX_RECEIPTS_PER_MESSAGE: usize = 256;
+/// Most txids one receipt request may name.
+pub const MAX_REQUESTED_TXIDS: usize = 64;
+/// Largest message accepted on the channel, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How long a peer behind waits to reach a requested read height.
+pub const READ_WAIT: Duration = Duration::from_secs(2);
+/// Messages queued for sending before new ones are dropped.
+const OUTBOUND_QUEUE: usize = 4_096;
+/// Read requests being served at once for peers; more are dropped (the gateway retries).
+const MAX_SERVING_READS: usize = 256;
+/// Reads this gateway waits on at once.
+const MAX_PENDING_READS: usize = 1_024;
+/// A peer is reachable when heard from within this long.
+const REACHABLE_WITHIN: Duration = Duration::from_secs(3);
+/// Heartbeat period.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A read query as it travels between replicas.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireQuery {
+    Balance {
+        address: String,
+    },
+    Utxos {
+        address: String,
+        cursor: Option<String>,
+        limit: u32,
+    },
+    History {
+        address: String,
+        cursor: Option<String>,
+        limit: u32,
+    },
+    Supply,
+}
+
+impl WireQuery {
+    fn from_query(q: &ReadQuery) -> Option<Self> {
+        Some(match q {
+            ReadQuery::Balance { address } => Self::Balance {
+                address: address.clone(),
+            },
+            ReadQuery::Utxos {
+                address,
+                cursor,
+                limit,
+            } => Self::Utxos {
+                address: address.clone(),
+                cursor: cursor.clone(),
+                limit: *limit,
+            },
+            ReadQuery::History {
+                address,
+                cursor,
+                limit,
+            } => Self::History {
+                address: address.clone(),
+                cursor: cursor.clone(),
+                limit: *limit,
+            },
+            ReadQuery::Supply => Self::Supply,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        })
+    }
+
+    fn into_query(self) -> ReadQuery {
+        match self {
+            Self::Balance { address } => ReadQuery::Balance { address },
+            Self::Utxos {
+                address,
+                cursor,
+                limit,
+            } => ReadQuery::Utxos {
+                address,
+                cursor,
+                limit,
+            },
+            Self::History {
+                address,
+                cursor,
+                limit,
+            } => ReadQuery::History {
+                address,
+                cursor,
+                limit,
+            },
+            Self::Supply => ReadQuery::Supply,
+        }
+    }
+}
+
+/// What replicas send each other on [`CHANNEL`] (JSON, at most [`MAX_MESSAGE_BYTES`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Message {
+    /// Signed receipts (the sender's own).
+    Receipts {
+        receipts: Vec<Signed<ReceiptStatement>>,
+    },
+    /// Please send your receipts for these txids.
+    ReceiptRequest { txids: Vec<Txid> },
+    /// Please sign a statement about `query` at `height` (or later).
+    ReadRequest {
+        id: u64,
+        height: u64,
+        query: WireQuery,
+    },
+    /// The answer to a read request.
+    ReadResponse {
+        id: u64,
+        statement: Signed<ReadStatement>,
+    },
+    /// The sender's executed height.
+    Status { height: u64 },
+}
+
+/// Who a message goes to: every peer, or one.
+#[derive(Clone, Copy, Debug)]
+pub enum To {
+    /// Every other replica.
+    All,
+    /// One replica (its ed25519 key).
+    One([u8; 32]),
+}
+
+/// An encoded message waiting to be sent.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Recipients.
+    pub to: To,
+    /// JSON bytes.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+struct ReceiptCache {
+    by_txid: HashMap<Txid, BTreeMap<[u8; 32], Signed<ReceiptStatement>>>,
+    order: VecDeque<Txid>,
+}
+
+impl ReceiptCache {
+    fn insert(&mut self, signed: Signed<ReceiptStatement>) {
+        let txid = Txid(signed.statement.txid);
+        let entry = self.by_txid.entry(txid).or_insert_with(|| {
+            self.order.push_back(txid);
+            BTreeMap::new()
+        });
+        entry.entry(signed.attestation.replica).or_insert(signed);
+        while self.order.len() > RECEIPT_CACHE_TXIDS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_txid.remove(&old);
+            }
+        }
+    }
+}
+
+/// Gathering parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// How long to wait for 2f+1 once f+1 match.
+    pub quorum: Duration,
+    /// One read round: how long to wait for f+1 at one height before moving on.
+    pub read_round: Duration,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self {
+            quorum: Duration::from_millis(500),
+            read_round: READ_WAIT + Duration::from_millis(500),
+        }
+    }
+}
+
+/// This replica's side of the exchange; shared by the network task and the REST backend.
+pub struct Witness {
+    chain_id: ChainId,
+    key: SigningKey,
+    me: [u8; 32],
+    replicas: ReplicaSet,
+    names: Vec<(String, [u8; 32])>,
+    ledger: LedgerView,
+    store: Arc<Storage>,
+    events: broadcast::Sender<Arc<ExecutedBlock>>,
+    cache: Mutex<ReceiptCache>,
+    receipts_arrived: Notify,
+    outbound: mpsc::Sender<Outbound>,
+    pending_reads: Mutex<HashMap<u64, mpsc::Sender<Signed<ReadStatement>>>>,
+    next_read: AtomicU64,
+    serving: Arc<AtomicU64>,
+    heard: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
+    patience: Patience,
+}
+
+impl std::fmt::Debug for Witness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Witness")
+            .field("me", &hex::encode(self.me))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a [`Witness`] is built from.
+pub struct WitnessParts {
+    /// The chain.
+    pub chain_id: ChainId,
+    /// This replica's receipt key (same seed as its consensus key).
+    pub key: SigningKey,
+    /// Genesis replicas: name and key, in genesis order.
+    pub replicas: Vec<(String, [u8; 32])>,
+    /// The executed state.
+    pub ledger: LedgerView,
+    /// The store blocks are persisted to.
+    pub store: Arc<Storage>,
+    /// Executed blocks, published after persistence.
+    pub events: broadcast::Sender<Arc<ExecutedBlock>>,
+    /// Gathering parameters.
+    pub patience: Patience,
+}
+
+impl Witness {
+    /// A witness and the queue of messages it wants sent (drain it into the p2p sender).
+    pub fn new(parts: WitnessParts) -> Result<(Arc<Self>, mpsc::Receiver<Outbound>), String> {
+        let replicas = ReplicaSet::new(parts.replicas.iter().map(|(_, k)| *k))
+            .map_err(|e| format!("replica set: {e}"))?;
+        let me = parts.key.verifying_key().to_bytes();
+        if !replicas.contains(&me) {
+            return Err(format!("key {} is not a genesis replica", hex::encode(me)));
+        }
+        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        Ok((
+            Arc::new(Self {
+                chain_id: parts.chain_id,
+                key: parts.key,
+                me,
+                replicas,
+                names: parts.replicas,
+                ledger: parts.ledger,
+                store: parts.store,
+                events: parts.events,
+                cache: Mutex::new(ReceiptCache::default()),
+                receipts_arrived: Notify::new(),
+                outbound,
+                pending_reads: Mutex::new(HashMap::new()),
+                next_read: AtomicU64::new(1),
+                serving: Arc::new(AtomicU64::new(0)),
+                heard: Mutex::new(HashMap::new()),
+                patience: parts.patience,
+            }),
+            rx,
+        ))
+    }
+
+    /// The genesis replica set.
+    pub fn replicas(&self) -> &ReplicaSet {
+        &self.replicas
+    }
+
+    /// This replica's key.
+    pub fn me(&self) -> [u8; 32] {
+        self.me
+    }
+
+    /// The chain.
+    pub fn chain_id(&self) -> &ChainId {
+        &self.chain_id
+    }
+
+    /// This replica's name in the genesis.
+    pub fn name(&self) -> &str {
+        self.names
+            .iter()
+            .find(|(_, k)| *k == self.me)
+            .map_or("", |(n, _)| n.as_str())
+    }
+
+    /// Genesis replicas with their last reported height and whether they were heard recently
+    /// (this replica: its own height, always reachable).
+    pub fn peers(&self, own_height: u64) -> Vec<(String, [u8; 32], Option<u64>, bool)> {
+        let heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        self.names
+            .iter()
+            .map(|(name, key)| {
+                if *key == self.me {
+                    return (name.clone(), *key, Some(own_height), true);
+                }
+                match heard.get(key) {
+                    Some((h, at)) => (
+                        name.clone(),
+                        *key,
+                        Some(*h),
+                        now.duration_since(*at) <= REACHABLE_WITHIN,
+                    ),
+                    None => (name.clone(), *key, None, false),
+                }
+            })
+            .collect()
+    }
+
+    fn send(&self, to: To, message: &Message) {
+        let Ok(bytes) = serde_json::to_vec(message) else {
+            return;
+        };
+        debug_assert!(bytes.len() <= MAX_MESSAGE_BYTES, "message within the limit");
+        if self.outbound.try_send(Outbound { to, bytes }).is_err() {
+            debug!("witness outbound queue full; message dropped");
+        }
+    }
+
+    fn sign_block(&self, block: &ExecutedBlock) -> Vec<Signed<ReceiptStatement>> {
+        block
+            .receipts
+            .iter()
+            .filter_map(|r| {
+                let statement = ReceiptStatement {
+                    chain_id: self.chain_id.as_str().to_owned(),
+                    txid: r.txid.0,
+                    height: block.height,
+                    code: r
+                        .rejection
+                        .unwrap_or(coffer_ledger::attest::CODE_OK)
+                        .to_owned(),
+                    commitment: block.commitment,
+                };
+                sign(statement, &self.key).ok()
+            })
+            .collect()
+    }
+
+    /// Signs and spreads the receipts of every executed block. Runs until the events end.
+    pub async fn run_signer(self: Arc<Self>) {
+        let mut events = self.events.subscribe();
+        loop {
+            let block = match events.recv().await {
+                Ok(block) => block,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    // Receipts of the skipped blocks are re-signed from the store on demand.
+                    warn!(skipped = n, "receipt signer lagged");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let signed = self.sign_block(&block);
+            {
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                for s in &signed {
+                    cache.insert(s.clone());
+                }
+            }
+            self.receipts_arrived.notify_waiters();
+            for chunk in signed.chunks(MAX_RECEIPTS_PER_MESSAGE) {
+                self.send(
+                    To::All,
+                    &Message::Receipts {
+                        receipts: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Sends this replica's height to every peer, every second, until the process ends.
+    pub async fn run_heartbeat(self: Arc<Self>) {
+        loop {
+            self.send(
+                To::All,
+                &Message::Status {
+                    height: self.ledger.persisted_height(),
+                },
+            );
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    }
+
+    /// Handles one message from `peer` (authenticated by the p2p layer).
+    pub fn on_message(self: &Arc<Self>, peer: [u8; 32], bytes: &[u8]) {
+        if !self.replicas.contains(&peer) || peer == self.me {
+            return;
+        }
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            warn!(
+                peer = hex::encode(peer),
+                len = bytes.len(),
+                "oversized message"
+            );
+            return;
+        }
+        let message: Message = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(peer = hex::encode(peer), error = %e, "undecodable witness message");
+                return;
+            }
+        };
+        match message {
+            Message::Receipts { receipts } => {
+                if receipts.len() > MAX_RECEIPTS_PER_MESSAGE {
+                    return;
+                }
+                let mut kept = 0usize;
+                {
+                    let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    for signed in receipts {
+                        // Only the sender's own statements: nobody relays another's.
+                        if signed.attestation.replica != peer
+                            || signed.statement.chain_id != self.chain_id.as_str()
+                            || signed.verify_signature().is_err()
+                        {
+                            continue;
+                        }
+                        cache.insert(signed);
+                        kept += 1;
+                    }
+                }
+                if kept > 0 {
+                    self.receipts_arrived.notify_waiters();
+                }
+            }
+            Message::ReceiptRequest { txids } => {
+                if txids.len() > MAX_REQUESTED_TXIDS {
+                    return;
+                }
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for txid in txids {
+                        if let Ok(Some(own)) = this.own_receipt(&txid).await {
+                            out.push(own);
+                        }
+                    }
+                    if !out.is_empty() {
+                        this.send(To::One(peer), &Message::Receipts { receipts: out });
+                    }
+                });
+            }
+            Message::ReadRequest { id, height, query } => {
+                if self.serving.load(Ordering::Relaxed) >= MAX_SERVING_READS as u64 {
+                    return;
+                }
+                self.serving.fetch_add(1, Ordering::Relaxed);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let query = query.into_query();
+                    let deadline = tokio::time::Instant::now() + READ_WAIT;
+                    if let Ok(Some(statement)) =
+                        this.statement_at_least(&query, height, deadline).await
+                    {
+                        this.send(To::One(peer), &Message::ReadResponse { id, statement });
+                    }
+                    this.serving.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Message::ReadResponse { id, statement } => {
+                if statement.attestation.replica != peer {
+                    return;
+                }
+                let waiter = self
+                    .pending_reads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .cloned();
+                if let Some(waiter) = waiter {
+                    let _ = waiter.try_send(statement);
+                }
+            }
+            Message::Status { height } => {
+                self.heard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(peer, (height, Instant::now()));
+            }
+        }
+    }
+
+    /// This replica's signed receipt for `txid`, if it executed it: from the cache, else
+    /// re-signed from the store (the statement is deterministic, so it is the same).
+    pub async fn own_receipt(
+        &self,
+        txid: &Txid,
+    ) -> Result<Option<Signed<ReceiptStatement>>, BackendError> {
+        if let Some(own) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_txid
+            .get(txid)
+            .and_then(|m| m.get(&self.me))
+            .cloned()
+        {
+            return Ok(Some(own));
+        }
+        let internal = |e: crate::storage::StorageError| BackendError::Internal(e.to_string());
+        let Some(receipt) = stored::receipt(&*self.store, txid)
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let Some(block) = self.store.block(receipt.height).await.map_err(internal)? else {
+            return Err(BackendError::Internal(format!(
+                "block {} of a stored receipt is missing",
+                receipt.height
+            )));
+        };
+        let commitment = stored::decode_commitment(&block.record).map_err(internal)?;
+        let statement =
+            crate::api::answer::receipt_statement(&self.chain_id, &receipt, &commitment);
+        let signed =
+            sign(statement, &self.key).map_err(|e| BackendError::Internal(e.to_string()))?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(signed.clone());
+        Ok(Some(signed))
+    }
+
+    /// Every cached receipt for `txid` (this replica's included).
+    pub fn cached_receipts(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_txid
+            .get(txid)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until this replica executed `txid`, then gathers receipts until 2f+1 match, or
+    /// f+1 after the patience; `Timeout` at `deadline` without f+1. `Ok(None)` if this replica
+    /// has not executed it by the deadline.
+    pub async fn gather_receipts(
+        &self,
+        txid: &Txid,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
+        // Own execution first.
+        loop {
+            let arrived = self.receipts_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.own_receipt(txid).await?.is_some() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return Ok(None);
+            }
+        }
+        let mut asked = false;
+        let mut weak_since: Option<tokio::time::Instant> = None;
+        let ask_after = tokio::time::Instant::now() + self.patience.quorum;
+        loop {
+            let arrived = self.receipts_arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let mut gathered = crate::api::gather::Gathered::new(
+                self.replicas.clone(),
+                self.chain_id.as_str().to_owned(),
+            );
+            for s in self.cached_receipts(txid) {
+                let _ = gathered.add(s);
+            }
+            let now = tokio::time::Instant::now();
+            if gathered.strong() {
+                return Ok(Some(gathered.into_vec()));
+            }
+            if gathered.weak() {
+                let since = *weak_since.get_or_insert(now);
+                if now >= since + self.patience.quorum {
+                    return Ok(Some(gathered.into_vec()));
+                }
+            }
+            if !asked && now >= ask_after {
+                // Peers may have executed it before this replica's cache could hear them
+                // (restart, lag): ask.
+                self.send(To::All, &Message::ReceiptRequest { txids: vec![*txid] });
+                asked = true;
+            }
+            if now >= deadline {
+                return Err(BackendError::Timeout(format!(
+                    "{} of {} matching receipts for {txid}",
+                    gathered.matching(),
+                    self.replicas.weak_quorum()
+                )));
+            }
+            let mut wake = deadline;
+            if !asked {
+                wake = wake.min(ask_after);
+            }
+            if let Some(since) = weak_since {
+                wake = wake.min(since + self.patience.quorum);
+            }
+            let _ = tokio::time::timeout_at(wake, arrived).await;
+        }
+    }
+
+    /// Waits (until `deadline`) for the persisted state to reach `height`, then signs a
+    /// statement about `query` at the height it is at. `Ok(None)` if it never got there.
+    async fn statement_at_least(
+        &self,
+        query: &ReadQuery,
+        height: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Signed<ReadStatement>>, BackendError> {
+        Ok(self
+            .answer_at_least(query, height, deadline)
+            .await?
+            .map(|(_, _, s)| s))
+    }
+
+    async fn answer_at_least(
+        &self,
+        query: &ReadQuery,
+        height: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<
+        Option<(
+            coffer_ledger::Commitment,
+            coffer_ledger::attest::ReadResult,
+            Signed<ReadStatement>,
+        )>,
+        BackendError,
+    > {
+        let mut events = self.events.subscribe();
+        loop {
+            let answered = {
+                match self.ledger.persisted() {
+                    Some(state) if state.height() >= height => {
+                        let commitment = state.commitment();
+                        let result = answer_read(&state, query)?;
+                        Some((commitment, result))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((commitment, result)) = answered {
+                let statement = read_statement(&self.chain_id, &commitment, query, &result)?;
+                let signed = sign(statement, &self.key)
+                    .map_err(|e| BackendError::Internal(e.to_string()))?;
+                return Ok(Some((commitment, result, signed)));
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Answers `query` with f+1 (2f+1 when they come in time) matching signed statements, by
+    /// the rule in the module docs; `Timeout` at `deadline`.
+    pub async fn read(
+        &self,
+        query: &ReadQuery,
+        deadline: tokio::time::Instant,
+    ) -> Result<AttestedRead, BackendError> {
+        let wire = WireQuery::from_query(query)
+            .ok_or_else(|| BackendError::Invalid(format!("unsupported query {query:?}")))?;
+        let mut target = 0u64;
+        let mut best = 0usize;
+        loop {
+            let Some((commitment, result, own)) =
+                self.answer_at_least(query, target, deadline).await?
+            else {
+                return Err(BackendError::Timeout(format!(
+                    "state did not reach height {target}; best agreement {best}"
+                )));
+            };
+            let height = commitment.height;
+            let mut gathered = crate::api::gather::Gathered::new(
+                self.replicas.clone(),
+                self.chain_id.as_str().to_owned(),
+            );
+            let _ = gathered.add(own);
+            let (tx, mut rx) = mpsc::channel(self.replicas.len().max(1));
+            let id = self.next_read.fetch_add(1, Ordering::Relaxed);
+            let registered = {
+                let mut pending = self.pending_reads.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.len() < MAX_PENDING_READS {
+                    pending.insert(id, tx);
+                    true
+                } else {
+                    false
+                }
+            };
+            if !registered {
+                return Err(BackendError::Busy("too many reads in flight".into()));
+            }
+            if !gathered.strong() {
+                self.send(
+                    To::All,
+                    &Message::ReadRequest {
+                        id,
+                        height,
+                        query: wire.clone(),
+                    },
+                );
+            }
+            let round_end = (tokio::time::Instant::now() + self.patience.read_round).min(deadline);
+            let mut newer = height;
+            let mut weak_since: Option<tokio::time::Instant> = None;
+            let mut responses = 0usize;
+            loop {
+                let now = tokio::time::Instant::now();
+                // Everyone answered (or 2f+1 agree): nothing more to wait for this round.
+                if gathered.strong() || responses + 1 >= self.replicas.len() {
+                    break;
+                }
+                if gathered.weak() {
+                    let since = *weak_since.get_or_insert(now);
+                    if now >= since + self.patience.quorum {
+                        break;
+                    }
+                }
+                if now >= round_end {
+                    break;
+                }
+                let wake =
+                    weak_since.map_or(round_end, |s| (s + self.patience.quorum).min(round_end));
+                match tokio::time::timeout_at(wake, rx.recv()).await {
+                    Ok(Some(statement)) => {
+                        responses += 1;
+                        if statement.statement.height == height {
+                            let _ = gathered.add(statement);
+                        } else if statement.statement.height > height
+                            && statement.verify_signature().is_ok()
+                        {
+                            newer = newer.max(statement.statement.height);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+            self.pending_reads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            best = best.max(gathered.matching());
+            if gathered.weak() {
+                return Ok(AttestedRead {
+                    height,
+                    commitment: hex::encode(commitment.state_hash.0),
+                    result,
+                    attestations: gathered.into_vec(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::Timeout(format!(
+                    "{best} of {} matching read statements",
+                    self.replicas.weak_quorum()
+                )));
+            }
+            // Peers moved on: meet them at the newest height seen (or the next one).
+            target = newer.max(height + 1);
+        }
+    }
+
+    /// Verifies `signed` as a statement this replica would keep (tests).
+    pub fn accepts(&self, signed: &Signed<ReadStatement>) -> bool {
+        self.replicas.contains(&signed.attestation.replica)
+            && signed.statement.chain_id() == self.chain_id.as_str()
+            && signed.verify_signature().is_ok()
+    }
+}
