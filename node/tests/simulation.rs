@@ -2,6 +2,8 @@
 //! simulated links, real signatures (ed25519 votes, BIP340 transactions), the real simplex +
 //! marshal stack and the real ledger.
 
+// The executor future (now awaiting persistence) nests deeper than the default limit allows.
+#![recursion_limit = "256"]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 use bytes::Bytes;

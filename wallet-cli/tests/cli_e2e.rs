@@ -57,17 +57,22 @@ struct Env {
 }
 
 impl Env {
+    /// A real cluster described by `cluster_path`, with a genesis issuer's hex secret.
+    fn real(cluster_path: PathBuf, issuer_secret: String) -> Env {
+        Env {
+            cluster_path,
+            dir: tempfile::tempdir().expect("temp dir"),
+            issuer_secret,
+            local: None,
+        }
+    }
+
     async fn new(behaviours: [Behaviour; 4]) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         if let Ok(path) = std::env::var("COFFER_E2E_CLUSTER") {
             let secret = std::env::var("COFFER_E2E_ISSUER_SECRET")
                 .expect("COFFER_E2E_ISSUER_SECRET must hold the issuer's hex secret");
-            return Env {
-                cluster_path: PathBuf::from(path),
-                dir,
-                issuer_secret: secret,
-                local: None,
-            };
+            return Env::real(PathBuf::from(path), secret);
         }
         let cluster = TestCluster::start(behaviours).await;
         Env {
@@ -140,8 +145,128 @@ impl Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_end_to_end() {
-    let env = Env::new([Behaviour::Honest; 4]).await;
+    end_to_end(Env::new([Behaviour::Honest; 4]).await).await;
+}
 
+/// Four `coffer-node` processes from `coffer-node testnet` (real consensus, storage, TLS and
+/// p2p on loopback); killed on drop.
+struct RealCluster {
+    dir: tempfile::TempDir,
+    children: Vec<std::process::Child>,
+}
+
+impl Drop for RealCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl RealCluster {
+    async fn start() -> RealCluster {
+        // `cargo test --workspace` builds the node's binary next to ours (the node's own
+        // integration tests need it).
+        let bin = Path::new(env!("CARGO_BIN_EXE_coffer")).with_file_name("coffer-node");
+        assert!(
+            bin.exists(),
+            "{} is missing: build it first (cargo build -p coffer-node), or run the workspace tests",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out_dir = dir.path().join("testnet");
+        let base = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port();
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if port < 60_000 && (0..4).all(|i| free(port + i) && free(port + 100 + i)) {
+                break port;
+            }
+        };
+        let out = std::process::Command::new(&bin)
+            .args([
+                "testnet",
+                "--replicas",
+                "4",
+                "--base-port",
+                &base.to_string(),
+                "--out",
+            ])
+            .arg(&out_dir)
+            .output()
+            .expect("coffer-node testnet");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut cluster = RealCluster {
+            dir,
+            children: Vec::new(),
+        };
+        for i in 0..4 {
+            let home = out_dir.join(format!("replica{i}"));
+            let log = std::fs::File::create(home.join("replica.log")).expect("log");
+            cluster.children.push(
+                std::process::Command::new(&bin)
+                    .args(["start", "--home"])
+                    .arg(&home)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().expect("log"))
+                    .stderr(log)
+                    .spawn()
+                    .expect("start replica"),
+            );
+        }
+        // Ready when every replica reports a finalized block over HTTPS.
+        let config = coffer_wallet::ClusterConfig::load(&cluster.cluster_path()).expect("config");
+        let client = coffer_wallet::Client::new(config).expect("client");
+        let started = std::time::Instant::now();
+        loop {
+            let reports = client.status().await;
+            if reports
+                .iter()
+                .all(|r| r.status.as_ref().is_some_and(|s| s.height >= 1))
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "cluster not ready: {reports:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+    }
+
+    fn cluster_path(&self) -> PathBuf {
+        self.dir.path().join("testnet/cluster.json")
+    }
+
+    fn issuer_secret(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("testnet/issuer.key"))
+            .expect("issuer.key")
+            .trim()
+            .to_owned()
+    }
+}
+
+/// The same walk-through as [`cli_end_to_end`], against real replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_end_to_end_on_real_replicas() {
+    if std::env::var("COFFER_E2E_CLUSTER").is_ok() {
+        return;
+    }
+    let cluster = RealCluster::start().await;
+    end_to_end(Env::real(cluster.cluster_path(), cluster.issuer_secret())).await;
+    drop(cluster);
+}
+
+async fn end_to_end(env: Env) {
     // Keys: an empty list, two new keys, the issuer imported from stdin.
     let listed = env.run(&["keys", "list", "--json"]).await.ok().json();
     assert_eq!(listed["keys"], Value::Array(vec![]));

@@ -75,6 +75,8 @@ fn init_logs(format: Option<String>) -> Result<(), String> {
         None | Some("text") => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_target(false)
+            // Colour only on a terminal: logs redirected to files stay greppable.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .init(),
         Some("json") => tracing_subscriber::fmt()
             .json()
