@@ -103,6 +103,16 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Same block with every signature already verified (mempool cache): the non-signature
+    // share of apply.
+    let cache: std::collections::HashSet<Hash32> = block.txs.iter().map(|t| t.wtxid()).collect();
+    g.bench_function("apply_block_1000_transfers_cached_signatures", |b| {
+        b.iter_batched(
+            || state.clone(),
+            |mut s| s.apply_with_cache(&block, &cache).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("verify_signatures_parallel_1000", |b| {
         b.iter(|| {
             block

@@ -37,6 +37,9 @@ pub enum GenesisError {
     /// The same replica key twice.
     #[error("duplicate replica key {0}")]
     DuplicateReplicaKey(String),
+    /// An all-zero replica key (an unset placeholder, never a real ed25519 key).
+    #[error("replica {0:?} has an all-zero public key")]
+    ZeroReplicaKey(String),
     /// The same replica name twice.
     #[error("duplicate replica name {0:?}")]
     DuplicateReplicaName(String),
@@ -220,6 +223,9 @@ impl Genesis {
         for r in &self.replicas {
             if r.name.is_empty() || r.name.len() > MAX_REPLICA_NAME_LEN {
                 return Err(GenesisError::BadReplicaName(r.name.clone()));
+            }
+            if r.public_key.0 == [0u8; 32] {
+                return Err(GenesisError::ZeroReplicaKey(r.name.clone()));
             }
             if !keys.insert(r.public_key) {
                 return Err(GenesisError::DuplicateReplicaKey(r.public_key.to_string()));

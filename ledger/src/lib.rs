@@ -16,9 +16,31 @@
 //!   `quorum`, `genesis_hash`), [`ReplicaInfo`], [`ReplicaKey`], [`Limits`].
 //! - Outcomes: [`RejectCode`] (stable snake_case), [`Outcome`], [`Receipt`].
 //! - State: [`LedgerState`] (`new`, `apply`, `commitment`, `height`, `balance`, `utxos`,
-//!   `history`, `total_supply`, `verify_stateless`, `snapshot`, `restore`, `apply_change`),
+//!   `history`, `total_supply`, `verify_stateless`, `snapshot`, `restore`, `apply_change`,
+//!   `apply_with_cache` + [`SignatureCache`] to skip signatures the mempool already verified),
 //!   [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`], [`HistoryPage`].
 //! - Mempool: [`verify_stateless`] and [`verify_bytes`] (decode + limits + chain + signature).
+//!
+//! # Rules
+//!
+//! - **Transfer**: spends ≥ 1 distinct unspent outputs, all locked to the signer's address,
+//!   and creates ≥ 1 outputs of amount > 0 whose sum equals the inputs' sum exactly (no fees,
+//!   no burning). Signed by the signer's key.
+//! - **Mint** (`createMoney`): signed by a key in `genesis.issuers`; ≥ 1 outputs of amount > 0;
+//!   the supply after it stays ≤ `limits.supply_cap` (≤ [`MAX_SUPPLY`]). Not replayable: the
+//!   issuer picks a fresh `nonce` per mint and the ledger records every accepted mint txid,
+//!   rejecting a repeat with `mint_replayed`. A replayed transfer fails with
+//!   `input_already_spent` (its inputs are gone).
+//! - **Replay across chains or message types**: the chain id is part of every transaction (so of
+//!   its txid), and the signed message is `tagged_hash("coffer/sig/<kind>", chain_id || txid)`.
+//! - **Blocks**: transactions apply in order; a later one may spend an output created earlier
+//!   in the same block; of two conflicting spends the first wins and the second gets
+//!   `input_already_spent`. Every rejection is a [`RejectCode`] and changes nothing. The
+//!   validation order (so which code is reported first) is in [`validate`] and [`state`].
+//! - **Commitment**: after each block, `state_hash = tagged_hash("coffer/state", previous ||
+//!   height || txs || receipts || utxo_hash || supply)`, with `utxo_hash` an incremental
+//!   multiset hash ([`UtxoSetHash`]); [`LedgerState::recompute_utxo_hash`] recomputes it from
+//!   scratch.
 //!
 //! # Example
 //!
@@ -67,6 +89,7 @@
 //! `fixtures/vectors/`.
 
 pub mod amount;
+pub mod attest;
 pub mod encoding;
 pub mod genesis;
 pub mod hash;
@@ -84,7 +107,7 @@ pub use keys::{ADDRESS_HRP, Address, KeyError, Keypair, PublicKey, Signature};
 pub use reject::RejectCode;
 pub use state::{
     Applied, ApplyError, Change, Commitment, HistoryEntry, HistoryKind, HistoryPage, LedgerState,
-    Outcome, Receipt, RestoreError, Snapshot,
+    NoCache, Outcome, Receipt, RestoreError, SignatureCache, Snapshot,
 };
 pub use tx::{
     Block, ChainId, Lock, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,

@@ -230,6 +230,13 @@ pub struct HistoryPage {
 
 /// What a block changed, for the caller to persist atomically.
 ///
+/// Persistence contract (what [`LedgerState::restore`] expects back as a [`Snapshot`]): in one
+/// atomic write, delete `spent` from the UTXO set and add their outpoints plus
+/// `spent_within_block` to the spent set; insert `created`; append `history` entries per
+/// address (their `seq` continues each address's sequence); add `mint_txids`; store
+/// `commitment` as the tip. The per-address balance and UTXO indexes follow from `created`
+/// and `spent`, whose entries carry the owning lock.
+///
 /// Netted over the block: an output created and spent within the same block appears in
 /// neither `created` nor `spent`; it does appear in `spent_within_block` so that the
 /// spent-outpoint set (used to tell `input_already_spent` from `unknown_input`) stays exact.
@@ -354,6 +361,29 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
         data.extend_from_slice(&r.encode());
     }
     Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
+}
+
+/// Signatures this replica has already verified, by wtxid (see
+/// [`LedgerState::apply_with_cache`]).
+pub trait SignatureCache: Sync {
+    /// True if the signed transaction with this wtxid was verified by this replica.
+    fn is_verified(&self, wtxid: &Hash32) -> bool;
+}
+
+/// The empty cache: every signature is verified.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl SignatureCache for NoCache {
+    fn is_verified(&self, _: &Hash32) -> bool {
+        false
+    }
+}
+
+impl<S: std::hash::BuildHasher + Sync> SignatureCache for HashSet<Hash32, S> {
+    fn is_verified(&self, wtxid: &Hash32) -> bool {
+        self.contains(wtxid)
+    }
 }
 
 /// Tracks one block's net effect while it is applied.
@@ -509,6 +539,19 @@ impl LedgerState {
     /// order. Deterministic: the same state and block give the same receipts, change and
     /// commitment on every replica.
     pub fn apply(&mut self, block: &Block) -> Result<Applied, ApplyError> {
+        self.apply_with_cache(block, &NoCache)
+    }
+
+    /// [`apply`](LedgerState::apply), skipping the signature check of transactions whose
+    /// wtxid (hash of the exact signed bytes) `cache` reports as already verified by this
+    /// replica, e.g. on mempool admission with [`crate::verify_stateless`] against the same
+    /// genesis. All other checks always run. The cache must be local: fed only by this
+    /// replica's own successful verifications, never by peers.
+    pub fn apply_with_cache(
+        &mut self,
+        block: &Block,
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
         let expected = self.height + 1;
         if block.height != expected {
             return Err(ApplyError::WrongHeight {
@@ -525,11 +568,23 @@ impl LedgerState {
             });
         }
         let genesis = Arc::clone(&self.genesis);
-        let stateless: Vec<Result<Txid, RejectCode>> = block
+        // The wtxids are needed for the block's transaction commitment anyway; computing them
+        // here spreads the hashing over the pool.
+        let (wtxids, stateless): (Vec<Hash32>, Vec<Result<Txid, RejectCode>>) = block
             .txs
             .par_iter()
-            .map(|stx| validate::verify_stateless(&genesis, stx))
-            .collect();
+            .map(|stx| {
+                let wtxid = stx.wtxid();
+                let check = validate::check_structure(&genesis, stx).and_then(|txid| {
+                    if cache.is_verified(&wtxid) || stx.verify_signature_with_txid(&txid) {
+                        Ok(txid)
+                    } else {
+                        Err(RejectCode::BadSignature)
+                    }
+                });
+                (wtxid, check)
+            })
+            .unzip();
 
         let supply_before = self.supply;
         let mut minted = Amount::ZERO;
@@ -569,7 +624,7 @@ impl LedgerState {
             &[
                 &self.state_hash.0,
                 &self.height.to_le_bytes(),
-                &block.txs_hash().0,
+                &crate::tx::txs_hash_from_wtxids(&wtxids).0,
                 &rh.0,
                 &utxo_hash.0,
                 &self.supply.0.to_le_bytes(),
@@ -830,11 +885,13 @@ impl LedgerState {
             if state.utxos.contains_key(&op) {
                 return bad(format!("outpoint {op} listed twice"));
             }
-            state.insert_utxo(op, out);
+            // Bound the running total first: it also bounds every per-address balance, so the
+            // index update below cannot overflow on corrupt data.
             state.supply = match state.supply.checked_add(out.amount) {
                 Some(s) if s.is_valid() => s,
                 _ => return bad("utxo amounts overflow".into()),
             };
+            state.insert_utxo(op, out);
         }
         let mut history = snapshot.history;
         history.sort_by_key(|(a, e)| (*a, e.seq));

@@ -659,12 +659,18 @@ impl Block {
     /// Commitment to the ordered, signed transactions:
     /// `tagged_hash("coffer/block-txs", count u32le || wtxid*)`.
     pub fn txs_hash(&self) -> Hash32 {
-        let mut data = Vec::with_capacity(4 + 32 * self.txs.len());
-        let count = u32::try_from(self.txs.len()).unwrap_or(u32::MAX);
-        data.extend_from_slice(&count.to_le_bytes());
-        for tx in &self.txs {
-            data.extend_from_slice(&tx.wtxid().0);
-        }
-        Hash32(tagged_hash(tags::BLOCK_TXS, &[&data]))
+        let wtxids: Vec<Hash32> = self.txs.iter().map(SignedTransaction::wtxid).collect();
+        txs_hash_from_wtxids(&wtxids)
     }
+}
+
+/// [`Block::txs_hash`] from precomputed wtxids.
+pub(crate) fn txs_hash_from_wtxids(wtxids: &[Hash32]) -> Hash32 {
+    let mut data = Vec::with_capacity(4 + 32 * wtxids.len());
+    let count = u32::try_from(wtxids.len()).unwrap_or(u32::MAX);
+    data.extend_from_slice(&count.to_le_bytes());
+    for w in wtxids {
+        data.extend_from_slice(&w.0);
+    }
+    Hash32(tagged_hash(tags::BLOCK_TXS, &[&data]))
 }

@@ -561,7 +561,7 @@ fn genesis_validation() {
     four.replicas = (0..4u8)
         .map(|i| ReplicaInfo {
             name: format!("r{i}"),
-            public_key: ReplicaKey([i; 32]),
+            public_key: ReplicaKey([i + 1; 32]),
         })
         .collect();
     four.validate().unwrap();
@@ -584,6 +584,9 @@ fn genesis_validation() {
         e.validate(),
         Err(GenesisError::DuplicateReplicaKey(_))
     ));
+    let mut e = four.clone();
+    e.replicas[2].public_key = ReplicaKey([0; 32]);
+    assert!(matches!(e.validate(), Err(GenesisError::ZeroReplicaKey(_))));
     let mut e = four.clone();
     e.replicas[1].name = "r0".into();
     assert!(matches!(
@@ -618,5 +621,84 @@ fn genesis_validation() {
     assert!(matches!(
         Genesis::from_json(&json),
         Err(GenesisError::Json(_))
+    ));
+}
+
+#[test]
+fn signature_cache_skips_only_cached_signatures() {
+    use std::collections::HashSet;
+    let (s, alice, coin) = funded();
+    let good = transfer(&alice, &[coin], &[(key(11).address(), 100)]);
+    let mut forged = transfer(&alice, &[coin], &[(key(12).address(), 100)]);
+    forged.signature = key(12).sign_msg(&forged.tx.sighash());
+    // Empty cache: identical to apply.
+    let empty: HashSet<Hash32> = HashSet::new();
+    let mut a = s.clone();
+    let mut b = s.clone();
+    let block = Block {
+        height: 2,
+        txs: vec![forged.clone(), good.clone()],
+    };
+    assert_eq!(a.apply(&block), b.apply_with_cache(&block, &empty));
+    assert_eq!(a, b);
+    // A cached wtxid is trusted (the cache is local by contract); structure is still checked.
+    let cache: HashSet<Hash32> = [good.wtxid()].into_iter().collect();
+    let mut c = s.clone();
+    let applied = c
+        .apply_with_cache(
+            &Block {
+                height: 2,
+                txs: vec![forged, good.clone()],
+            },
+            &cache,
+        )
+        .unwrap();
+    assert_eq!(
+        outcomes(&applied),
+        vec![rejected(RejectCode::BadSignature), Outcome::Accepted]
+    );
+    let mut wrong_chain = good.clone();
+    if let Transaction::Transfer(t) = &mut wrong_chain.tx {
+        t.chain_id = ChainId::new("other").unwrap();
+    }
+    let cache: HashSet<Hash32> = [wrong_chain.wtxid()].into_iter().collect();
+    let mut d = s.clone();
+    let applied = d
+        .apply_with_cache(
+            &Block {
+                height: 2,
+                txs: vec![wrong_chain],
+            },
+            &cache,
+        )
+        .unwrap();
+    assert_eq!(outcomes(&applied), vec![rejected(RejectCode::WrongChain)]);
+}
+
+#[test]
+fn restore_refuses_corrupt_amounts_without_panicking() {
+    let (s, alice, _) = funded();
+    let mut snap = s.snapshot();
+    let extra = OutPoint {
+        txid: Txid([3; 32]),
+        vout: 0,
+    };
+    snap.utxos
+        .push((extra, TxOut::to_address(Amount(u64::MAX), alice.address())));
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    let mut snap = s.snapshot();
+    snap.utxos.push(snap.utxos[0]);
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    let mut snap = s.snapshot();
+    snap.spent.push(snap.utxos[0].0);
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
     ));
 }

@@ -1,5 +1,6 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
 
+pub mod api;
 pub mod config;
 pub mod consensus;
 pub mod executor;

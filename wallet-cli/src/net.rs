@@ -1,0 +1,312 @@
+//! HTTPS to one replica: hyper's HTTP/1.1 client connection over tokio-rustls (ring provider),
+//! trusting only the cluster's CA. One connection per request: a wallet makes few requests, and
+//! a fresh connection means a stalled replica can never hold up the next attempt.
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Largest response body accepted: a page of 1000 history entries with 2f+1 attestations is
+/// under 400 KiB; more is a misbehaving replica.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// ALPN protocol the gateways speak.
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// Why a request to one replica got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// A URL the client cannot use.
+    #[error("bad url {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The CA certificate could not be used.
+    #[error("bad CA certificate: {0}")]
+    BadCa(String),
+    /// TCP connection failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// The OS's message.
+        reason: String,
+    },
+    /// TLS handshake failed (e.g. a certificate not signed by the cluster's CA).
+    #[error("tls with {addr}: {reason}")]
+    Tls {
+        /// host:port.
+        addr: String,
+        /// rustls' message.
+        reason: String,
+    },
+    /// HTTP-level failure (connection reset mid-answer, ...).
+    #[error("http with {addr}: {reason}")]
+    Http {
+        /// host:port.
+        addr: String,
+        /// hyper's message.
+        reason: String,
+    },
+    /// No complete answer within the deadline.
+    #[error("{addr} did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// host:port.
+        addr: String,
+        /// The deadline.
+        timeout_ms: u128,
+    },
+    /// An answer larger than [`MAX_RESPONSE_BYTES`].
+    #[error("answer from {addr} larger than {MAX_RESPONSE_BYTES} bytes")]
+    TooLarge {
+        /// host:port.
+        addr: String,
+    },
+}
+
+/// A parsed `https://host:port` base URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `https://host[:port]` (default port 443; IPv6 as `[::1]:port`; an optional
+    /// trailing `/`). Anything else (another scheme, a path, user info) is refused.
+    pub fn parse(url: &str) -> Result<Endpoint, NetError> {
+        let bad = |reason: &str| NetError::BadUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("only https:// is supported"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '@', '?', '#']) {
+            return Err(bad("want https://host:port with no path"));
+        }
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            match after {
+                "" => (host, None),
+                p => (
+                    host,
+                    Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+                ),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        let port = match port {
+            None => 443,
+            Some(p) => p.parse().map_err(|_| bad("port is not 0..=65535"))?,
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        ServerName::try_from(host.to_owned()).map_err(|_| bad("host is not a valid name"))?;
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A status and body from one replica.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// TLS settings shared by every request.
+#[derive(Clone)]
+pub struct Transport {
+    tls: TlsConnector,
+}
+
+impl Transport {
+    /// Trusts only the certificates in `ca_pem`; TLS 1.3 only, ALPN http/1.1.
+    pub fn new(ca_pem: &[u8]) -> Result<Transport, NetError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| NetError::BadCa(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| NetError::BadCa(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(NetError::BadCa("no certificate in the PEM".into()));
+        }
+        // The provider is passed explicitly: the process default would panic if another crate
+        // in the build enabled a second one.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| NetError::BadCa(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        Ok(Transport {
+            tls: TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// Sends one request and reads the whole answer within `timeout`.
+    pub async fn request(
+        &self,
+        endpoint: &Endpoint,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<Reply, NetError> {
+        let addr = endpoint.addr();
+        match tokio::time::timeout(
+            timeout,
+            self.request_inner(endpoint, &addr, method, path_and_query, json_body),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(NetError::Timeout {
+                addr,
+                timeout_ms: timeout.as_millis(),
+            }),
+        }
+    }
+
+    async fn request_inner(
+        &self,
+        endpoint: &Endpoint,
+        addr: &str,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Reply, NetError> {
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| NetError::Connect {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let name = ServerName::try_from(endpoint.host.clone()).map_err(|_| NetError::BadUrl {
+            url: endpoint.host.clone(),
+            reason: "host is not a valid name".into(),
+        })?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| NetError::Tls {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let http = |e: hyper::Error| NetError::Http {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(http)?;
+        // The connection task ends when the request is done and the sender dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(header::HOST, endpoint.host.as_str())
+            .header(header::ACCEPT, "application/json");
+        if json_body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
+            .map_err(|e| NetError::Http {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let resp = sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    NetError::TooLarge {
+                        addr: addr.to_owned(),
+                    }
+                } else {
+                    NetError::Http {
+                        addr: addr.to_owned(),
+                        reason: e.to_string(),
+                    }
+                }
+            })?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_strictly() {
+        let e = Endpoint::parse("https://127.0.0.1:7001").expect("v4");
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 7001));
+        let e = Endpoint::parse("https://[::1]:8443/").expect("v6");
+        assert_eq!(
+            (e.host.as_str(), e.port, e.addr()),
+            ("::1", 8443, "[::1]:8443".into())
+        );
+        assert_eq!(
+            Endpoint::parse("https://node.example").expect("dns").port,
+            443
+        );
+        for bad in [
+            "http://127.0.0.1:1",
+            "https://",
+            "https://h:1/v1",
+            "https://u@h:1",
+            "https://h:99999",
+            "https://[::1",
+            "127.0.0.1:7001",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn empty_ca_is_refused() {
+        assert!(matches!(Transport::new(b""), Err(NetError::BadCa(_))));
+    }
+}
