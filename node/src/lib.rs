@@ -8,4 +8,5 @@ pub mod ingress;
 pub mod ledger;
 pub mod mempool;
 pub mod node;
+pub mod storage;
 pub mod tx;

@@ -335,7 +335,7 @@ pub fn start<E, V, M, St, P, B, S, R>(
     networks: Networks<S, R>,
 ) -> Result<(ConsensusHandle<V>, Handle<()>), ConfigError>
 where
-    E: Spawner + Clock + Metrics + Storage + rand_core::CryptoRng + rand_core::Rng,
+    E: Spawner + Clock + Metrics + Storage + rand::CryptoRng + rand::Rng,
     V: TxVerifier,
     M: StateMachine,
     St: BlockStore,

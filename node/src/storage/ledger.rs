@@ -1,0 +1,296 @@
+//! The bridge between the ledger's types and the store's bytes: what the executor calls.
+//!
+//! [`persist_applied`] turns the ledger's [`Applied`] (receipts, [`Change`], commitment) into a
+//! [`BlockChange`] and persists it with the block; [`restore_ledger`] loads a [`Snapshot`],
+//! decodes it and rebuilds the [`LedgerState`] with [`LedgerState::restore`], which recomputes
+//! the UTXO-set hash and supply from the restored outputs and refuses a mismatch with the
+//! persisted commitment; the rebuilt state's commitment is then compared field by field with
+//! the persisted one.
+
+use coffer_ledger::encoding::{Reader, Writer};
+use coffer_ledger::{
+    Address, Amount, Applied, Block, Commitment, Genesis, Hash32, HistoryEntry, HistoryKind,
+    LedgerState, OutPoint, Outcome, Receipt, RejectCode, TxOut, Txid,
+};
+
+use super::{
+    BlockChange, CreatedOutput, HistoryItem, Snapshot, SpentOutput, StorageError, Store, TxItem,
+};
+
+/// Encoded commitment length: `height u64le | state_hash [32] | utxo_hash [32] | supply u64le`.
+pub const COMMITMENT_LEN: usize = 80;
+/// Encoded history entry length.
+const HISTORY_LEN: usize = 8 + 8 + 4 + 32 + 1 + 8 + 8;
+/// Encoded receipt length (the ledger's `Receipt::encode`).
+const RECEIPT_LEN: usize = 46;
+
+/// Encodes a commitment for storage.
+pub fn encode_commitment(c: &Commitment) -> Vec<u8> {
+    let mut out = Vec::with_capacity(COMMITMENT_LEN);
+    out.extend_from_slice(&c.height.to_le_bytes());
+    out.extend_from_slice(&c.state_hash.0);
+    out.extend_from_slice(&c.utxo_hash.0);
+    out.extend_from_slice(&c.total_supply.0.to_le_bytes());
+    out
+}
+
+fn corrupt(what: &str, reason: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupt {
+        key: what.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn arr32(b: &[u8], at: usize) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(&b[at..at + 32]);
+    a
+}
+
+/// Decodes a stored commitment.
+pub fn decode_commitment(b: &[u8]) -> Result<Commitment, StorageError> {
+    if b.len() != COMMITMENT_LEN {
+        return Err(corrupt("commitment", format!("{} bytes", b.len())));
+    }
+    Ok(Commitment {
+        height: le_u64(b, 0),
+        state_hash: Hash32(arr32(b, 8)),
+        utxo_hash: Hash32(arr32(b, 40)),
+        total_supply: Amount(le_u64(b, 72)),
+    })
+}
+
+fn encode_history(e: &HistoryEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HISTORY_LEN);
+    out.extend_from_slice(&e.seq.to_le_bytes());
+    out.extend_from_slice(&e.height.to_le_bytes());
+    out.extend_from_slice(&e.index.to_le_bytes());
+    out.extend_from_slice(&e.txid.0);
+    out.push(match e.kind {
+        HistoryKind::Mint => 0,
+        HistoryKind::Transfer => 1,
+    });
+    out.extend_from_slice(&e.received.0.to_le_bytes());
+    out.extend_from_slice(&e.sent.0.to_le_bytes());
+    out
+}
+
+/// Decodes a stored history entry.
+pub fn decode_history(b: &[u8]) -> Result<HistoryEntry, StorageError> {
+    if b.len() != HISTORY_LEN {
+        return Err(corrupt("history entry", format!("{} bytes", b.len())));
+    }
+    let mut idx = [0u8; 4];
+    idx.copy_from_slice(&b[16..20]);
+    let kind = match b[52] {
+        0 => HistoryKind::Mint,
+        1 => HistoryKind::Transfer,
+        k => return Err(corrupt("history entry", format!("kind {k}"))),
+    };
+    Ok(HistoryEntry {
+        seq: le_u64(b, 0),
+        height: le_u64(b, 8),
+        index: u32::from_le_bytes(idx),
+        txid: Txid(arr32(b, 20)),
+        kind,
+        received: Amount(le_u64(b, 53)),
+        sent: Amount(le_u64(b, 61)),
+    })
+}
+
+/// Decodes a stored receipt (the ledger's `Receipt::encode` layout).
+pub fn decode_receipt(b: &[u8]) -> Result<Receipt, StorageError> {
+    if b.len() != RECEIPT_LEN {
+        return Err(corrupt("receipt", format!("{} bytes", b.len())));
+    }
+    let mut idx = [0u8; 4];
+    idx.copy_from_slice(&b[40..44]);
+    let code = u16::from_le_bytes([b[44], b[45]]);
+    let outcome = if code == 0 {
+        Outcome::Accepted
+    } else {
+        Outcome::Rejected(
+            RejectCode::from_u16(code)
+                .ok_or_else(|| corrupt("receipt", format!("outcome code {code}")))?,
+        )
+    };
+    Ok(Receipt {
+        txid: Txid(arr32(b, 0)),
+        height: le_u64(b, 32),
+        index: u32::from_le_bytes(idx),
+        outcome,
+    })
+}
+
+fn encode_outpoint(op: &OutPoint) -> Vec<u8> {
+    let mut w = Writer::new();
+    op.encode(&mut w);
+    w.into_bytes()
+}
+
+fn encode_txout(out: &TxOut) -> Vec<u8> {
+    let mut w = Writer::new();
+    out.encode(&mut w);
+    w.into_bytes()
+}
+
+fn decode_outpoint(b: &[u8]) -> Result<OutPoint, StorageError> {
+    let mut r = Reader::new(b);
+    let op = OutPoint::decode(&mut r).map_err(|e| corrupt("outpoint", e))?;
+    r.finish().map_err(|e| corrupt("outpoint", e))?;
+    Ok(op)
+}
+
+fn decode_txout(b: &[u8]) -> Result<TxOut, StorageError> {
+    let mut r = Reader::new(b);
+    let out = TxOut::decode(&mut r).map_err(|e| corrupt("output", e))?;
+    r.finish().map_err(|e| corrupt("output", e))?;
+    Ok(out)
+}
+
+/// The store's view of what applying a block changed (receipts become the by-txid records).
+pub fn block_change(applied: &Applied) -> BlockChange {
+    let c = &applied.change;
+    BlockChange {
+        created: c
+            .created
+            .iter()
+            .map(|(op, out)| CreatedOutput {
+                outpoint: encode_outpoint(op),
+                address: out.lock.address().to_string(),
+                amount: out.amount.0,
+                output: encode_txout(out),
+            })
+            .collect(),
+        spent: c
+            .spent
+            .iter()
+            .map(|(op, out)| SpentOutput {
+                outpoint: encode_outpoint(op),
+                address: out.lock.address().to_string(),
+            })
+            .collect(),
+        spent_in_block: c.spent_within_block.iter().map(encode_outpoint).collect(),
+        history: c
+            .history
+            .iter()
+            .map(|(a, e)| HistoryItem {
+                address: a.to_string(),
+                seq: e.seq,
+                entry: encode_history(e),
+            })
+            .collect(),
+        txs: applied
+            .receipts
+            .iter()
+            .map(|r| TxItem {
+                txid: r.txid.0,
+                record: r.encode(),
+            })
+            .collect(),
+        mints: c.mint_txids.iter().map(|t| t.0).collect(),
+        block_record: encode_commitment(&c.commitment),
+        commitment: encode_commitment(&c.commitment),
+        supply: c.commitment.total_supply.0,
+    }
+}
+
+/// Persists a block the ledger applied; returns once durable (see [`Store::persist`]). Only
+/// then may the replica sign the block's receipts.
+pub async fn persist_applied<S: Store>(
+    store: &S,
+    block: &Block,
+    applied: &Applied,
+) -> Result<(), StorageError> {
+    if applied.commitment.height != block.height {
+        return Err(StorageError::InvalidChange(format!(
+            "commitment at height {} for block {}",
+            applied.commitment.height, block.height
+        )));
+    }
+    store
+        .persist(block.height, &block.encode(), &block_change(applied))
+        .await
+}
+
+/// Converts a stored snapshot to the ledger's.
+pub fn ledger_snapshot(s: &Snapshot) -> Result<coffer_ledger::Snapshot, StorageError> {
+    let commitment = decode_commitment(&s.commitment)?;
+    if commitment.height != s.height {
+        return Err(corrupt(
+            "commitment",
+            format!(
+                "height {} at applied height {}",
+                commitment.height, s.height
+            ),
+        ));
+    }
+    Ok(coffer_ledger::Snapshot {
+        commitment: Some(commitment),
+        utxos: s
+            .utxos
+            .iter()
+            .map(|(op, out)| Ok((decode_outpoint(op)?, decode_txout(out)?)))
+            .collect::<Result<_, StorageError>>()?,
+        spent: s
+            .spent
+            .iter()
+            .map(|op| decode_outpoint(op))
+            .collect::<Result<_, _>>()?,
+        history: s
+            .history
+            .iter()
+            .map(|h| {
+                let a: Address = h
+                    .address
+                    .parse()
+                    .map_err(|e| corrupt("history address", e))?;
+                let e = decode_history(&h.entry)?;
+                if e.seq != h.seq {
+                    return Err(corrupt(
+                        "history entry",
+                        format!("seq {} stored under {}", e.seq, h.seq),
+                    ));
+                }
+                Ok((a, e))
+            })
+            .collect::<Result<_, StorageError>>()?,
+        mint_txids: s.mints.iter().map(|t| Txid(*t)).collect(),
+    })
+}
+
+/// Rebuilds the ledger from the store (an empty ledger if nothing was persisted) and checks the
+/// rebuilt state's commitment equals the persisted one.
+pub async fn restore_ledger<S: Store>(
+    store: &S,
+    genesis: Genesis,
+) -> Result<LedgerState, StorageError> {
+    let Some(snapshot) = store.load().await? else {
+        return LedgerState::new(genesis)
+            .map_err(|e| StorageError::Restore(coffer_ledger::RestoreError::Genesis(e)));
+    };
+    let ledger_snapshot = ledger_snapshot(&snapshot)?;
+    let persisted = ledger_snapshot.commitment;
+    let state = LedgerState::restore(genesis, ledger_snapshot)?;
+    if Some(state.commitment()) != persisted {
+        return Err(StorageError::CommitmentMismatch {
+            height: snapshot.height,
+        });
+    }
+    Ok(state)
+}
+
+/// A transaction's receipt by txid, decoded.
+pub async fn receipt<S: Store>(store: &S, txid: &Txid) -> Result<Option<Receipt>, StorageError> {
+    store
+        .tx(&txid.0)
+        .await?
+        .map(|b| decode_receipt(&b))
+        .transpose()
+}

@@ -1,0 +1,235 @@
+//! An in-memory store with the same contract as the Redis one: unit tests and ephemeral devnets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use super::{
+    BlockChange, HistoryItem, MAX_ADDRESS_UTXOS, Snapshot, Storage, StorageError, Store,
+    StoredBlock, Txid, Utxo, check_page, keys, validate_change,
+};
+
+/// Outpoint → (amount, output encoding).
+type OutputMap = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
+
+#[derive(Debug, Default)]
+struct State {
+    height: Option<u64>,
+    commitment: Vec<u8>,
+    supply: u64,
+    blocks: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
+    outputs: OutputMap,
+    by_address: HashMap<String, OutputMap>,
+    spent: BTreeSet<Vec<u8>>,
+    history: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    txs: HashMap<Txid, Vec<u8>>,
+    mints: BTreeSet<Txid>,
+}
+
+/// A store that keeps everything in process memory; `persist` is "durable" immediately.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug in this module; the data is still consistent
+        // because every mutation below completes before any fallible step can return.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl From<MemoryStore> for Storage {
+    fn from(s: MemoryStore) -> Self {
+        Storage::Memory(Box::new(s))
+    }
+}
+
+impl Store for MemoryStore {
+    async fn load(&self) -> Result<Option<Snapshot>, StorageError> {
+        let s = self.lock();
+        let Some(height) = s.height else {
+            return Ok(None);
+        };
+        let Some((block, record)) = s.blocks.get(&height).cloned() else {
+            return Err(StorageError::Corrupt {
+                key: format!("block {height}"),
+                reason: "applied block missing".into(),
+            });
+        };
+        Ok(Some(Snapshot {
+            height,
+            commitment: s.commitment.clone(),
+            supply: s.supply,
+            utxos: s
+                .outputs
+                .iter()
+                .map(|(k, (_, v))| (k.clone(), v.clone()))
+                .collect(),
+            spent: s.spent.iter().cloned().collect(),
+            history: s
+                .history
+                .iter()
+                .flat_map(|(a, m)| {
+                    m.iter().map(|(seq, entry)| HistoryItem {
+                        address: a.clone(),
+                        seq: *seq,
+                        entry: entry.clone(),
+                    })
+                })
+                .collect(),
+            mints: s.mints.iter().copied().collect(),
+            tip: StoredBlock {
+                height,
+                block,
+                record,
+            },
+        }))
+    }
+
+    async fn persist(
+        &self,
+        height: u64,
+        block: &[u8],
+        change: &BlockChange,
+    ) -> Result<(), StorageError> {
+        validate_change(height, block, change)?;
+        let mut s = self.lock();
+        if let Some(applied) = s.height {
+            if height <= applied {
+                return match s.blocks.get(&height) {
+                    Some((b, _)) if b == block => Ok(()),
+                    _ => Err(StorageError::Conflict { height }),
+                };
+            }
+            if height != applied + 1 {
+                return Err(StorageError::OutOfOrder {
+                    expected: applied + 1,
+                    got: height,
+                });
+            }
+        }
+        let s = &mut *s;
+        for c in &change.created {
+            let v = (c.amount, c.output.clone());
+            s.outputs.insert(c.outpoint.clone(), v.clone());
+            s.by_address
+                .entry(c.address.clone())
+                .or_default()
+                .insert(c.outpoint.clone(), v);
+        }
+        for sp in &change.spent {
+            s.outputs.remove(&sp.outpoint);
+            s.spent.insert(sp.outpoint.clone());
+            if let Some(m) = s.by_address.get_mut(&sp.address) {
+                m.remove(&sp.outpoint);
+                if m.is_empty() {
+                    s.by_address.remove(&sp.address);
+                }
+            }
+        }
+        s.spent.extend(change.spent_in_block.iter().cloned());
+        for h in &change.history {
+            s.history
+                .entry(h.address.clone())
+                .or_default()
+                .insert(h.seq, h.entry.clone());
+        }
+        for t in &change.txs {
+            s.txs.insert(t.txid, t.record.clone());
+        }
+        s.mints.extend(change.mints.iter().copied());
+        s.blocks
+            .insert(height, (block.to_vec(), change.block_record.clone()));
+        s.commitment = change.commitment.clone();
+        s.supply = change.supply;
+        s.height = Some(height);
+        Ok(())
+    }
+
+    async fn applied_height(&self) -> Result<Option<u64>, StorageError> {
+        Ok(self.lock().height)
+    }
+
+    async fn balance(&self, address: &str) -> Result<u64, StorageError> {
+        let utxos = self.utxos(address).await?;
+        sum_amounts(address, &utxos)
+    }
+
+    async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
+        keys::check_address(address)?;
+        let s = self.lock();
+        let Some(m) = s.by_address.get(address) else {
+            return Ok(Vec::new());
+        };
+        if m.len() > MAX_ADDRESS_UTXOS {
+            return Err(StorageError::Limit {
+                what: "address utxos",
+                got: m.len() as u64,
+                max: MAX_ADDRESS_UTXOS as u64,
+            });
+        }
+        Ok(m.iter()
+            .map(|(op, (amount, output))| Utxo {
+                outpoint: op.clone(),
+                amount: *amount,
+                output: output.clone(),
+            })
+            .collect())
+    }
+
+    async fn history(
+        &self,
+        address: &str,
+        cursor: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<HistoryItem>, StorageError> {
+        check_page(address, limit)?;
+        let s = self.lock();
+        let Some(m) = s.history.get(address) else {
+            return Ok(Vec::new());
+        };
+        Ok(m.range(..=cursor.unwrap_or(u64::MAX))
+            .rev()
+            .take(limit as usize)
+            .map(|(seq, entry)| HistoryItem {
+                address: address.to_owned(),
+                seq: *seq,
+                entry: entry.clone(),
+            })
+            .collect())
+    }
+
+    async fn block(&self, height: u64) -> Result<Option<StoredBlock>, StorageError> {
+        Ok(self
+            .lock()
+            .blocks
+            .get(&height)
+            .map(|(block, record)| StoredBlock {
+                height,
+                block: block.clone(),
+                record: record.clone(),
+            }))
+    }
+
+    async fn tx(&self, txid: &Txid) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock().txs.get(txid).cloned())
+    }
+}
+
+/// Sums amounts with overflow reported as corruption: the ledger caps supply far below u64::MAX,
+/// so an overflow means the stored amounts are wrong.
+pub(crate) fn sum_amounts(address: &str, utxos: &[Utxo]) -> Result<u64, StorageError> {
+    utxos.iter().try_fold(0u64, |acc, u| {
+        acc.checked_add(u.amount)
+            .ok_or_else(|| StorageError::Corrupt {
+                key: address.to_owned(),
+                reason: "balance overflows u64".into(),
+            })
+    })
+}

@@ -1,0 +1,201 @@
+//! The real ledger persisted to real Redis: apply signed blocks, persist each `Applied`, restore
+//! a `LedgerState` from Redis and check it is the same state with the same commitment.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod redis_harness;
+
+use coffer_ledger::*;
+use coffer_node::storage::ledger::{persist_applied, receipt, restore_ledger};
+use coffer_node::storage::{MemoryStore, RedisStore, StorageError, Store};
+use redis_harness::{Cluster, Standalone, cli};
+
+const CHAIN: &str = "coffer-storage-test";
+
+fn key(seed: u8) -> Keypair {
+    let mut s = [0u8; 32];
+    s[0] = 0x42;
+    s[31] = seed;
+    Keypair::from_secret_bytes(s).unwrap()
+}
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain_id: ChainId::new(CHAIN).unwrap(),
+        issuers: vec![key(1).public_key()],
+        replicas: vec![ReplicaInfo {
+            name: "r0".into(),
+            public_key: ReplicaKey([7; 32]),
+        }],
+        limits: Limits::default(),
+    }
+}
+
+fn mint(nonce: u64, to: Address, amount: u64) -> SignedTransaction {
+    Transaction::Mint(Mint {
+        chain_id: ChainId::new(CHAIN).unwrap(),
+        issuer: key(1).public_key(),
+        nonce,
+        outputs: vec![TxOut::to_address(Amount(amount), to)],
+    })
+    .sign_with_aux(&key(1), &[0; 32])
+}
+
+fn transfer(from: &Keypair, inputs: &[OutPoint], outs: &[(Address, u64)]) -> SignedTransaction {
+    Transaction::Transfer(Transfer {
+        chain_id: ChainId::new(CHAIN).unwrap(),
+        signer: from.public_key(),
+        inputs: inputs.to_vec(),
+        outputs: outs
+            .iter()
+            .map(|(a, v)| TxOut::to_address(Amount(*v), *a))
+            .collect(),
+    })
+    .sign_with_aux(from, &[0; 32])
+}
+
+fn op(tx: &SignedTransaction, vout: u32) -> OutPoint {
+    OutPoint {
+        txid: tx.txid(),
+        vout,
+    }
+}
+
+/// Blocks with mints, transfers (one chained inside a block, so `spent_within_block` is
+/// exercised) and a rejected double spend.
+fn blocks() -> Vec<Block> {
+    let (alice, bob, carol) = (key(10), key(11), key(12));
+    let m1 = mint(1, alice.address(), 1_000);
+    let m2 = mint(2, bob.address(), 500);
+    let b1 = Block {
+        height: 1,
+        txs: vec![m1.clone(), m2.clone()],
+    };
+    let t1 = transfer(
+        &alice,
+        &[op(&m1, 0)],
+        &[(bob.address(), 300), (alice.address(), 700)],
+    );
+    let t2 = transfer(&bob, &[op(&t1, 0)], &[(carol.address(), 300)]);
+    let double = transfer(&alice, &[op(&m1, 0)], &[(carol.address(), 1_000)]);
+    let b2 = Block {
+        height: 2,
+        txs: vec![t1.clone(), t2.clone(), double],
+    };
+    let t3 = transfer(
+        &bob,
+        &[op(&m2, 0)],
+        &[(alice.address(), 250), (carol.address(), 250)],
+    );
+    let m3 = mint(3, carol.address(), 42);
+    let b3 = Block {
+        height: 3,
+        txs: vec![t3, m3],
+    };
+    vec![b1, b2, b3]
+}
+
+/// Applies every block to a fresh ledger, persisting each, then restores from `store`.
+async fn round_trip(store: &impl Store, reopen: impl AsyncFn() -> Box<dyn StoreBox>) {
+    let mut ledger = LedgerState::new(genesis()).unwrap();
+    for block in blocks() {
+        let applied = ledger.apply(&block).unwrap();
+        persist_applied(store, &block, &applied).await.unwrap();
+        for r in &applied.receipts {
+            assert_eq!(receipt(store, &r.txid).await.unwrap().as_ref(), Some(r));
+        }
+    }
+    let reopened = reopen().await;
+    let restored = reopened.restore().await.unwrap();
+    assert_eq!(restored.commitment(), ledger.commitment());
+    assert_eq!(
+        restored, ledger,
+        "restored ledger equals the one that wrote it"
+    );
+    restored.check_integrity().unwrap();
+    // Balances served by the store agree with the ledger.
+    for k in [key(10), key(11), key(12)] {
+        let a = k.address();
+        assert_eq!(
+            reopened.balance(&a.to_string()).await,
+            ledger.balance(&a).0,
+            "balance of {a}"
+        );
+    }
+}
+
+/// Object-safe wrapper so the test can reopen any backend.
+trait StoreBox {
+    fn restore(&self) -> futures_boxed::Boxed<'_, Result<LedgerState, StorageError>>;
+    fn balance<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, u64>;
+}
+
+mod futures_boxed {
+    pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+impl<S: Store + 'static> StoreBox for S {
+    fn restore(&self) -> futures_boxed::Boxed<'_, Result<LedgerState, StorageError>> {
+        Box::pin(restore_ledger(self, genesis()))
+    }
+    fn balance<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, u64> {
+        Box::pin(async move { Store::balance(self, a).await.unwrap() })
+    }
+}
+
+#[tokio::test]
+async fn ledger_round_trip_memory() {
+    let store = MemoryStore::new();
+    let mut ledger = LedgerState::new(genesis()).unwrap();
+    for block in blocks() {
+        let applied = ledger.apply(&block).unwrap();
+        persist_applied(&store, &block, &applied).await.unwrap();
+    }
+    let restored = restore_ledger(&store, genesis()).await.unwrap();
+    assert_eq!(restored, ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_round_trip_standalone() {
+    let redis = Standalone::start();
+    let config = redis.config("coffer:r0");
+    let store = RedisStore::connect(&config).await.unwrap();
+    round_trip(&store, async || {
+        Box::new(RedisStore::connect(&config).await.unwrap()) as Box<dyn StoreBox>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_round_trip_cluster() {
+    let cluster = Cluster::start();
+    let config = cluster.config("coffer:r0");
+    let store = RedisStore::connect(&config).await.unwrap();
+    round_trip(&store, async || {
+        Box::new(RedisStore::connect(&config).await.unwrap()) as Box<dyn StoreBox>
+    })
+    .await;
+}
+
+/// A tampered output in Redis is caught by the commitment check on restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_output_fails_restore() {
+    let redis = Standalone::start();
+    let config = redis.config("coffer:r0");
+    let store = RedisStore::connect(&config).await.unwrap();
+    let mut ledger = LedgerState::new(genesis()).unwrap();
+    for block in blocks() {
+        let applied = ledger.apply(&block).unwrap();
+        persist_applied(&store, &block, &applied).await.unwrap();
+    }
+    // Lose part of the global UTXO index, as a lost write would.
+    let port = redis.server.port;
+    let shard_with_data = (0..16)
+        .map(|s| format!("{{coffer:r0:s:{s:02}}}:out"))
+        .find(|k| cli(port, &["hlen", k]) != "0")
+        .unwrap();
+    // Drop that shard: at least one unspent output disappears.
+    assert_eq!(cli(port, &["del", &shard_with_data]), "1");
+    let err = restore_ledger(&store, genesis()).await.unwrap_err();
+    assert!(matches!(err, StorageError::Restore(_)), "{err}");
+}
