@@ -13,9 +13,11 @@ use coffer_ledger::{
 };
 use coffer_node::{
     config::genesis_key,
+    consensus::SubmitError,
     consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Timeouts, channels},
     executor::ExecutedBlock,
     ledger::{LedgerMachine, LedgerVerifier},
+    mempool::MempoolLimits,
     tx::Txid,
 };
 use commonware_cryptography::{
@@ -221,6 +223,11 @@ impl Cluster {
 
     /// Starts replica `i` (again, after a crash: same storage partitions, fresh memory store).
     async fn start(&self, i: usize, byzantine: bool) -> Replica {
+        self.start_with(i, byzantine, MempoolLimits::default())
+            .await
+    }
+
+    async fn start_with(&self, i: usize, byzantine: bool, mempool: MempoolLimits) -> Replica {
         let key = self.keys[i].clone();
         let control = self.oracle.control(key.public_key());
         let quota = Quota::per_second(NZU32!(1_000));
@@ -250,6 +257,7 @@ impl Cluster {
         cfg.partition_prefix = format!("replica{i}");
         cfg.timeouts = self.timeouts;
         cfg.byzantine_proposer = byzantine;
+        cfg.mempool = mempool;
         let (handle, root) = consensus::start(
             self.context.child("replica").with_attribute("index", i),
             cfg,
@@ -562,5 +570,48 @@ fn lagging_replica_catches_up_from_peers() {
         let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
         assert_agreement(&logs);
         assert!(all_executed(&replicas[3].log, &txids));
+    });
+}
+
+#[test]
+fn submit_answers_busy_when_full_and_rejects_invalid_transactions() {
+    runner(23).start(|context| async move {
+        let cluster = Cluster::new(context, 1).await;
+        let limits = MempoolLimits {
+            max_txs: 3,
+            ..MempoolLimits::default()
+        };
+        let replica = cluster.start_with(0, false, limits).await;
+        // Garbage and a forged signature fail the stateless check with stable codes.
+        let garbage = replica
+            .handle
+            .submit(Bytes::from_static(b"not a transaction"));
+        assert_eq!(garbage.map_err(|e| e.code()), Err("malformed"));
+        let mut forged = mint(99).to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = replica.handle.submit(Bytes::from(forged));
+        assert!(
+            matches!(forged, Err(SubmitError::Rejected(_))),
+            "forged signature admitted: {forged:?}"
+        );
+        // Submissions are synchronous: the fourth arrives before any block drains the pool.
+        let mints: Vec<Bytes> = (0..4).map(mint).collect();
+        let answers: Vec<_> = mints
+            .iter()
+            .map(|m| replica.handle.submit(m.clone()))
+            .collect();
+        assert!(answers[..3].iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(answers[3], Err(SubmitError::Busy));
+        assert_eq!(answers[3].clone().map_err(|e| e.code()), Err("busy"));
+        // Once a block executes, the pool drains and the refused transaction is accepted.
+        let ids: Vec<Txid> = answers[..3].iter().map(|a| *a.as_ref().unwrap()).collect();
+        cluster
+            .wait_until("first three executed", || all_executed(&replica.log, &ids))
+            .await;
+        let late = replica.handle.submit(mints[3].clone()).expect("room again");
+        cluster
+            .wait_until("fourth executed", || all_executed(&replica.log, &[late]))
+            .await;
     });
 }
