@@ -1,4 +1,12 @@
 //! A Coffer replica: consensus, execution, storage and the REST gateway.
 
 pub mod api;
+pub mod config;
+pub mod consensus;
+pub mod executor;
+pub mod ingress;
+pub mod ledger;
+pub mod mempool;
+pub mod node;
 pub mod storage;
+pub mod tx;

@@ -1,0 +1,358 @@
+//! The replica's TOML configuration file.
+//!
+//! ```toml
+//! genesis = "genesis.json"             # coffer-ledger genesis (JSON); relative to this file
+//! data_dir = "/var/lib/coffer/node0"
+//! private_key = "<hex ed25519 private key>"
+//! p2p_listen = "127.0.0.1:7000"
+//! ingress_listen = "127.0.0.1:8000"   # optional dev ingress (until the REST gateway lands)
+//!
+//! [consensus]                          # optional; these are the defaults
+//! leader_timeout_ms = 1000
+//! certification_timeout_ms = 2000
+//! timeout_retry_ms = 5000
+//! skip_timeout_ms = 10000
+//! fetch_timeout_ms = 1000
+//! max_block_txs = 500
+//! max_block_bytes = 1048576
+//! mempool_max_txs = 50000
+//! mempool_max_bytes = 67108864
+//!
+//! [[peers]]                            # address of every genesis replica, this one included
+//! public_key = "<hex>"
+//! address = "127.0.0.1:7000"
+//! ```
+//!
+//! The replica set (and so n and f) comes from the genesis; `peers` only locates its members.
+
+use crate::{
+    consensus::{ConsensusConfig, ProposalLimits, Timeouts},
+    mempool::MempoolLimits,
+};
+use coffer_ledger::{Genesis, ReplicaKey};
+use commonware_codec::{DecodeExt, Encode};
+use commonware_cryptography::{
+    Signer as _,
+    ed25519::{PrivateKey, PublicKey},
+};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Largest configuration file accepted, in bytes.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Errors loading a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is larger than allowed.
+    #[error("config {0} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge(PathBuf),
+    /// The TOML is invalid.
+    #[error("invalid config: {0}")]
+    Toml(String),
+    /// A key is malformed.
+    #[error("invalid key {field}: {reason}")]
+    Key {
+        /// Which field.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The peer set is unusable.
+    #[error("invalid peer set: {0}")]
+    Peers(String),
+    /// The genesis file is invalid.
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
+}
+
+/// Consensus tuning (all optional).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSection {
+    /// See [`Timeouts::leader`].
+    pub leader_timeout_ms: u64,
+    /// See [`Timeouts::certification`].
+    pub certification_timeout_ms: u64,
+    /// See [`Timeouts::retry`].
+    pub timeout_retry_ms: u64,
+    /// See [`Timeouts::skip`].
+    pub skip_timeout_ms: u64,
+    /// See [`Timeouts::fetch`].
+    pub fetch_timeout_ms: u64,
+    /// See [`ProposalLimits::max_txs`].
+    pub max_block_txs: usize,
+    /// See [`ProposalLimits::max_bytes`].
+    pub max_block_bytes: usize,
+    /// See [`MempoolLimits::max_txs`].
+    pub mempool_max_txs: usize,
+    /// See [`MempoolLimits::max_bytes`].
+    pub mempool_max_bytes: usize,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        let p = ProposalLimits::default();
+        let m = MempoolLimits::default();
+        Self {
+            leader_timeout_ms: millis(t.leader),
+            certification_timeout_ms: millis(t.certification),
+            timeout_retry_ms: millis(t.retry),
+            skip_timeout_ms: millis(t.skip),
+            fetch_timeout_ms: millis(t.fetch),
+            max_block_txs: p.max_txs,
+            max_block_bytes: p.max_bytes,
+            mempool_max_txs: m.max_txs,
+            mempool_max_bytes: m.max_bytes,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One member of the genesis replica set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// Hex ed25519 public key.
+    pub public_key: String,
+    /// P2P address.
+    pub address: SocketAddr,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Path of the ledger genesis (JSON), relative to the config file's directory.
+    pub genesis: PathBuf,
+    /// Where consensus journals and block archives live.
+    pub data_dir: PathBuf,
+    /// Hex ed25519 private key of this replica.
+    pub private_key: String,
+    /// P2P listen address.
+    pub p2p_listen: SocketAddr,
+    /// Optional dev ingress listen address.
+    #[serde(default)]
+    pub ingress_listen: Option<SocketAddr>,
+    /// Consensus tuning.
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+    /// Addresses of the genesis replicas.
+    pub peers: Vec<PeerEntry>,
+    /// Directory the relative paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Parses a hex ed25519 public key.
+pub fn parse_public_key(field: &str, hex_key: &str) -> Result<PublicKey, ConfigFileError> {
+    let bytes = hex::decode(hex_key).map_err(|e| ConfigFileError::Key {
+        field: field.into(),
+        reason: e.to_string(),
+    })?;
+    PublicKey::decode(bytes).map_err(|e| ConfigFileError::Key {
+        field: field.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The ed25519 key of a genesis replica.
+pub fn replica_key(key: &ReplicaKey) -> Result<PublicKey, ConfigFileError> {
+    PublicKey::decode(key.0.to_vec()).map_err(|e| ConfigFileError::Key {
+        field: "genesis replica".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// The genesis form of a replica's ed25519 key.
+pub fn genesis_key(key: &PublicKey) -> ReplicaKey {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&key.encode());
+    ReplicaKey(out)
+}
+
+/// Hex encoding of a public key, as the config expects it.
+pub fn public_key_hex(key: &PublicKey) -> String {
+    hex::encode(key.encode())
+}
+
+/// Hex encoding of a private key, as the config expects it.
+pub fn private_key_hex(key: &PrivateKey) -> String {
+    hex::encode(key.encode())
+}
+
+impl NodeConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigFileError> {
+        let io = |source| ConfigFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigFileError::TooLarge(path.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mut config = Self::parse(&text)?;
+        config.base_dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        Ok(config)
+    }
+
+    /// Reads the ledger genesis named by the config.
+    pub fn load_genesis(&self) -> Result<Genesis, ConfigFileError> {
+        let path = self.base_dir.join(&self.genesis);
+        let io = |source| ConfigFileError::Io {
+            path: path.clone(),
+            source,
+        };
+        let len = std::fs::metadata(&path).map_err(io)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigFileError::TooLarge(path));
+        }
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        Genesis::from_json(&text).map_err(|e| ConfigFileError::Genesis(e.to_string()))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
+        toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))
+    }
+
+    /// Renders the configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// This replica's private key.
+    pub fn signer(&self) -> Result<PrivateKey, ConfigFileError> {
+        let bytes = hex::decode(&self.private_key).map_err(|e| ConfigFileError::Key {
+            field: "private_key".into(),
+            reason: e.to_string(),
+        })?;
+        PrivateKey::decode(bytes).map_err(|e| ConfigFileError::Key {
+            field: "private_key".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The genesis replicas with their addresses, in genesis order.
+    pub fn peer_set(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<Vec<(PublicKey, SocketAddr)>, ConfigFileError> {
+        let mut addresses = std::collections::HashMap::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let key = parse_public_key(&format!("peers[{i}]"), &p.public_key)?;
+            if addresses.insert(key.clone(), p.address).is_some() {
+                return Err(ConfigFileError::Peers(format!("{key} listed twice")));
+            }
+        }
+        if addresses.len() != genesis.replicas.len() {
+            return Err(ConfigFileError::Peers(format!(
+                "{} peers listed, genesis has {} replicas",
+                addresses.len(),
+                genesis.replicas.len()
+            )));
+        }
+        genesis
+            .replicas
+            .iter()
+            .map(|r| {
+                let key = replica_key(&r.public_key)?;
+                let address = addresses.get(&key).copied().ok_or_else(|| {
+                    ConfigFileError::Peers(format!("no address for genesis replica {}", r.name))
+                })?;
+                Ok((key, address))
+            })
+            .collect()
+    }
+
+    /// The consensus configuration this file describes.
+    pub fn consensus(&self, genesis: &Genesis) -> Result<ConsensusConfig, ConfigFileError> {
+        let signer = self.signer()?;
+        let participants = self
+            .peer_set(genesis)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let c = &self.consensus;
+        let mut cfg = ConsensusConfig::new(genesis.chain_id.as_str(), signer, participants);
+        cfg.partition_prefix = format!("coffer-{}", public_key_hex(&cfg.signer.public_key()));
+        cfg.timeouts = Timeouts {
+            leader: Duration::from_millis(c.leader_timeout_ms),
+            certification: Duration::from_millis(c.certification_timeout_ms),
+            retry: Duration::from_millis(c.timeout_retry_ms),
+            skip: Duration::from_millis(c.skip_timeout_ms),
+            fetch: Duration::from_millis(c.fetch_timeout_ms),
+        };
+        cfg.proposal = ProposalLimits {
+            max_txs: c.max_block_txs,
+            max_bytes: c.max_block_bytes,
+        };
+        cfg.mempool = MempoolLimits {
+            max_txs: c.mempool_max_txs,
+            max_bytes: c.mempool_max_bytes,
+            ..MempoolLimits::default()
+        };
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use coffer_ledger::{ChainId, Keypair, Limits, ReplicaInfo};
+
+    #[test]
+    fn parse_roundtrip() {
+        let key = PrivateKey::from_seed(7);
+        let genesis = Genesis {
+            chain_id: ChainId::new("cfg").unwrap(),
+            issuers: vec![Keypair::from_secret_bytes([3; 32]).unwrap().public_key()],
+            replicas: vec![ReplicaInfo {
+                name: "r0".into(),
+                public_key: genesis_key(&key.public_key()),
+            }],
+            limits: Limits::default(),
+        };
+        let cfg = NodeConfig {
+            genesis: "genesis.json".into(),
+            data_dir: "/tmp/x".into(),
+            private_key: private_key_hex(&key),
+            p2p_listen: "127.0.0.1:1".parse().unwrap(),
+            ingress_listen: None,
+            consensus: ConsensusSection::default(),
+            peers: vec![PeerEntry {
+                public_key: public_key_hex(&key.public_key()),
+                address: "127.0.0.1:1".parse().unwrap(),
+            }],
+            base_dir: PathBuf::new(),
+        };
+        let back = NodeConfig::parse(&cfg.to_toml()).expect("parses");
+        assert_eq!(back.signer().unwrap().public_key(), key.public_key());
+        let consensus = back.consensus(&genesis).expect("valid");
+        assert_eq!(consensus.participants, vec![key.public_key()]);
+        assert_eq!(consensus.chain_id, "cfg");
+        assert!(NodeConfig::parse("genesis = 1").is_err());
+        let mut two = back.clone();
+        two.peers.push(two.peers[0].clone());
+        assert!(two.peer_set(&genesis).is_err());
+        let mut stranger = back;
+        stranger.peers[0].public_key = public_key_hex(&PrivateKey::from_seed(8).public_key());
+        assert!(stranger.peer_set(&genesis).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! A bounded pool of pending transactions, deduplicated by txid.
+//!
+//! The pool is a plain data structure (no I/O): the consensus seam fills it from local
+//! submissions and peer gossip, the proposer drains candidates from it in arrival order, and the
+//! executor removes what was finalized or went stale. It is shared behind a mutex that is only
+//! held for short, non-blocking operations.
+
+use crate::tx::Txid;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// Limits of a [`Mempool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MempoolLimits {
+    /// Maximum number of pending transactions.
+    pub max_txs: usize,
+    /// Maximum total encoded size of pending transactions, in bytes.
+    pub max_bytes: usize,
+    /// How many recently finalized txids are remembered, so a late gossip copy of a committed
+    /// transaction is not admitted again.
+    pub finalized_memory: usize,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> Self {
+        Self {
+            max_txs: 50_000,
+            max_bytes: 64 * 1024 * 1024,
+            finalized_memory: 100_000,
+        }
+    }
+}
+
+/// Result of offering a transaction to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Newly admitted: it should be gossiped.
+    Added,
+    /// Already pending (or recently finalized): nothing to do.
+    Duplicate,
+    /// The pool is full.
+    Busy,
+}
+
+/// Pending transactions in arrival order.
+#[derive(Debug)]
+pub struct Mempool {
+    limits: MempoolLimits,
+    txs: HashMap<Txid, (u64, Bytes)>,
+    order: BTreeMap<u64, Txid>,
+    next_seq: u64,
+    bytes: usize,
+    finalized: HashSet<Txid>,
+    finalized_order: VecDeque<Txid>,
+}
+
+impl Mempool {
+    /// An empty pool with `limits`.
+    pub fn new(limits: MempoolLimits) -> Self {
+        Self {
+            limits,
+            txs: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            bytes: 0,
+            finalized: HashSet::new(),
+            finalized_order: VecDeque::new(),
+        }
+    }
+
+    /// Number of pending transactions.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether no transaction is pending.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Whether `txid` is pending.
+    pub fn contains(&self, txid: &Txid) -> bool {
+        self.txs.contains_key(txid)
+    }
+
+    /// Whether exactly these bytes are pending under `txid`.
+    pub fn contains_exact(&self, txid: &Txid, tx: &[u8]) -> bool {
+        self.txs
+            .get(txid)
+            .is_some_and(|(_, pending)| pending.as_ref() == tx)
+    }
+
+    /// Offers a transaction that already passed the stateless check.
+    pub fn insert(&mut self, txid: Txid, tx: Bytes) -> Admission {
+        if self.txs.contains_key(&txid) || self.finalized.contains(&txid) {
+            return Admission::Duplicate;
+        }
+        if self.txs.len() >= self.limits.max_txs || self.bytes + tx.len() > self.limits.max_bytes {
+            return Admission::Busy;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += tx.len();
+        self.order.insert(seq, txid);
+        self.txs.insert(txid, (seq, tx));
+        Admission::Added
+    }
+
+    /// Up to `max_txs` pending transactions totalling at most `max_bytes`, oldest first,
+    /// skipping those in `exclude` (already in an unfinalized ancestor of the proposal).
+    pub fn select(
+        &self,
+        max_txs: usize,
+        max_bytes: usize,
+        exclude: &HashSet<Txid>,
+    ) -> Vec<(Txid, Bytes)> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for txid in self.order.values() {
+            if out.len() >= max_txs {
+                break;
+            }
+            if exclude.contains(txid) {
+                continue;
+            }
+            let Some((_, tx)) = self.txs.get(txid) else {
+                continue;
+            };
+            if bytes + tx.len() > max_bytes {
+                break;
+            }
+            bytes += tx.len();
+            out.push((*txid, tx.clone()));
+        }
+        out
+    }
+
+    /// Removes `txid` because it was finalized; remembers it to refuse late copies.
+    pub fn finalize(&mut self, txid: &Txid) {
+        self.remove(txid);
+        if self.limits.finalized_memory == 0 || !self.finalized.insert(*txid) {
+            return;
+        }
+        self.finalized_order.push_back(*txid);
+        while self.finalized_order.len() > self.limits.finalized_memory {
+            if let Some(old) = self.finalized_order.pop_front() {
+                self.finalized.remove(&old);
+            }
+        }
+    }
+
+    /// Removes every pending transaction for which `stale` holds; returns how many.
+    pub fn evict(&mut self, mut stale: impl FnMut(&[u8]) -> bool) -> usize {
+        let doomed: Vec<Txid> = self
+            .txs
+            .iter()
+            .filter(|(_, (_, tx))| stale(tx))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &doomed {
+            self.remove(id);
+        }
+        doomed.len()
+    }
+
+    /// Drops `txid` if pending.
+    pub fn remove(&mut self, txid: &Txid) {
+        if let Some((seq, tx)) = self.txs.remove(txid) {
+            self.order.remove(&seq);
+            self.bytes -= tx.len();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> Txid {
+        Txid([n; 32])
+    }
+
+    #[test]
+    fn dedup_bound_and_order() {
+        let mut pool = Mempool::new(MempoolLimits {
+            max_txs: 2,
+            max_bytes: 100,
+            finalized_memory: 1,
+        });
+        assert_eq!(
+            pool.insert(id(1), Bytes::from_static(b"a")),
+            Admission::Added
+        );
+        assert_eq!(
+            pool.insert(id(1), Bytes::from_static(b"a")),
+            Admission::Duplicate
+        );
+        assert_eq!(
+            pool.insert(id(2), Bytes::from_static(b"b")),
+            Admission::Added
+        );
+        assert_eq!(
+            pool.insert(id(3), Bytes::from_static(b"c")),
+            Admission::Busy
+        );
+        let picked = pool.select(10, 100, &HashSet::from([id(1)]));
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].0, id(2));
+        pool.finalize(&id(1));
+        assert_eq!(
+            pool.insert(id(1), Bytes::from_static(b"a")),
+            Admission::Duplicate
+        );
+        assert_eq!(
+            pool.insert(id(3), Bytes::from_static(b"c")),
+            Admission::Added
+        );
+        // Only one finalized id is remembered: finalizing 3 forgets 1.
+        pool.finalize(&id(3));
+        assert_eq!(
+            pool.insert(id(1), Bytes::from_static(b"a")),
+            Admission::Added
+        );
+        assert_eq!(pool.evict(|tx| tx == b"a"), 1);
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn byte_limit() {
+        let mut pool = Mempool::new(MempoolLimits {
+            max_txs: 10,
+            max_bytes: 3,
+            finalized_memory: 0,
+        });
+        assert_eq!(
+            pool.insert(id(1), Bytes::from_static(b"ab")),
+            Admission::Added
+        );
+        assert_eq!(
+            pool.insert(id(2), Bytes::from_static(b"cd")),
+            Admission::Busy
+        );
+        assert_eq!(pool.select(10, 1, &HashSet::new()).len(), 0);
+    }
+}

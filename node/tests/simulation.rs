@@ -1,0 +1,565 @@
+//! Replicas in commonware's deterministic runtime over the simulated network: seeded, with
+//! simulated links, real signatures (ed25519 votes, BIP340 transactions), the real simplex +
+//! marshal stack and the real ledger.
+
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use bytes::Bytes;
+use coffer_ledger::{
+    Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, SignedTransaction,
+    Transaction, Transfer, TxOut,
+};
+use coffer_node::{
+    config::genesis_key,
+    consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Timeouts, channels},
+    executor::{ExecutedBlock, MemoryStore},
+    ledger::{LedgerMachine, LedgerVerifier},
+    tx::Txid,
+};
+use commonware_cryptography::{
+    Signer as _,
+    ed25519::{PrivateKey, PublicKey},
+};
+use commonware_p2p::simulated::{self, Link, Network, Oracle};
+use commonware_runtime::{
+    Clock as _, Handle, Quota, Runner as _, Spawner as _, Supervisor as _, deterministic,
+};
+use commonware_utils::{NZU32, NZUsize, probability};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+const CHAIN: &str = "sim";
+/// Deterministic runs must finish well within this simulated time.
+const SIM_TIMEOUT: Duration = Duration::from_secs(300);
+
+type Oracle_ = Oracle<PublicKey, deterministic::Context>;
+
+fn link() -> Link {
+    Link {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        success_rate: probability!(1.0),
+    }
+}
+
+fn replica_key(i: usize) -> PrivateKey {
+    PrivateKey::from_seed(1_000 + i as u64)
+}
+
+fn chain() -> ChainId {
+    ChainId::new(CHAIN).unwrap()
+}
+
+fn issuer() -> Keypair {
+    Keypair::from_secret_bytes([42; 32]).unwrap()
+}
+
+fn wallet(i: u32) -> Keypair {
+    let mut secret = [9u8; 32];
+    secret[..4].copy_from_slice(&i.to_be_bytes());
+    Keypair::from_secret_bytes(secret).unwrap()
+}
+
+fn genesis(keys: &[PrivateKey]) -> Genesis {
+    Genesis {
+        chain_id: chain(),
+        issuers: vec![issuer().public_key()],
+        replicas: keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ReplicaInfo {
+                name: format!("r{i}"),
+                public_key: genesis_key(&k.public_key()),
+            })
+            .collect(),
+        limits: Limits::default(),
+    }
+}
+
+/// The issuer mints 100 units to wallet `i` (mint nonce `i`).
+fn mint(i: u32) -> Bytes {
+    let issuer = issuer();
+    Bytes::from(
+        issuer
+            .sign_tx(Transaction::Mint(Mint {
+                chain_id: chain(),
+                issuer: issuer.public_key(),
+                nonce: u64::from(i),
+                outputs: vec![TxOut::to_address(Amount(100), wallet(i).address())],
+            }))
+            .encode(),
+    )
+}
+
+/// Wallet `i` pays its minted output to wallet `to`.
+fn pay(i: u32, to: u32) -> Bytes {
+    let from = wallet(i);
+    let minted = SignedTransaction::decode(&mint(i)).unwrap().txid();
+    Bytes::from(
+        from.sign_tx(Transaction::Transfer(Transfer {
+            chain_id: chain(),
+            signer: from.public_key(),
+            inputs: vec![OutPoint {
+                txid: minted,
+                vout: 0,
+            }],
+            outputs: vec![TxOut::to_address(Amount(100), wallet(to).address())],
+        }))
+        .encode(),
+    )
+}
+
+/// What one replica observed: executed blocks by height.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<BTreeMap<u64, Arc<ExecutedBlock>>>>);
+
+impl Log {
+    fn height(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap()
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn receipts(&self) -> HashMap<Txid, Option<&'static str>> {
+        let mut out = HashMap::new();
+        for block in self.0.lock().unwrap().values() {
+            for r in &block.receipts {
+                assert!(
+                    out.insert(r.txid, r.rejection).is_none(),
+                    "transaction {} executed twice",
+                    r.txid
+                );
+            }
+        }
+        out
+    }
+
+    fn get(&self, height: u64) -> Option<Arc<ExecutedBlock>> {
+        self.0.lock().unwrap().get(&height).cloned()
+    }
+}
+
+struct Replica {
+    handle: ConsensusHandle<LedgerVerifier>,
+    root: Handle<()>,
+    log: Log,
+}
+
+struct Cluster {
+    context: deterministic::Context,
+    oracle: Oracle_,
+    keys: Vec<PrivateKey>,
+    timeouts: Timeouts,
+}
+
+impl Cluster {
+    async fn new(context: deterministic::Context, n: usize) -> Self {
+        let keys: Vec<_> = (0..n).map(replica_key).collect();
+        let participants: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
+        let (network, oracle) = Network::new_with_peers(
+            context.child("network"),
+            simulated::Config {
+                max_size: consensus::max_message_size(n),
+                max_peers_per_set: NZUsize!(n),
+                disconnect_on_block: true,
+                tracked_peer_sets: NZUsize!(1),
+            },
+            participants,
+        )
+        .await;
+        network.start();
+        let timeouts = Timeouts {
+            leader: Duration::from_millis(500),
+            certification: Duration::from_secs(1),
+            retry: Duration::from_secs(2),
+            skip: Duration::from_secs(5),
+            fetch: Duration::from_millis(500),
+        };
+        Self {
+            context,
+            oracle,
+            keys,
+            timeouts,
+        }
+    }
+
+    fn participants(&self) -> Vec<PublicKey> {
+        self.keys.iter().map(|k| k.public_key()).collect()
+    }
+
+    async fn link(&self, a: usize, b: usize) {
+        let (pa, pb) = (self.keys[a].public_key(), self.keys[b].public_key());
+        self.oracle
+            .add_link(pa.clone(), pb.clone(), link())
+            .await
+            .unwrap();
+        self.oracle.add_link(pb, pa, link()).await.unwrap();
+    }
+
+    async fn unlink(&self, a: usize, b: usize) {
+        let (pa, pb) = (self.keys[a].public_key(), self.keys[b].public_key());
+        let _ = self.oracle.remove_link(pa.clone(), pb.clone()).await;
+        let _ = self.oracle.remove_link(pb, pa).await;
+    }
+
+    async fn link_all(&self, members: &[usize]) {
+        for (x, &a) in members.iter().enumerate() {
+            for &b in &members[x + 1..] {
+                self.link(a, b).await;
+            }
+        }
+    }
+
+    /// Starts replica `i` (again, after a crash: same storage partitions, fresh memory store).
+    async fn start(&self, i: usize, byzantine: bool) -> Replica {
+        let key = self.keys[i].clone();
+        let control = self.oracle.control(key.public_key());
+        let quota = Quota::per_second(NZU32!(1_000));
+        let mut regs = Vec::new();
+        for channel in [
+            channels::VOTES,
+            channels::CERTIFICATES,
+            channels::RESOLVER,
+            channels::BLOCKS,
+            channels::BACKFILL,
+            channels::MEMPOOL,
+        ] {
+            regs.push(control.register(channel, quota).await.unwrap());
+        }
+        let mut regs = regs.into_iter();
+        let mut next = || regs.next().unwrap();
+        let networks = Networks {
+            votes: next(),
+            certificates: next(),
+            resolver: next(),
+            blocks: next(),
+            backfill: next(),
+            mempool: next(),
+        };
+        let genesis = genesis(&self.keys);
+        let mut cfg = ConsensusConfig::new(CHAIN, key, self.participants());
+        cfg.partition_prefix = format!("replica{i}");
+        cfg.timeouts = self.timeouts;
+        cfg.byzantine_proposer = byzantine;
+        let (handle, root) = consensus::start(
+            self.context.child("replica").with_attribute("index", i),
+            cfg,
+            LedgerVerifier::new(Arc::new(genesis.clone())),
+            LedgerMachine::new(genesis).unwrap(),
+            MemoryStore::new(10_000),
+            self.oracle.manager(),
+            control,
+            networks,
+        )
+        .expect("valid config");
+        let log = Log::default();
+        let mut events = handle.subscribe();
+        let sink = log.clone();
+        self.context.child("observer").spawn(move |_| async move {
+            while let Ok(block) = events.recv().await {
+                sink.0.lock().unwrap().insert(block.height, block);
+            }
+        });
+        Replica { handle, root, log }
+    }
+
+    /// Waits (in simulated time) until `done` holds, checking every 100ms.
+    async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
+        let start = self.context.current();
+        while !done() {
+            assert!(
+                self.context.current().duration_since(start).unwrap() < Duration::from_secs(120),
+                "timed out waiting for {what}"
+            );
+            self.context.sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn submit_spread(replicas: &[&Replica], txs: &[Bytes]) -> Vec<Txid> {
+    txs.iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            replicas[i % replicas.len()]
+                .handle
+                .submit(tx.clone())
+                .expect("accepted")
+        })
+        .collect()
+}
+
+fn all_executed(log: &Log, txids: &[Txid]) -> bool {
+    let receipts = log.receipts();
+    txids.iter().all(|id| receipts.contains_key(id))
+}
+
+/// Every replica in `logs` executed the same blocks up to the lowest common height.
+fn assert_agreement(logs: &[&Log]) -> u64 {
+    let common = logs.iter().map(|l| l.height()).min().unwrap();
+    assert!(common > 0, "nothing executed");
+    for height in 1..=common {
+        let first = logs[0].get(height).expect("contiguous");
+        for log in &logs[1..] {
+            let other = log.get(height).expect("contiguous");
+            assert_eq!(
+                first.digest, other.digest,
+                "block digest differs at {height}"
+            );
+            assert_eq!(
+                first.receipts, other.receipts,
+                "receipts differ at {height}"
+            );
+            assert_eq!(
+                first.commitment, other.commitment,
+                "state commitment differs at {height}"
+            );
+        }
+    }
+    common
+}
+
+fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(seed)
+            .with_timeout(Some(SIM_TIMEOUT)),
+    )
+}
+
+/// Mints to wallets `range` and waits until `replicas` executed them; returns their ids.
+async fn fund(cluster: &Cluster, replicas: &[&Replica], range: std::ops::Range<u32>) -> Vec<Txid> {
+    let mints: Vec<Bytes> = range.map(mint).collect();
+    let ids = submit_spread(replicas, &mints);
+    cluster
+        .wait_until("mints executed", || {
+            replicas.iter().all(|r| all_executed(&r.log, &ids))
+        })
+        .await;
+    for id in &ids {
+        assert_eq!(replicas[0].log.receipts()[id], None, "mint {id} rejected");
+    }
+    ids
+}
+
+/// Every wallet in `range` pays wallet `i + 1000`.
+fn payments(range: std::ops::Range<u32>) -> Vec<Bytes> {
+    range.map(|i| pay(i, i + 1_000)).collect()
+}
+
+#[test]
+fn four_replicas_order_and_execute_the_same_transfers() {
+    for seed in [1, 2, 3] {
+        runner(seed).start(|context| async move {
+            let cluster = Cluster::new(context, 4).await;
+            cluster.link_all(&[0, 1, 2, 3]).await;
+            let mut replicas = Vec::new();
+            for i in 0..4 {
+                replicas.push(cluster.start(i, false).await);
+            }
+            let refs: Vec<&Replica> = replicas.iter().collect();
+            fund(&cluster, &refs, 0..41).await;
+            let mut txs = payments(0..40);
+            // A conflicting pair: two spends of wallet 40's only output. Exactly one applies.
+            txs.push(pay(40, 2_000));
+            txs.push(pay(40, 3_000));
+            let txids = submit_spread(&refs, &txs);
+            cluster
+                .wait_until("all transfers executed everywhere", || {
+                    replicas.iter().all(|r| all_executed(&r.log, &txids))
+                })
+                .await;
+            let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+            assert_agreement(&logs);
+            let receipts = replicas[0].log.receipts();
+            for id in &txids[..40] {
+                assert_eq!(receipts[id], None, "honest transfer {id} rejected");
+            }
+            let conflict: Vec<_> = txids[40..].iter().map(|id| receipts[id]).collect();
+            assert_eq!(
+                conflict.iter().filter(|r| r.is_none()).count(),
+                1,
+                "exactly one of two conflicting transfers applies: {conflict:?}"
+            );
+            assert!(conflict.contains(&Some("input_already_spent")));
+            // Finalized (and stale) transactions left every mempool.
+            cluster
+                .wait_until("mempools drained", || {
+                    replicas.iter().all(|r| r.handle.pending() == 0)
+                })
+                .await;
+        });
+    }
+}
+
+#[test]
+fn single_replica_finalizes_alone() {
+    runner(7).start(|context| async move {
+        let cluster = Cluster::new(context, 1).await;
+        let replica = cluster.start(0, false).await;
+        let mints = fund(&cluster, &[&replica], 0..20).await;
+        let txs = payments(0..20);
+        let txids = submit_spread(&[&replica], &txs);
+        cluster
+            .wait_until("executed", || all_executed(&replica.log, &txids))
+            .await;
+        assert!(replica.log.receipts().values().all(Option::is_none));
+        // Resubmitting a committed transaction is a no-op, not a second execution.
+        let again = replica
+            .handle
+            .submit(txs[0].clone())
+            .expect("duplicate is fine");
+        assert_eq!(again, txids[0]);
+        cluster.context.sleep(Duration::from_secs(3)).await;
+        assert_eq!(replica.log.receipts().len(), mints.len() + txids.len());
+    });
+}
+
+#[test]
+fn commits_with_one_replica_offline() {
+    runner(11).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2]).await;
+        let mut replicas = Vec::new();
+        for i in 0..3 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        fund(&cluster, &refs, 0..30).await;
+        let txids = submit_spread(&refs, &payments(0..30));
+        cluster
+            .wait_until("executed by the three online replicas", || {
+                replicas.iter().all(|r| all_executed(&r.log, &txids))
+            })
+            .await;
+        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+        assert_agreement(&logs);
+        assert!(replicas[0].log.receipts().values().all(Option::is_none));
+    });
+}
+
+#[test]
+fn byzantine_leader_blocks_are_refused() {
+    runner(13).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let mut replicas = Vec::new();
+        for i in 0..4 {
+            // Replica 0 proposes blocks carrying an invalid transaction whenever it leads.
+            replicas.push(cluster.start(i, i == 0).await);
+        }
+        let honest: Vec<&Replica> = replicas[1..].iter().collect();
+        let mints = fund(&cluster, &honest, 0..30).await;
+        let txids = submit_spread(&honest, &payments(0..30));
+        cluster
+            .wait_until("honest replicas executed every transfer", || {
+                honest.iter().all(|r| all_executed(&r.log, &txids))
+            })
+            .await;
+        // Keep going for several leader rotations, so the Byzantine replica leads (and
+        // proposes its invalid blocks) a few times.
+        cluster
+            .wait_until("several rotations", || {
+                honest.iter().all(|r| r.log.height() >= 16)
+            })
+            .await;
+        let logs: Vec<&Log> = honest.iter().map(|r| &r.log).collect();
+        assert_agreement(&logs);
+        let receipts = honest[0].log.receipts();
+        // Only the submitted transactions were executed, all successfully: no block carrying
+        // the Byzantine leader's invalid transaction was finalized.
+        assert_eq!(receipts.len(), mints.len() + txids.len());
+        assert!(receipts.values().all(Option::is_none));
+    });
+}
+
+#[test]
+fn leader_crash_and_restart_catches_up() {
+    runner(17).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let mut replicas = Vec::new();
+        for i in 0..4 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        let mints = fund(&cluster, &refs, 0..40).await;
+        let first_ids = submit_spread(&refs, &payments(0..20));
+        cluster
+            .wait_until("first batch executed", || {
+                replicas.iter().all(|r| all_executed(&r.log, &first_ids))
+            })
+            .await;
+
+        // Crash replica 0 (a round-robin leader every fourth view).
+        let crashed = replicas.remove(0);
+        crashed.root.abort();
+        let _ = crashed.root.await;
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        let second_ids = submit_spread(&refs, &payments(20..40));
+        cluster
+            .wait_until("commits resume without the crashed leader", || {
+                replicas.iter().all(|r| all_executed(&r.log, &second_ids))
+            })
+            .await;
+
+        // Restart it from its journal and archives with an empty (ephemeral) state store: it
+        // must replay and catch up to the same state commitment.
+        let restarted = cluster.start(0, false).await;
+        let target = replicas.iter().map(|r| r.log.height()).max().unwrap();
+        cluster
+            .wait_until("restarted replica caught up", || {
+                restarted.log.height() >= target
+            })
+            .await;
+        let mut logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+        logs.push(&restarted.log);
+        assert_agreement(&logs);
+        assert!(all_executed(&restarted.log, &mints));
+        assert!(all_executed(&restarted.log, &first_ids));
+        assert!(all_executed(&restarted.log, &second_ids));
+    });
+}
+
+#[test]
+fn lagging_replica_catches_up_from_peers() {
+    runner(19).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let mut replicas = Vec::new();
+        for i in 0..4 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        // Cut replica 3 off while the others make progress.
+        for peer in 0..3 {
+            cluster.unlink(3, peer).await;
+        }
+        let online: Vec<&Replica> = replicas[..3].iter().collect();
+        let mints = fund(&cluster, &online, 0..40).await;
+        let txids = submit_spread(&online, &payments(0..40));
+        cluster
+            .wait_until("progress without replica 3", || {
+                online.iter().all(|r| all_executed(&r.log, &txids))
+            })
+            .await;
+        assert!(!all_executed(&replicas[3].log, &mints));
+        let target = online.iter().map(|r| r.log.height()).max().unwrap();
+
+        // Reconnect: replica 3 backfills the missing finalized blocks and executes them.
+        for peer in 0..3 {
+            cluster.link(3, peer).await;
+        }
+        cluster
+            .wait_until("replica 3 caught up", || replicas[3].log.height() >= target)
+            .await;
+        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+        assert_agreement(&logs);
+        assert!(all_executed(&replicas[3].log, &txids));
+    });
+}
