@@ -826,9 +826,12 @@ impl RedisStore {
         };
         let Entry {
             height,
-            block: _,
+            block,
             change,
         } = codec::decode_entry(&key, &raw)?;
+        // The journal came back from Redis: hold it to the rules a fresh change obeys (key-safe
+        // addresses above all) before turning it into keys.
+        validate_change(height, &block, &change)?;
         if height != pending {
             return Err(StorageError::Corrupt {
                 key,
