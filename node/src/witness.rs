@@ -467,9 +467,14 @@ impl Witness {
                 }
             }
             Message::ReceiptRequest { txids } => {
-                if txids.len() > MAX_REQUESTED_TXIDS {
+                // Served from the same bounded pool as reads: a peer cannot make this replica
+                // run unbounded store lookups.
+                if txids.len() > MAX_REQUESTED_TXIDS
+                    || self.serving.load(Ordering::Relaxed) >= MAX_SERVING_READS as u64
+                {
                     return;
                 }
+                self.serving.fetch_add(1, Ordering::Relaxed);
                 let this = self.clone();
                 tokio::spawn(async move {
                     let mut out = Vec::new();
@@ -481,6 +486,7 @@ impl Witness {
                     if !out.is_empty() {
                         this.send(To::One(peer), &Message::Receipts { receipts: out });
                     }
+                    this.serving.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Message::ReadRequest { id, height, query } => {
