@@ -819,3 +819,156 @@ impl Witness {
             && signed.verify_signature().is_ok()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerMachine;
+    use crate::tx::{Receipt, Txid as NodeTxid};
+    use coffer_ledger::{Genesis, Keypair, Limits, ReplicaInfo, ReplicaKey};
+
+    fn keys() -> Vec<SigningKey> {
+        (1..=4u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect()
+    }
+
+    fn witness(patience: Patience) -> (Arc<Witness>, mpsc::Receiver<Outbound>) {
+        let keys = keys();
+        let chain_id = ChainId::new("witness").unwrap();
+        let replicas: Vec<(String, [u8; 32])> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("r{i}"), k.verifying_key().to_bytes()))
+            .collect();
+        let genesis = Genesis {
+            chain_id: chain_id.clone(),
+            issuers: vec![Keypair::from_secret_bytes([9; 32]).unwrap().public_key()],
+            replicas: replicas
+                .iter()
+                .map(|(name, key)| ReplicaInfo {
+                    name: name.clone(),
+                    public_key: ReplicaKey(*key),
+                })
+                .collect(),
+            limits: Limits::default(),
+        };
+        let machine = LedgerMachine::new(genesis).unwrap();
+        let (events, _) = broadcast::channel(16);
+        Witness::new(WitnessParts {
+            chain_id,
+            key: keys[0].clone(),
+            replicas,
+            ledger: machine.view(),
+            store: machine.store(),
+            events,
+            patience,
+        })
+        .unwrap()
+    }
+
+    fn block(txid: [u8; 32]) -> ExecutedBlock {
+        ExecutedBlock {
+            height: 1,
+            digest: [0; 32],
+            receipts: vec![Receipt {
+                txid: NodeTxid(txid),
+                rejection: None,
+                code: 0,
+            }],
+            commitment: [7; 32],
+            commitment_encoding: Vec::new(),
+        }
+    }
+
+    fn statement(txid: [u8; 32]) -> ReceiptStatement {
+        ReceiptStatement {
+            chain_id: "witness".into(),
+            txid,
+            height: 1,
+            code: "ok".into(),
+            commitment: [7; 32],
+        }
+    }
+
+    fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
+        serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_senders_own_valid_receipts_are_kept() {
+        let (w, _out) = witness(Patience::default());
+        let k = keys();
+        let peer = k[1].verifying_key().to_bytes();
+        let txid = [3; 32];
+        // Relaying replica 2's receipt, a forged one, and another chain's: all dropped.
+        let relayed = sign(statement(txid), &k[2]).unwrap();
+        let mut forged = sign(statement(txid), &k[1]).unwrap();
+        forged.statement.height = 2;
+        let mut other_chain = statement(txid);
+        other_chain.chain_id = "elsewhere".into();
+        let other_chain = sign(other_chain, &k[1]).unwrap();
+        w.on_message(peer, &receipts_message(vec![relayed, forged, other_chain]));
+        assert!(w.cached_receipts(&Txid(txid)).is_empty());
+        // Garbage and strangers are ignored without a panic.
+        w.on_message(peer, b"\xff not json");
+        let stranger = SigningKey::from_bytes(&[9; 32]);
+        let own_by_stranger = sign(statement(txid), &stranger).unwrap();
+        w.on_message(
+            stranger.verifying_key().to_bytes(),
+            &receipts_message(vec![own_by_stranger]),
+        );
+        assert!(w.cached_receipts(&Txid(txid)).is_empty());
+        // The sender's own valid receipt is kept.
+        w.on_message(
+            peer,
+            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
+        );
+        assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gathering_settles_for_f_plus_one_and_times_out_below() {
+        let patience = Patience {
+            quorum: Duration::from_millis(100),
+            read_round: Duration::from_secs(1),
+        };
+        let (w, mut out) = witness(patience);
+        let k = keys();
+        let txid = [4; 32];
+        // Not executed here: nothing to gather.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert!(
+            w.gather_receipts(&Txid(txid), deadline)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Executed here but nobody else answers: below f+1 at the deadline, and the peers
+        // were asked.
+        for s in w.sign_block(&block(txid)) {
+            w.cache.lock().unwrap().insert(s);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let err = w.gather_receipts(&Txid(txid), deadline).await;
+        assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
+        let mut asked = false;
+        while let Ok(o) = out.try_recv() {
+            asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
+        }
+        assert!(asked, "peers were asked for their receipts");
+        // One matching peer receipt makes f+1 = 2: returned after the patience.
+        w.on_message(
+            k[1].verifying_key().to_bytes(),
+            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let got = w
+            .gather_receipts(&Txid(txid), deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 2);
+    }
+}
