@@ -78,11 +78,12 @@ while [ "$k" -lt "$N" ]; do
   name="replica$k"
   cfg="$STAGE/$name/config.toml"
   [ -f "$cfg" ] || die "the generator wrote no $cfg"
-  # Every peer entry must now carry a compose-network address: a leftover loopback one means
-  # the generator's layout changed and the replicas could not reach each other.
-  if grep -q '^address = "127\.' "$cfg"; then
-    die "$cfg still has a loopback peer address after rewriting"
-  fi
+  # Every peer entry must now carry its replica's network address: anything else means the
+  # generator's layout changed and the replicas could not reach each other.
+  [ "$(grep -c '^address = ' "$cfg")" -eq "$N" ] || die "$cfg does not list $N peers"
+  for ip in "$@"; do
+    grep -q "^address = \"$ip:$P2P_PORT\"" "$cfg" || die "$cfg: no peer at $ip:$P2P_PORT after rewriting"
+  done
   if [ -n "${COFFER_INIT_STORAGE:-}" ]; then
     prefix="coffer:$CHAIN:$name"
     PREFIX="$prefix" awk '
