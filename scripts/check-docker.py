@@ -423,6 +423,14 @@ def check_compose(path: Path, df: dict, documented: set[str], source: str, seen_
             if (spec or {}).get("file"):
                 C.check((base / spec["file"]).exists(), f"{name}: {kind} {cname} file {spec['file']} missing")
 
+    # Shell snippets (`sh -c SCRIPT` commands): syntax, after compose's `$$` -> `$` unescaping.
+    for sname, svc in services.items():
+        cmd = svc.get("command")
+        if isinstance(cmd, list) and len(cmd) >= 3 and cmd[0] in ("sh", "bash") and cmd[1] == "-c":
+            script = str(cmd[2]).replace("$$", "$")
+            r = subprocess.run([cmd[0], "-n"], input=script, capture_output=True, text=True)
+            C.check(r.returncode == 0, f"{name}: {sname}: shell syntax: {r.stderr.strip()}")
+
     # depends_on cycles
     def deps_of(s):
         d = services[s].get("depends_on") or {}
@@ -669,6 +677,8 @@ def main(argv: list[str]) -> int:
     df = check_dockerfile()
     r = subprocess.run(["sh", "-n", str(INIT_SCRIPT)], capture_output=True, text=True)
     C.check(r.returncode == 0, f"docker/coffer-init.sh: sh -n: {r.stderr.strip()}")
+    r = subprocess.run(["bash", "-n", str(DOCKER / "rehearse.sh")], capture_output=True, text=True)
+    C.check(r.returncode == 0, f"docker/rehearse.sh: bash -n: {r.stderr.strip()}")
     documented, source = node_env()
     documented |= env_names(CLI_ENV_SOURCES) & {"COFFER_CLUSTER"}
     documented |= set(re.findall(r"\bCOFFER_[A-Z0-9_]+\b", DOCKERFILE.read_text())) if DOCKERFILE.exists() else set()
