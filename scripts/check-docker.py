@@ -677,8 +677,11 @@ def main(argv: list[str]) -> int:
     df = check_dockerfile()
     r = subprocess.run(["sh", "-n", str(INIT_SCRIPT)], capture_output=True, text=True)
     C.check(r.returncode == 0, f"docker/coffer-init.sh: sh -n: {r.stderr.strip()}")
-    r = subprocess.run(["bash", "-n", str(DOCKER / "rehearse.sh")], capture_output=True, text=True)
-    C.check(r.returncode == 0, f"docker/rehearse.sh: bash -n: {r.stderr.strip()}")
+    try:
+        compile((DOCKER / "rehearse.py").read_text(), "docker/rehearse.py", "exec")
+        C.check(True, "")
+    except (OSError, SyntaxError) as e:
+        C.check(False, f"docker/rehearse.py: {e}")
     documented, source = node_env()
     documented |= env_names(CLI_ENV_SOURCES) & {"COFFER_CLUSTER"}
     documented |= set(re.findall(r"\bCOFFER_[A-Z0-9_]+\b", DOCKERFILE.read_text())) if DOCKERFILE.exists() else set()
