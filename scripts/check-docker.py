@@ -537,6 +537,32 @@ def check_coffer_topology(path: Path, info: dict, df: dict, documented: set[str]
     check_storage(path, services, ips, ienv.get("COFFER_INIT_STORAGE", ""))
 
 
+# Fields of the node's storage config, used while node/src/storage/config.rs is absent.
+FALLBACK_STORAGE_FIELDS = {
+    "RedisConfig": {"prefix", "tls", "tls_ca_file", "durability", "retry", "connect_timeout_ms", "response_timeout_ms"},
+    "RedisMode": {"url", "master_name", "sentinels", "seeds"},
+    "DurabilityConfig": {"wait_replicas", "wait_timeout_ms"},
+    "RetryConfig": {"base_delay_ms", "max_delay_ms", "max_elapsed_ms"},
+}
+
+
+def storage_fields() -> tuple[dict[str, set[str]], str]:
+    """Field names of the storage config structs, read from node/src/storage/config.rs."""
+    f = ROOT / "node/src/storage/config.rs"
+    if not f.exists():
+        return FALLBACK_STORAGE_FIELDS, "the fallback list in scripts/check-docker.py"
+    text = f.read_text()
+    out: dict[str, set[str]] = {}
+    for kind, struct in (("struct", "RedisConfig"), ("enum", "RedisMode"), ("struct", "DurabilityConfig"), ("struct", "RetryConfig")):
+        m = re.search(rf"pub {kind} {struct} \{{(.*?)\n\}}", text, re.S)
+        names = set(re.findall(r"^\s+(?:pub )?(\w+): ", m.group(1), re.M)) if m else set()
+        # `#[serde(flatten)] mode` is not a key of its own.
+        out[struct] = names - {"mode"}
+    if not all(out.values()):
+        return FALLBACK_STORAGE_FIELDS, "the fallback list in scripts/check-docker.py"
+    return out, "node/src/storage/config.rs"
+
+
 def check_storage(path: Path, services: dict, ips: dict, template: str) -> None:
     name = rel(path)
     if not C.check(bool(template.strip()), f"{name}: init has no COFFER_INIT_STORAGE"):
@@ -550,12 +576,13 @@ def check_storage(path: Path, services: dict, ips: dict, template: str) -> None:
         C.check(False, f"{name}: storage template is not TOML: {e}")
         return
     C.check(st.get("backend") == "redis", f"{name}: storage backend {st.get('backend')}, want redis")
-    allowed = {
-        "backend", "mode", "url", "master_name", "sentinels", "seeds", "prefix", "tls",
-        "tls_ca_file", "durability", "retry", "connect_timeout_ms", "response_timeout_ms",
-    }
+    fields, source = storage_fields()
+    allowed = {"backend", "mode"} | fields["RedisConfig"] | fields["RedisMode"]
     for key in st:
-        C.check(key in allowed, f"{name}: storage key {key} is not in StorageConfig")
+        C.check(key in allowed, f"{name}: storage key {key} is not in RedisConfig ({source})")
+    for table, struct in (("durability", "DurabilityConfig"), ("retry", "RetryConfig")):
+        for key in st.get(table) or {}:
+            C.check(key in fields[struct], f"{name}: storage {table}.{key} is not in {struct} ({source})")
     redis = {s: v for s, v in services.items() if str(v.get("image", "")).startswith("redis:")}
     for s, v in redis.items():
         C.check(str(v.get("image")) == "redis:7", f"{name}: {s} uses {v.get('image')}, want the official redis:7")
@@ -682,6 +709,15 @@ def main(argv: list[str]) -> int:
         C.check(True, "")
     except (OSError, SyntaxError) as e:
         C.check(False, f"docker/rehearse.py: {e}")
+    # The coffer-node interface the image relies on, once the binary has subcommands.
+    bin_src = ROOT / "node/src/bin/coffer-node.rs"
+    if bin_src.exists() and '"testnet"' in bin_src.read_text():
+        text = bin_src.read_text()
+        for flag in ("--replicas", "--out", "--base-port", "--host", "--home"):
+            C.check(f'"{flag}"' in text, f"node/src/bin/coffer-node.rs no longer takes {flag} (coffer-init/compose use it)")
+        C.check("P2P_PORT_OFFSET: u16 = 100" in (ROOT / "node/src/testnet.rs").read_text()
+                if (ROOT / "node/src/testnet.rs").exists() else False,
+                "node/src/testnet.rs: p2p port offset is no longer 100 (GEN_P2P_OFFSET in coffer-init)")
     documented, source = node_env()
     documented |= env_names(CLI_ENV_SOURCES) & {"COFFER_CLUSTER"}
     documented |= set(re.findall(r"\bCOFFER_[A-Z0-9_]+\b", DOCKERFILE.read_text())) if DOCKERFILE.exists() else set()
