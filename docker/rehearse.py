@@ -163,14 +163,24 @@ class Rehearsal:
         svc = self.services[name]
         test = (svc.get("healthcheck") or {}).get("test")
         env = self.env_of(name)
-        if test is None:  # the image's HEALTHCHECK
-            argv = ["coffer", "--cluster", self.argv_of(name)[1]["COFFER_HEALTH_CLUSTER"], "status"]
+        if test is None:  # the image's HEALTHCHECK, as written in the Dockerfile
+            env = self.argv_of(name)[1]
+            argv = self.image_healthcheck()
         elif test[0] == "CMD-SHELL":
             argv = ["sh", "-c", test[1]]
         else:
             argv = list(test[1:])
         r = subprocess.run(["ip", "netns", "exec", self.ns(name), *argv], env=env, capture_output=True, timeout=20)
         return r.returncode == 0
+
+    def image_healthcheck(self) -> list[str]:
+        text = (Path(__file__).parent / "Dockerfile").read_text().replace("\\\n", " ")
+        line = next(ln for ln in text.splitlines() if ln.startswith("HEALTHCHECK"))
+        cmd = line.split(" CMD ", 1)[1].strip()
+        if cmd.startswith("["):
+            import json
+            return json.loads(cmd)
+        return ["sh", "-c", cmd]
 
     def wait_healthy(self, name: str, timeout: float = 90) -> None:
         end = time.time() + timeout
