@@ -305,6 +305,13 @@ class Rehearsal:
         self.wait_healthy("replica2")
         step("replica2 stopped (cluster kept committing) and restarted with its data: healthy")
 
+        # A replica moved to a new host: same /cluster files and Redis namespace, empty /data.
+        self.stop("replica3")
+        shutil.rmtree(self.work / "data" / "replica3")
+        self.run("replica3")
+        self.wait_healthy("replica3")
+        step("replica3 restarted with an empty data volume: healthy")
+
         redis = [n for n in self.procs if str(self.services[n].get("image", "")).startswith("redis:")]
         if any("--cluster-enabled" in map(str, self.services[n].get("command") or []) for n in redis):
             nodes = sh("ip", "netns", "exec", self.ns(redis[0]), "redis-cli", "cluster", "nodes").stdout
