@@ -69,6 +69,7 @@ class Rehearsal:
         self.veth = f"cf{ident}v"
         self.ns_prefix = f"cfr{ident}-"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.timer: threading.Timer | None = None
         self.namespaces: list[str] = []
         net = self.doc["networks"]["coffer"]["ipam"]["config"][0]["subnet"]
         self.subnet = ipaddress.ip_network(net)
@@ -254,6 +255,9 @@ class Rehearsal:
         p.wait(timeout=20)
 
     def down(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer.join()
         for name in list(self.procs):
             try:
                 self.stop(name, signal.SIGKILL)
@@ -320,7 +324,8 @@ class Rehearsal:
             victim = next(n for n in redis if self.addr[n] == master_ip)
             self.stop(victim, signal.SIGKILL)
             # The restart policy brings it back; it rejoins as a replica of the promoted node.
-            threading.Timer(8, lambda: self.run(victim)).start()
+            self.timer = threading.Timer(8, lambda: self.run(victim))
+            self.timer.start()
         else:
             victim = next(n for n in redis if "master" in n)
             self.stop(victim, signal.SIGKILL)
@@ -347,6 +352,8 @@ def main() -> int:
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
+    # SIGTERM unwinds like Ctrl-C, so that `finally` stops everything this started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     r = Rehearsal(Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve())
     try:
         r.network()
