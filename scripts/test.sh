@@ -3,3 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked "$@"
+
+# The docker files cannot run here (no container engine): check them statically, and run the
+# compose files' init step against the real coffer-node binary.
+cargo build --locked -p coffer-node --bin coffer-node
+python3 scripts/check-docker.py --init-smoke "${CARGO_TARGET_DIR:-target}/debug/coffer-node"
