@@ -232,7 +232,22 @@ async fn four_replicas_finalize_and_serve_verified_writes_and_reads() {
     cluster
         .wait_height(&client, 2, Duration::from_secs(60))
         .await;
-    let reports = client.status().await;
+    // Reachability comes from peers' heartbeats (one a second), which can trail the first
+    // finalized blocks: poll until every replica sees a quorum, then assert on that status.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reports = loop {
+        let reports = client.status().await;
+        let all_see_quorum = reports.iter().all(|report| {
+            report
+                .status
+                .as_ref()
+                .is_some_and(|status| status.replicas.iter().filter(|r| r.reachable).count() >= 3)
+        });
+        if all_see_quorum || tokio::time::Instant::now() >= deadline {
+            break reports;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     for report in &reports {
         let status = report.status.as_ref().expect("status answered");
         assert_eq!(status.max_faulty, 1);
