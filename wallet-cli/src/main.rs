@@ -206,6 +206,18 @@ enum TxCommand {
     },
 }
 
+/// Writes one line of output. A reader that went away (`coffer balance | head -0`) is not an
+/// error worth a panic, as `println!` would make it: the output is simply not wanted any more.
+fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => eprintln!("error: cannot write output: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -277,7 +289,7 @@ fn report_error(f: &Failure, json: bool) {
             "txid": txid,
             "unconfirmed_file": saved,
         }});
-        println!("{doc}");
+        write_stdout(&doc.to_string());
     } else {
         eprintln!("error: {e}");
         if let Some(txid) = &txid {
@@ -428,11 +440,11 @@ impl Ctx {
     fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.cli.json {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => write_stdout(&s),
                 Err(e) => eprintln!("error: cannot encode output: {e}"),
             }
         } else {
-            println!("{}", human());
+            write_stdout(&human());
         }
     }
 
@@ -556,7 +568,7 @@ fn write_output(out: Option<&Path>, text: &str) -> Result<(), ClientError> {
         Some(path) => std::fs::write(path, format!("{text}\n"))
             .map_err(|e| ClientError::Usage(format!("cannot write {}: {e}", path.display()))),
         None => {
-            println!("{text}");
+            write_stdout(text);
             Ok(())
         }
     }
@@ -603,7 +615,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match &ctx.cli.command {
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "coffer", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "coffer", &mut script);
+            write_stdout(String::from_utf8_lossy(&script).trim_end());
             Ok(())
         }
         Command::Keys(k) => keys(&ctx, k),
