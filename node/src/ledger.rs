@@ -6,12 +6,13 @@
 //! [`Storage`] (memory or Redis) before the executor publishes it. A machine opened on a store
 //! that already holds blocks restores its state from it (commitment checked).
 
+use crate::sigcache::VerifiedSignatures;
 use crate::storage::{self, Storage, StorageError};
 use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
     Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, SignedTransaction,
-    Transaction, hash::tagged_hash, verify_bytes,
+    Transaction, hash::tagged_hash, validate::check_structure,
 };
 use std::sync::{
     Arc, RwLock, RwLockReadGuard,
@@ -47,23 +48,60 @@ fn fallback_txid(bytes: &[u8]) -> Txid {
         .unwrap_or_else(|_| Txid(tagged_hash("coffer/node/undecodable", &[bytes])))
 }
 
-/// The ledger's stateless check.
+/// The ledger's stateless check ([`coffer_ledger::verify_bytes`]), remembering verified
+/// signatures in a [`VerifiedSignatures`].
 #[derive(Clone, Debug)]
 pub struct LedgerVerifier {
     genesis: Arc<Genesis>,
+    signatures: Arc<VerifiedSignatures>,
 }
 
 impl LedgerVerifier {
-    /// A verifier for transactions of `genesis`'s chain.
+    /// A verifier for transactions of `genesis`'s chain, with its own signature cache.
     pub fn new(genesis: Arc<Genesis>) -> Self {
-        Self { genesis }
+        Self::with_signatures(genesis, Arc::new(VerifiedSignatures::default()))
+    }
+
+    /// A verifier recording verified signatures in `signatures`.
+    pub fn with_signatures(genesis: Arc<Genesis>, signatures: Arc<VerifiedSignatures>) -> Self {
+        Self {
+            genesis,
+            signatures,
+        }
+    }
+
+    /// The signature cache (give it to the [`LedgerMachine`] of the same replica).
+    pub fn signatures(&self) -> Arc<VerifiedSignatures> {
+        self.signatures.clone()
+    }
+
+    /// The stateless check with the ledger's rejection code (what the REST gateway reports);
+    /// a signature verified before (these exact bytes) is not verified again.
+    pub fn check_code(&self, bytes: &[u8]) -> Result<coffer_ledger::Txid, RejectCode> {
+        // Same checks, in the same order, as `coffer_ledger::verify_bytes`.
+        // u32 -> usize cannot truncate on supported targets.
+        if bytes.len() > self.genesis.limits.max_tx_bytes as usize {
+            return Err(RejectCode::TxTooLarge);
+        }
+        let stx = SignedTransaction::decode(bytes).map_err(|e| RejectCode::from(&e))?;
+        let txid = check_structure(&self.genesis, &stx)?;
+        let wtxid = stx.wtxid();
+        if self.signatures.contains(&wtxid) {
+            return Ok(txid);
+        }
+        self.signatures.count_verification();
+        if !stx.verify_signature() {
+            return Err(RejectCode::BadSignature);
+        }
+        self.signatures.insert(wtxid);
+        Ok(txid)
     }
 }
 
 impl TxVerifier for LedgerVerifier {
     fn check(&self, bytes: &[u8]) -> Result<Txid, TxRejection> {
-        verify_bytes(&self.genesis, bytes)
-            .map(|(txid, _)| Txid(txid.0))
+        self.check_code(bytes)
+            .map(|txid| Txid(txid.0))
             .map_err(|code| rejection(code, bytes, &self.genesis))
     }
 
@@ -102,6 +140,8 @@ pub struct LedgerMachine {
     store: Arc<Storage>,
     /// The block applied but not yet persisted.
     unpersisted: Option<(Block, Applied)>,
+    /// Signatures this replica already verified (shared with its [`LedgerVerifier`]).
+    signatures: Arc<VerifiedSignatures>,
 }
 
 impl LedgerMachine {
@@ -130,7 +170,15 @@ impl LedgerMachine {
             },
             store,
             unpersisted: None,
+            signatures: Arc::new(VerifiedSignatures::new(0)),
         }
+    }
+
+    /// Skips the signature check of transactions `signatures` holds (pass the replica's
+    /// [`LedgerVerifier::signatures`]); without it, execution verifies every signature.
+    pub fn with_signatures(mut self, signatures: Arc<VerifiedSignatures>) -> Self {
+        self.signatures = signatures;
+        self
     }
 
     /// The read path's handle on the state.
@@ -183,8 +231,13 @@ impl StateMachine for LedgerMachine {
             txs: decoded,
         };
         let mut state = self.view.state.write().unwrap_or_else(|e| e.into_inner());
-        match state.apply(&block) {
+        match state.apply_with_cache(&block, &*self.signatures) {
             Ok(applied) => {
+                // Executed: their entries are not needed again (a repeat in a later block is
+                // verified afresh, and rejected as spent or replayed anyway).
+                for stx in &block.txs {
+                    self.signatures.forget(&stx.wtxid());
+                }
                 assert_eq!(
                     applied.receipts.len(),
                     positions.len(),
@@ -335,5 +388,79 @@ mod tests {
         assert!(machine.is_stale(&b));
         assert!(machine.is_stale(&m));
         assert_ne!(machine.commitment(), [0; 32]);
+    }
+
+    #[test]
+    fn each_signature_is_verified_once_and_tampering_is_still_caught() {
+        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
+        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
+        let genesis = Genesis {
+            chain_id: ChainId::new("once").unwrap(),
+            issuers: vec![issuer.public_key()],
+            replicas: vec![ReplicaInfo {
+                name: "r0".into(),
+                public_key: ReplicaKey([1; 32]),
+            }],
+            limits: Limits::default(),
+        };
+        let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
+        let sigs = verifier.signatures();
+        let mut machine = LedgerMachine::new(genesis.clone())
+            .unwrap()
+            .with_signatures(sigs.clone());
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: genesis.chain_id.clone(),
+            issuer: issuer.public_key(),
+            nonce: 1,
+            outputs: vec![TxOut::to_address(Amount(10), alice.address()); 2],
+        }));
+        let spend = |vout| {
+            Bytes::from(
+                alice
+                    .sign_tx(Transaction::Transfer(Transfer {
+                        chain_id: genesis.chain_id.clone(),
+                        signer: alice.public_key(),
+                        inputs: vec![OutPoint {
+                            txid: mint.txid(),
+                            vout,
+                        }],
+                        outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
+                    }))
+                    .encode(),
+            )
+        };
+        let m = Bytes::from(mint.encode());
+        let (a, b) = (spend(0), spend(1));
+        // Admission verifies; a second check of the same bytes does not.
+        assert_eq!(verifier.check(&m).unwrap(), Txid(mint.txid().0));
+        assert_eq!(sigs.verifications(), 1);
+        assert_eq!(verifier.check(&m).unwrap(), Txid(mint.txid().0));
+        assert_eq!(sigs.verifications(), 1);
+        // A copy with a tampered signature has the same txid but is verified, and refused.
+        let mut forged = b.to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        verifier.check(&b).unwrap();
+        assert_eq!(sigs.verifications(), 2);
+        assert!(matches!(
+            verifier.check(&forged),
+            Err(TxRejection::BadSignature(id)) if id == verifier.txid(&b)
+        ));
+        assert_eq!(sigs.verifications(), 3);
+        // Execution: the admitted mint is not verified again, `a` (never seen) is, and the
+        // forged copy of the admitted `b` is caught.
+        let receipts = machine.apply_block(1, &[m.clone(), a, Bytes::from(forged)]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, None);
+        assert_eq!(receipts[1].rejection, None);
+        assert_eq!(receipts[2].rejection, Some("bad_signature"));
+        assert_eq!(sigs.verifications(), 5);
+        // Executed entries are dropped; the unexecuted `b` stays until it is.
+        assert_eq!(sigs.len(), 1);
+        let receipts = machine.apply_block(2, &[b]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, None);
+        assert_eq!(sigs.verifications(), 5);
+        assert!(sigs.is_empty());
     }
 }

@@ -9,6 +9,7 @@ pub mod ingress;
 pub mod ledger;
 pub mod mempool;
 pub mod node;
+pub mod sigcache;
 pub mod storage;
 pub mod testnet;
 pub mod tx;

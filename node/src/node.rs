@@ -89,7 +89,9 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
     runner.start(|context| async move {
         let ephemeral = matches!(config.storage, StorageConfig::Memory);
         let store = Arc::new(Storage::open(&config.storage).await?);
-        let machine = LedgerMachine::open(genesis.clone(), store.clone()).await?;
+        let machine = LedgerMachine::open(genesis.clone(), store.clone())
+            .await?
+            .with_signatures(verifier.signatures());
         let ledger = machine.view();
         info!(
             height = ledger.persisted_height(),

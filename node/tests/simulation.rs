@@ -18,6 +18,7 @@ use coffer_node::{
     executor::ExecutedBlock,
     ledger::{LedgerMachine, LedgerVerifier},
     mempool::MempoolLimits,
+    sigcache::VerifiedSignatures,
     tx::Txid,
 };
 use commonware_cryptography::{
@@ -154,6 +155,7 @@ struct Replica {
     handle: ConsensusHandle<LedgerVerifier>,
     root: Handle<()>,
     log: Log,
+    signatures: Arc<VerifiedSignatures>,
 }
 
 struct Cluster {
@@ -258,11 +260,15 @@ impl Cluster {
         cfg.timeouts = self.timeouts;
         cfg.byzantine_proposer = byzantine;
         cfg.mempool = mempool;
+        let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
+        let signatures = verifier.signatures();
         let (handle, root) = consensus::start(
             self.context.child("replica").with_attribute("index", i),
             cfg,
-            LedgerVerifier::new(Arc::new(genesis.clone())),
-            LedgerMachine::new(genesis).unwrap(),
+            verifier,
+            LedgerMachine::new(genesis)
+                .unwrap()
+                .with_signatures(signatures.clone()),
             self.oracle.manager(),
             control,
             networks,
@@ -276,7 +282,12 @@ impl Cluster {
                 sink.0.lock().unwrap().insert(block.height, block);
             }
         });
-        Replica { handle, root, log }
+        Replica {
+            handle,
+            root,
+            log,
+            signatures,
+        }
     }
 
     /// Waits (in simulated time) until `done` holds, checking every 100ms.
@@ -387,6 +398,17 @@ fn four_replicas_order_and_execute_the_same_transfers() {
             let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
             assert_agreement(&logs);
             let receipts = replicas[0].log.receipts();
+            // Each replica verified each transaction's signature at most once, though every
+            // one passed admission (or gossip), proposal verification and execution.
+            for (i, r) in replicas.iter().enumerate() {
+                let verified = r.signatures.verifications();
+                assert!(
+                    verified <= receipts.len() as u64,
+                    "replica {i} verified {verified} signatures for {} transactions",
+                    receipts.len()
+                );
+                assert!(verified > 0, "replica {i} verified nothing");
+            }
             for id in &txids[..40] {
                 assert_eq!(receipts[id], None, "honest transfer {id} rejected");
             }

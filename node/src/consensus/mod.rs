@@ -245,6 +245,11 @@ pub struct ConsensusHandle<V: TxVerifier> {
 }
 
 impl<V: TxVerifier> ConsensusHandle<V> {
+    /// The stateless check this replica runs (shares its signature cache).
+    pub fn verifier(&self) -> &V {
+        &self.verifier
+    }
+
     /// Checks a transaction statelessly, adds it to the mempool and gossips it to every replica.
     ///
     /// Resubmitting a pending transaction succeeds without effect (same txid).
@@ -709,6 +714,13 @@ async fn gossip<V, S, R, B>(
                     continue;
                 };
                 for tx in batch {
+                    // A copy of a transaction already pending or finalized here (the client
+                    // also sent it to us, or gossip lost the race with its block) would not be
+                    // admitted: skip its signature check.
+                    let txid = verifier.txid(&tx);
+                    if mempool.lock().unwrap_or_else(|e| e.into_inner()).knows(&txid) {
+                        continue;
+                    }
                     match verifier.check(&tx) {
                         Ok(txid) => {
                             let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
