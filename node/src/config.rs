@@ -235,9 +235,6 @@ pub struct NodeConfig {
     pub private_key: String,
     /// P2P listen address.
     pub p2p_listen: SocketAddr,
-    /// Optional dev ingress listen address.
-    #[serde(default)]
-    pub ingress_listen: Option<SocketAddr>,
     /// The REST gateway; none when absent.
     #[serde(default)]
     pub api: Option<ApiSection>,
@@ -490,7 +487,6 @@ mod tests {
             data_dir: "/tmp/x".into(),
             private_key: private_key_hex(&key),
             p2p_listen: "127.0.0.1:1".parse().unwrap(),
-            ingress_listen: None,
             api: None,
             storage: StorageConfig::Memory,
             consensus: ConsensusSection::default(),

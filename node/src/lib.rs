@@ -5,7 +5,6 @@ pub mod backend;
 pub mod config;
 pub mod consensus;
 pub mod executor;
-pub mod ingress;
 pub mod ledger;
 pub mod mempool;
 pub mod node;

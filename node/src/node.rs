@@ -8,7 +8,6 @@ use crate::{
     backend::{Deadlines, NodeBackend},
     config::{ConfigFileError, NodeConfig, genesis_key, replica_key},
     consensus::{self, ConfigError, Networks, channels},
-    ingress,
     ledger::{LedgerMachine, LedgerVerifier},
     storage::{Storage, StorageConfig, StorageError},
     witness::{self, Patience, To, Witness, WitnessParts},
@@ -209,14 +208,6 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                 }
             }
         });
-        if let Some(addr) = config.ingress_listen {
-            let handle = handle.clone();
-            tokio::spawn(async move {
-                if let Err(e) = ingress::serve(addr, handle).await {
-                    warn!(error = %e, "ingress stopped");
-                }
-            });
-        }
         let _server = match (&config.api, tls_config) {
             (Some(api), Some(tls_config)) => {
                 let api_config = api.api_config();

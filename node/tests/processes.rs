@@ -1,165 +1,176 @@
 //! Four `coffer-node` processes on loopback (real TCP, authenticated p2p, the real ledger with
-//! BIP340 signatures) order and execute the same transactions and end with the same state
-//! commitment.
+//! BIP340 signatures, the REST API over TLS) order and execute the same transactions and end
+//! with the same state commitments.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod support;
 
-use coffer_node::{
-    ingress::{Client, ServerFrame},
-    tx::Txid,
-};
+use coffer_ledger::SignedTransaction;
+use hyper::StatusCode;
+use serde_json::Value;
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::mpsc,
+    collections::{BTreeMap, HashSet},
     time::{Duration, Instant},
 };
+use support::{ProcessCluster, spend, wallet};
 
 const N: usize = 4;
 
-struct Observer {
-    rx: mpsc::Receiver<(usize, ServerFrame)>,
-    executed: Vec<HashMap<Txid, bool>>,
-    commitments: Vec<BTreeMap<u64, [u8; 32]>>,
+/// Submits every transaction through replica `i % N` at once, each on its own connection, and
+/// waits for each commit; returns each answer's status and body.
+async fn submit_all(
+    cluster: &ProcessCluster,
+    txs: &[SignedTransaction],
+) -> Vec<(StatusCode, Value)> {
+    let mut tasks = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        let mut conn = cluster.connect(i % N, Duration::from_secs(30)).await;
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = conn.submit(&tx, true).await.expect("submit");
+            (reply.status, reply.json())
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("submit task"));
+    }
+    out
 }
 
-impl Observer {
-    fn wait_for(&mut self, expected: &HashSet<Txid>, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self
-            .executed
-            .iter()
-            .any(|e| !expected.iter().all(|id| e.contains_key(id)))
-        {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let (i, frame) = self
-                .rx
-                .recv_timeout(left)
-                .expect("replicas did not execute everything in time");
-            match frame {
-                ServerFrame::Submitted { status, .. } => {
-                    assert_eq!(status, 0, "submission refused")
-                }
-                ServerFrame::Executed {
-                    height,
-                    commitment,
-                    receipts,
-                } => {
-                    for (txid, applied) in receipts {
-                        assert!(
-                            self.executed[i].insert(txid, applied).is_none(),
-                            "transaction {txid} executed twice"
-                        );
-                    }
-                    self.commitments[i].insert(height, commitment);
-                }
-            }
-        }
+/// The receipt bundle of a submission answer (a rejection carries it in its details).
+fn bundle(answer: &Value) -> &Value {
+    if answer.get("bundle").is_some() {
+        &answer["bundle"]
+    } else {
+        &answer["error"]["details"]["bundle"]
     }
+}
+
+/// Every block 1..=`height` as replica `i` reports it: (commitment, [(txid, code)]).
+async fn blocks(
+    cluster: &ProcessCluster,
+    i: usize,
+    height: u64,
+) -> BTreeMap<u64, (String, Vec<(String, String)>)> {
+    let mut conn = cluster.connect(i, Duration::from_secs(10)).await;
+    let mut out = BTreeMap::new();
+    let mut from = 1;
+    while from <= height {
+        let to = (from + 99).min(height);
+        let page = conn
+            .get_json(&format!("/v1/blocks?from={from}&to={to}"))
+            .await
+            .expect("blocks");
+        for b in page["blocks"].as_array().expect("blocks array") {
+            let txs = b["transactions"]
+                .as_array()
+                .expect("transactions")
+                .iter()
+                .map(|t| {
+                    (
+                        t["txid"].as_str().unwrap().to_owned(),
+                        t["code"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            out.insert(
+                b["height"].as_u64().unwrap(),
+                (b["commitment"].as_str().unwrap().to_owned(), txs),
+            );
+        }
+        from = to + 1;
+    }
+    out
 }
 
 #[test]
 fn four_processes_agree_on_loopback() {
     let started = Instant::now();
-    let (cluster, chain) = support::start_cluster("proc", N);
-    let (tx, rx) = mpsc::channel();
-    let mut writers: Vec<Client> = Vec::new();
-    for (i, addr) in cluster.ingress.iter().enumerate() {
-        let client = support::connect(*addr, Duration::from_secs(30));
-        writers.push(client.try_clone().expect("clone"));
-        let tx = tx.clone();
-        let mut reader = client;
-        std::thread::spawn(move || {
-            while let Ok(frame) = reader.recv() {
-                if tx.send((i, frame)).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    let mut observer = Observer {
-        rx,
-        executed: vec![HashMap::new(); N],
-        commitments: vec![BTreeMap::new(); N],
-    };
-
-    // The issuer mints one output to each of 20 wallets, through different replicas.
-    let wallets: Vec<_> = (0..20).map(support::wallet).collect();
-    let mints: Vec<Vec<u8>> = wallets
-        .iter()
-        .enumerate()
-        .map(|(i, w)| support::mint(&chain, i as u64, w, 1, 100))
-        .collect();
-    let mut expected = HashSet::new();
-    for (i, m) in mints.iter().enumerate() {
-        expected.insert(support::txid_of(m));
-        writers[i % N].send(m).unwrap();
-    }
-    observer.wait_for(&expected, Duration::from_secs(60));
-    assert!(
-        expected.iter().all(|id| observer.executed[0][id]),
-        "every mint applies"
-    );
-
-    // Each wallet pays the next; wallet 0 also tries to spend its output twice.
-    let mut transfers: Vec<Vec<u8>> = wallets
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let mint_txid = coffer_ledger::SignedTransaction::decode(&mints[i])
-                .unwrap()
-                .txid();
-            support::spend(&chain, w, mint_txid, 0, 100, &wallets[(i + 1) % 20])
-        })
-        .collect();
-    let first_mint = coffer_ledger::SignedTransaction::decode(&mints[0])
-        .unwrap()
-        .txid();
-    transfers.push(support::spend(
-        &chain,
-        &wallets[0],
-        first_mint,
-        0,
-        100,
-        &wallets[5],
-    ));
-    let mut expected = HashSet::new();
-    for (i, t) in transfers.iter().enumerate() {
-        expected.insert(support::txid_of(t));
-        writers[i % N].send(t).unwrap();
-    }
-    observer.wait_for(&expected, Duration::from_secs(60));
-    eprintln!(
-        "all transactions executed everywhere after {:?}",
-        started.elapsed()
-    );
-
-    for (i, t) in transfers.iter().enumerate().skip(1).take(19) {
-        assert!(
-            observer.executed[0][&support::txid_of(t)],
-            "transfer {i} rejected"
-        );
-    }
-    let double = [
-        observer.executed[0][&support::txid_of(&transfers[0])],
-        observer.executed[0][&support::txid_of(&transfers[20])],
-    ];
-    assert_eq!(
-        double.iter().filter(|a| **a).count(),
-        1,
-        "exactly one of two spends of one output applies"
-    );
-    // Every replica saw the same outcomes and the same commitment at every height they share.
-    for i in 1..N {
-        assert_eq!(
-            observer.executed[i], observer.executed[0],
-            "replica {i} outcomes differ"
-        );
-        for (height, commitment) in &observer.commitments[i] {
-            if let Some(other) = observer.commitments[0].get(height) {
-                assert_eq!(other, commitment, "replica {i} diverges at height {height}");
-            }
+    let cluster = support::start_cluster("proc", N, |config| config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let chain = cluster.chain.clone();
+        // The issuer mints one output to each of 20 wallets, through different replicas.
+        let wallets: Vec<_> = (0..20).map(wallet).collect();
+        let mints: Vec<SignedTransaction> = wallets
+            .iter()
+            .enumerate()
+            .map(|(i, w)| support::mint(&chain, &cluster.issuer, i as u64, w, 1, 100))
+            .collect();
+        for (i, (status, answer)) in submit_all(&cluster, &mints).await.into_iter().enumerate() {
+            assert_eq!(status, StatusCode::OK, "mint {i}: {answer}");
+            assert_eq!(bundle(&answer)["code"], "ok", "mint {i}: {answer}");
+            assert!(
+                bundle(&answer)["receipts"].as_array().unwrap().len() >= 2,
+                "f+1 signed receipts: {answer}"
+            );
         }
-    }
+
+        // Each wallet pays the next; wallet 0 also tries to spend its output twice.
+        let mut transfers: Vec<SignedTransaction> = wallets
+            .iter()
+            .enumerate()
+            .map(|(i, w)| spend(&chain, w, mints[i].txid(), 0, 100, &wallets[(i + 1) % 20]))
+            .collect();
+        transfers.push(spend(
+            &chain,
+            &wallets[0],
+            mints[0].txid(),
+            0,
+            100,
+            &wallets[5],
+        ));
+        let answers = submit_all(&cluster, &transfers).await;
+        eprintln!("all transactions committed after {:?}", started.elapsed());
+        for (i, (status, answer)) in answers.iter().enumerate().skip(1).take(19) {
+            assert_eq!(*status, StatusCode::OK, "transfer {i}: {answer}");
+        }
+        let codes: Vec<&str> = [&answers[0].1, &answers[20].1]
+            .iter()
+            .map(|a| bundle(a)["code"].as_str().unwrap_or("<none>"))
+            .collect();
+        assert_eq!(
+            codes.iter().filter(|c| **c == "ok").count(),
+            1,
+            "exactly one of two spends of one output applies: {codes:?}"
+        );
+        assert!(
+            codes.contains(&"input_already_spent"),
+            "the other is rejected by the ledger: {codes:?}"
+        );
+
+        // Every replica executed the same blocks with the same outcomes and commitments.
+        let mut height = u64::MAX;
+        for i in 0..N {
+            let mut conn = cluster.connect(i, Duration::from_secs(10)).await;
+            let status = conn.get_json("/v1/status").await.unwrap();
+            height = height.min(status["height"].as_u64().unwrap());
+        }
+        let first = blocks(&cluster, 0, height).await;
+        assert_eq!(first.len() as u64, height, "replica 0 serves every block");
+        let all: HashSet<String> = mints
+            .iter()
+            .chain(&transfers)
+            .map(|t| t.txid().to_string())
+            .collect();
+        let included: Vec<&String> = first
+            .values()
+            .flat_map(|(_, txs)| txs.iter().map(|(id, _)| id))
+            .collect();
+        assert_eq!(included.len(), all.len(), "each transaction executed once");
+        assert_eq!(included.into_iter().cloned().collect::<HashSet<_>>(), all);
+        for i in 1..N {
+            assert_eq!(
+                blocks(&cluster, i, height).await,
+                first,
+                "replica {i} diverges from replica 0 below height {height}"
+            );
+        }
+    });
 }
