@@ -234,7 +234,8 @@ impl Backend for NodeBackend {
     }
 
     async fn status(&self) -> Result<ClusterStatus, BackendError> {
-        let height = self.handle.executed_height();
+        let stats = self.handle.stats();
+        let height = stats.executed_height;
         let peers = self.witness.peers(height);
         let reachable = peers.iter().filter(|p| p.3).count();
         let replicas = peers
@@ -250,9 +251,8 @@ impl Backend for NodeBackend {
             chain_id: self.genesis.chain_id.as_str().to_owned(),
             replica: self.witness.name().to_owned(),
             height,
-            // The engine does not expose its view; heights are what clients act on.
-            view: 0,
-            leader: None,
+            view: stats.view,
+            leader: stats.leader.map(hex::encode),
             replicas,
             healthy: reachable >= self.witness.replicas().strong_quorum(),
             max_faulty: u64::try_from(self.witness.replicas().max_faulty()).unwrap_or(u64::MAX),

@@ -637,3 +637,62 @@ fn submit_answers_busy_when_full_and_rejects_invalid_transactions() {
             .await;
     });
 }
+
+#[test]
+fn stats_follow_views_leaders_and_skipped_views() {
+    runner(29).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        let keys: Vec<[u8; 32]> = (0..4)
+            .map(|i| genesis_key(&replica_key(i).public_key()).0)
+            .collect();
+
+        // All four online: views advance with the heights, leaders rotate over the replicas.
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let mut replicas = Vec::new();
+        for i in 0..4 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        let start = replicas[0].handle.stats();
+        assert!(start.view >= 1, "{start:?}");
+        let mut leaders = std::collections::HashSet::new();
+        cluster
+            .wait_until("ten blocks", || {
+                let stats = replicas[0].handle.stats();
+                leaders.insert(stats.leader);
+                replicas.iter().all(|r| r.handle.executed_height() >= 10)
+            })
+            .await;
+        for (i, r) in replicas.iter().enumerate() {
+            let stats = r.handle.stats();
+            assert!(stats.view > 10, "replica {i}: {stats:?}");
+            assert!(stats.finalized_height >= stats.executed_height, "{stats:?}");
+            assert!(stats.executed_height >= 10, "{stats:?}");
+            assert!(stats.finalizations >= 10, "{stats:?}");
+            let leader = stats.leader.expect("a leader");
+            assert!(keys.contains(&leader), "leader {leader:?} is not a replica");
+        }
+        assert!(leaders.len() > 1, "the leader rotates: {leaders:?}");
+        let healthy_skips = replicas[0].handle.stats().nullifications;
+
+        // Replica 3 goes offline: its views time out and are skipped by nullification.
+        let crashed = replicas.pop().unwrap();
+        crashed.root.abort();
+        let _ = crashed.root.await;
+        let before = replicas[0].handle.stats();
+        cluster
+            .wait_until("several rotations without replica 3", || {
+                replicas
+                    .iter()
+                    .all(|r| r.handle.executed_height() >= before.executed_height + 8)
+            })
+            .await;
+        for (i, r) in replicas.iter().enumerate() {
+            let stats = r.handle.stats();
+            assert!(
+                stats.nullifications > healthy_skips,
+                "replica {i} saw no skipped view with a replica offline: {stats:?}"
+            );
+            assert!(stats.view > before.view, "{stats:?}");
+        }
+    });
+}

@@ -18,8 +18,10 @@
 
 mod application;
 pub mod block;
+mod stats;
 
 pub use application::ProposalLimits;
+pub use stats::ConsensusStats;
 
 use crate::{
     executor::{ExecutedBlock, Executor, FinalizedBlock, Offered},
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use commonware_broadcast::buffered;
 use commonware_codec::{Decode, Encode, RangeCfg};
 use commonware_consensus::{
-    Reporter,
+    Reporter, Reporters,
     marshal::{self, Update, core::Actor as Marshal, standard::Inline},
     simplex::{
         self,
@@ -56,6 +58,7 @@ use commonware_utils::{
     Acknowledgement as _, NZU16, NZU64, NZUsize, acknowledgement::Exact, ordered::Set,
 };
 use futures::{StreamExt as _, channel::mpsc};
+use stats::Tracker;
 use std::{
     num::NonZeroUsize,
     sync::{
@@ -185,7 +188,8 @@ impl ConsensusConfig {
         }
     }
 
-    fn namespace(&self) -> Vec<u8> {
+    /// The namespace of every consensus signature of this chain.
+    pub fn namespace(&self) -> Vec<u8> {
         format!("coffer/{}/consensus", self.chain_id).into_bytes()
     }
 }
@@ -242,12 +246,19 @@ pub struct ConsensusHandle<V: TxVerifier> {
     gossip: mpsc::Sender<Bytes>,
     events: broadcast::Sender<Arc<ExecutedBlock>>,
     executed: Arc<AtomicU64>,
+    tracker: Tracker,
 }
 
 impl<V: TxVerifier> ConsensusHandle<V> {
     /// The stateless check this replica runs (shares its signature cache).
     pub fn verifier(&self) -> &V {
         &self.verifier
+    }
+
+    /// Where consensus is: current view and leader, finalized and executed heights, and how
+    /// many views were skipped (see [`ConsensusStats`]).
+    pub fn stats(&self) -> ConsensusStats {
+        self.tracker.snapshot(self.executed_height())
     }
 
     /// Checks a transaction statelessly, adds it to the mempool and gossips it to every replica.
@@ -397,6 +408,7 @@ where
 
     let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool)));
     let executed = Arc::new(AtomicU64::new(machine.applied_height()));
+    let tracker = Tracker::new(&participants);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     let handle = ConsensusHandle {
@@ -405,6 +417,7 @@ where
         gossip: gossip_tx,
         events: events.clone(),
         executed: executed.clone(),
+        tracker: tracker.clone(),
     };
 
     let root = context.child("replica").spawn(move |context| async move {
@@ -529,7 +542,10 @@ where
             }
         });
         marshal_actor.start(
-            Deliveries { tx: deliveries_tx },
+            Deliveries {
+                tx: deliveries_tx,
+                tracker: tracker.clone(),
+            },
             buffer,
             (backfill_rx, backfill_resolver),
         );
@@ -569,7 +585,8 @@ where
                 blocker,
                 automaton: wrapper.clone(),
                 relay: wrapper.clone(),
-                reporter: wrapper,
+                // Marshal needs every activity; the tracker follows views for `stats`.
+                reporter: Reporters::from((wrapper, tracker)),
                 strategy: Sequential,
                 partition: format!("{prefix}-simplex"),
                 mailbox_size,
@@ -652,6 +669,7 @@ fn archive_config<C>(
 #[derive(Clone)]
 struct Deliveries {
     tx: mpsc::UnboundedSender<(commonware_cryptography::Digested<Block>, Exact)>,
+    tracker: Tracker,
 }
 
 impl Reporter for Deliveries {
@@ -665,7 +683,10 @@ impl Reporter for Deliveries {
                 }
                 commonware_actor::Feedback::Ok
             }
-            Update::Tip(..) => commonware_actor::Feedback::Ok,
+            Update::Tip(_, height, _) => {
+                self.tracker.finalized_tip(height.get());
+                commonware_actor::Feedback::Ok
+            }
         }
     }
 }
