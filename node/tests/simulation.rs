@@ -696,3 +696,51 @@ fn stats_follow_views_leaders_and_skipped_views() {
         }
     });
 }
+
+#[test]
+fn honest_replicas_agree_despite_a_conflicting_voter() {
+    use commonware_consensus::simplex::mocks::conflicter::{Config, Conflicter};
+    use commonware_cryptography::sha256::Sha256;
+    runner(31).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        // Replica 3 is Byzantine: for every vote it sees it signs a notarize (and finalize)
+        // for a random block as well as for the real one, and never proposes.
+        let byzantine = cluster.keys[3].clone();
+        let control = cluster.oracle.control(byzantine.public_key());
+        let votes = control
+            .register(channels::VOTES, Quota::per_second(NZU32!(1_000)))
+            .await
+            .unwrap();
+        let participants =
+            commonware_utils::ordered::Set::try_from(cluster.participants()).unwrap();
+        let namespace =
+            ConsensusConfig::new(CHAIN, byzantine.clone(), cluster.participants()).namespace();
+        let scheme = consensus::Scheme::signer(&namespace, participants, byzantine).unwrap();
+        Conflicter::<_, _, Sha256>::new(cluster.context.child("conflicter"), Config { scheme })
+            .start(votes);
+
+        let mut replicas = Vec::new();
+        for i in 0..3 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        fund(&cluster, &refs, 0..20).await;
+        let txids = submit_spread(&refs, &payments(0..20));
+        cluster
+            .wait_until("honest replicas executed every transfer", || {
+                replicas.iter().all(|r| all_executed(&r.log, &txids))
+            })
+            .await;
+        cluster
+            .wait_until("more blocks", || {
+                replicas.iter().all(|r| r.log.height() >= 12)
+            })
+            .await;
+        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+        let common = assert_agreement(&logs);
+        assert!(common >= 12);
+        let receipts = replicas[0].log.receipts();
+        assert!(txids.iter().all(|id| receipts[id].is_none()));
+    });
+}
