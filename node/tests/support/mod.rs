@@ -113,7 +113,7 @@ pub fn start_cluster(name: &str, n: usize) -> (ProcessCluster, ChainId) {
         .zip(&p2p)
         .map(|(k, a)| PeerEntry {
             public_key: public_key_hex(&k.public_key()),
-            address: *a,
+            address: a.to_string(),
         })
         .collect();
     let chain = ChainId::new(format!("{name}-chain")).expect("valid chain id");
@@ -143,6 +143,8 @@ pub fn start_cluster(name: &str, n: usize) -> (ProcessCluster, ChainId) {
             api: None,
             storage: coffer_node::storage::StorageConfig::Memory,
             consensus: ConsensusSection::default(),
+            health: Default::default(),
+            shutdown: Default::default(),
             peers: peers.clone(),
             base_dir: PathBuf::new(),
         };
