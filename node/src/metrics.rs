@@ -392,9 +392,10 @@ impl NodeMetrics {
         }
         let texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
         for source in texts.iter() {
-            let text = source();
-            out.push_str(&text);
-            if !text.is_empty() && !text.ends_with('\n') {
+            // OpenMetrics encoders end with `# EOF`; in the middle of this text it would end
+            // an OpenMetrics parser's reading early, so it is dropped.
+            for line in source().lines().filter(|l| l.trim() != "# EOF") {
+                out.push_str(line);
                 out.push('\n');
             }
         }
@@ -469,7 +470,8 @@ mod tests {
             m.register("bad name", "x", Kind::Gauge, || 0),
             Err(RegisterError::Name(_))
         ));
-        m.register_text(|| "other_metric 1".to_owned()).unwrap();
+        m.register_text(|| "other_metric 1\n# EOF\n".to_owned())
+            .unwrap();
         gauge.store(8, Ordering::Relaxed);
         let text = m.render();
         assert!(text.contains("coffer_executed_height 3\n"));
