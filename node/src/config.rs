@@ -35,9 +35,17 @@
 //! mempool_max_bytes = 67108864
 //! idle_block_ms = 300
 //!
+//! [health]                             # optional; see `health::HealthConfig`
+//! stall_after_ms = 10000
+//! slow_persist_ms = 5000
+//!
+//! [shutdown]                           # optional; see `shutdown::ShutdownConfig`
+//! grace_ms = 10000
+//! block_timeout_ms = 30000
+//!
 //! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
-//! address = "127.0.0.1:7000"
+//! address = "127.0.0.1:7000"           # or "replica0:7000" (resolved at start)
 //! ```
 //!
 //! The replica set (and so n and f) comes from the genesis; `peers` only locates its members
