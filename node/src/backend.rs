@@ -4,16 +4,20 @@
 
 use crate::api::answer::outcome_code;
 use crate::api::{
-    AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, ReceiptBundle,
+    AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, Health, ReceiptBundle,
     ReplicaStatus, SubmitOutcome, TxStatus,
 };
 use crate::consensus::{ConsensusHandle, SubmitError};
+use crate::health::{self, HealthConfig, Observed};
 use crate::ledger::LedgerVerifier;
+use crate::metrics::NodeMetrics;
 use crate::storage::{Storage, Store as _, ledger as stored};
 use crate::witness::Witness;
 use coffer_ledger::attest::{ReadQuery, ReceiptStatement, Signed};
 use coffer_ledger::{Genesis, SignedTransaction, Txid};
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Deadlines the backend keeps inside the gateway's own (so it answers before the gateway
@@ -35,6 +39,18 @@ impl Default for Deadlines {
     }
 }
 
+/// What the backend reports on besides consensus and storage: metrics, health thresholds and
+/// whether a shutdown started.
+#[derive(Clone, Debug, Default)]
+pub struct Operations {
+    /// The replica's metrics (appended to `/metrics`; submissions start commit latency).
+    pub metrics: Arc<NodeMetrics>,
+    /// Health thresholds.
+    pub health: HealthConfig,
+    /// Set once a shutdown started.
+    pub stopping: Arc<AtomicBool>,
+}
+
 /// The node's [`Backend`].
 pub struct NodeBackend {
     genesis: Arc<Genesis>,
@@ -42,6 +58,7 @@ pub struct NodeBackend {
     witness: Arc<Witness>,
     store: Arc<Storage>,
     deadlines: Deadlines,
+    ops: Operations,
 }
 
 impl NodeBackend {
@@ -59,7 +76,33 @@ impl NodeBackend {
             witness,
             store,
             deadlines,
+            ops: Operations::default(),
         }
+    }
+
+    /// Reports to `ops` (metrics, health) instead of private defaults.
+    pub fn with_operations(mut self, ops: Operations) -> Self {
+        self.ops = ops;
+        self
+    }
+
+    /// This replica's health now.
+    pub fn health_now(&self) -> Health {
+        let height = self.handle.executed_height();
+        let peers = self.witness.peers(height);
+        let replicas = self.witness.replicas();
+        health::evaluate(
+            &self.ops.health,
+            &self.ops.metrics,
+            &Observed {
+                replica: self.witness.name().to_owned(),
+                height,
+                reachable: peers.iter().filter(|p| p.3).count(),
+                quorum: replicas.strong_quorum(),
+                replicas: peers.len(),
+                stopping: self.ops.stopping.load(Ordering::Relaxed),
+            },
+        )
     }
 
     fn committed(
@@ -157,7 +200,7 @@ impl Backend for NodeBackend {
             });
         }
         match self.handle.submit(bytes::Bytes::from(bytes)) {
-            Ok(_) => {}
+            Ok(_) => self.ops.metrics.submit_accepted(txid.0),
             Err(SubmitError::Busy) => return Err(BackendError::Busy("mempool is full".into())),
             Err(SubmitError::Stopped) => {
                 return Err(BackendError::Busy("replica is stopping".into()));
@@ -233,6 +276,36 @@ impl Backend for NodeBackend {
         Ok(out)
     }
 
+    async fn health(&self) -> Result<Health, BackendError> {
+        Ok(self.health_now())
+    }
+
+    fn metrics(&self) -> String {
+        let health = self.health_now();
+        let mut text = self.ops.metrics.render();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            text,
+            "# HELP coffer_healthy Whether every health check passes (see /v1/health).\n\
+             # TYPE coffer_healthy gauge\ncoffer_healthy {}",
+            u8::from(health.healthy)
+        );
+        let _ = writeln!(
+            text,
+            "# HELP coffer_health_check Each health check: 1 passing, 0 failing.\n\
+             # TYPE coffer_health_check gauge"
+        );
+        for check in &health.checks {
+            let _ = writeln!(
+                text,
+                "coffer_health_check{{check=\"{}\"}} {}",
+                check.name,
+                u8::from(check.ok)
+            );
+        }
+        text
+    }
+
     async fn status(&self) -> Result<ClusterStatus, BackendError> {
         let stats = self.handle.stats();
         let height = stats.executed_height;
@@ -254,7 +327,10 @@ impl Backend for NodeBackend {
             view: stats.view,
             leader: stats.leader.map(hex::encode),
             replicas,
-            healthy: reachable >= self.witness.replicas().strong_quorum(),
+            // The replica's whole health (executing, store, peers, not stopping), so the
+            // status and the health endpoint never disagree.
+            healthy: reachable >= self.witness.replicas().strong_quorum()
+                && self.health_now().healthy,
             max_faulty: u64::try_from(self.witness.replicas().max_faulty()).unwrap_or(u64::MAX),
         })
     }

@@ -35,22 +35,41 @@
 //! mempool_max_bytes = 67108864
 //! idle_block_ms = 300
 //!
+//! [health]                             # optional; see `health::HealthConfig`
+//! stall_after_ms = 10000
+//! slow_persist_ms = 5000
+//!
+//! [shutdown]                           # optional; see `shutdown::ShutdownConfig`
+//! grace_ms = 10000
+//! block_timeout_ms = 30000
+//!
 //! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
-//! address = "127.0.0.1:7000"
+//! address = "127.0.0.1:7000"           # or "replica0:7000" (resolved at start)
 //! ```
 //!
-//! The replica set (and so n and f) comes from the genesis; `peers` only locates its members.
+//! The replica set (and so n and f) comes from the genesis; `peers` only locates its members
+//! (`IP:port` or `host:port`; names are resolved at start, with retries).
+//!
 //! Environment variables override the file (for containers and scripts): `COFFER_P2P_LISTEN`,
-//! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, and `COFFER_STORAGE_URL` (a Redis URL: switches the
-//! store to Redis standalone at that URL, keeping the configured prefix, or
-//! `coffer:<replica key prefix>` when the file had none; `memory` switches to memory).
+//! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, and the store:
+//! - `COFFER_STORAGE_URL`: a Redis URL switches the store to Redis standalone at that URL;
+//!   `memory` switches to memory;
+//! - `COFFER_REDIS_SENTINELS` (comma-separated sentinel URLs) with `COFFER_REDIS_MASTER_NAME`:
+//!   Redis behind sentinels;
+//! - `COFFER_REDIS_CLUSTER_SEEDS` (comma-separated node URLs): Redis Cluster;
+//! - `COFFER_STORAGE_PREFIX`: the key prefix; `COFFER_REDIS_WAIT_REPLICAS`: replicas that must
+//!   acknowledge each block.
+//!
+//! At most one of the first three may be set. Switching to Redis keeps the file's other Redis
+//! settings (prefix, durability, retries, TLS); a file without Redis settings gets the
+//! defaults and the prefix `coffer:<replica key prefix>`.
 
 use crate::{
     api::{ApiConfig, limits::RateLimit},
     consensus::{ConsensusConfig, ProposalLimits, Timeouts},
     mempool::MempoolLimits,
-    storage::{RedisConfig, StorageConfig},
+    storage::{RedisConfig, RedisMode, StorageConfig},
 };
 use coffer_ledger::{Genesis, ReplicaKey};
 use commonware_codec::{DecodeExt, Encode};
@@ -157,8 +176,56 @@ fn millis(d: Duration) -> u64 {
 pub struct PeerEntry {
     /// Hex ed25519 public key.
     pub public_key: String,
-    /// P2P address.
-    pub address: SocketAddr,
+    /// P2P address: `IP:port`, or `host:port` with a DNS name (docker compose service names),
+    /// resolved when the replica starts (retried for [`PEER_RESOLVE_TIMEOUT`]).
+    pub address: String,
+}
+
+/// How long a replica keeps retrying to resolve its peers' DNS names at start (containers
+/// started together register their names at slightly different times).
+pub const PEER_RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest peer address accepted (a DNS name is at most 253 bytes, plus the port).
+const MAX_PEER_ADDRESS_BYTES: usize = 260;
+
+/// Resolves a `host:port` peer address, retrying until `within` has passed.
+pub fn resolve_peer(address: &str, within: Duration) -> Result<SocketAddr, ConfigFileError> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let well_formed = address.len() <= MAX_PEER_ADDRESS_BYTES
+        && address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !well_formed {
+        return Err(ConfigFileError::Peers(format!(
+            "peer address {address:?} is not host:port"
+        )));
+    }
+    let deadline = std::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let error = match address.to_socket_addrs() {
+            // Prefer IPv4: the p2p listener of a generated config is an IPv4 address.
+            Ok(found) => {
+                let found: Vec<SocketAddr> = found.collect();
+                if let Some(addr) = found.iter().find(|a| a.is_ipv4()).or_else(|| found.first()) {
+                    return Ok(*addr);
+                }
+                "no address".to_owned()
+            }
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() + delay > deadline {
+            return Err(ConfigFileError::Peers(format!(
+                "cannot resolve peer address {address:?} within {} ms: {error}",
+                within.as_millis()
+            )));
+        }
+        tracing::warn!(address, %error, "peer address does not resolve yet; retrying");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// The REST gateway.
@@ -244,6 +311,12 @@ pub struct NodeConfig {
     /// Consensus tuning.
     #[serde(default)]
     pub consensus: ConsensusSection,
+    /// Health thresholds.
+    #[serde(default)]
+    pub health: crate::health::HealthConfig,
+    /// Graceful shutdown bounds.
+    #[serde(default)]
+    pub shutdown: crate::shutdown::ShutdownConfig,
     /// Addresses of the genesis replicas.
     pub peers: Vec<PeerEntry>,
     /// Directory the relative paths are resolved against (the config file's).
@@ -337,16 +410,69 @@ impl NodeConfig {
         if let Some(v) = var("COFFER_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
-        if let Some(url) = var("COFFER_STORAGE_URL") {
-            self.storage = if url == "memory" {
-                StorageConfig::Memory
-            } else {
-                let prefix = match &self.storage {
-                    StorageConfig::Redis(r) => r.prefix.clone(),
-                    _ => format!("coffer:{}", &self.private_key_fingerprint()),
-                };
-                StorageConfig::Redis(RedisConfig::standalone(url, prefix))
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let url = var("COFFER_STORAGE_URL");
+        let sentinels = var("COFFER_REDIS_SENTINELS");
+        let seeds = var("COFFER_REDIS_CLUSTER_SEEDS");
+        let given = [url.is_some(), sentinels.is_some(), seeds.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(ConfigFileError::Toml(
+                "set at most one of COFFER_STORAGE_URL, COFFER_REDIS_SENTINELS, COFFER_REDIS_CLUSTER_SEEDS"
+                    .into(),
+            ));
+        }
+        let mode = match (url, sentinels, seeds) {
+            (Some(url), _, _) if url == "memory" => {
+                self.storage = StorageConfig::Memory;
+                None
+            }
+            (Some(url), _, _) => Some(RedisMode::Standalone { url }),
+            (_, Some(sentinels), _) => {
+                let master_name = var("COFFER_REDIS_MASTER_NAME").ok_or_else(|| {
+                    ConfigFileError::Toml(
+                        "COFFER_REDIS_SENTINELS needs COFFER_REDIS_MASTER_NAME".into(),
+                    )
+                })?;
+                Some(RedisMode::Sentinel {
+                    master_name,
+                    sentinels: list(sentinels),
+                })
+            }
+            (_, _, Some(seeds)) => Some(RedisMode::Cluster { seeds: list(seeds) }),
+            _ => None,
+        };
+        if let Some(mode) = mode {
+            // Keep the file's other Redis settings (prefix, durability, retries, TLS).
+            self.storage = match &self.storage {
+                StorageConfig::Redis(r) => StorageConfig::Redis(RedisConfig { mode, ..r.clone() }),
+                _ => StorageConfig::Redis(RedisConfig::with_mode(
+                    mode,
+                    format!("coffer:{}", &self.private_key_fingerprint()),
+                )),
             };
+        }
+        if let StorageConfig::Redis(redis) = &mut self.storage {
+            if let Some(prefix) = var("COFFER_STORAGE_PREFIX") {
+                redis.prefix = prefix;
+            }
+            if let Some(n) = var("COFFER_REDIS_WAIT_REPLICAS") {
+                redis.durability.wait_replicas = n.parse().map_err(|e| {
+                    ConfigFileError::Toml(format!("COFFER_REDIS_WAIT_REPLICAS={n:?}: {e}"))
+                })?;
+            }
+        } else if var("COFFER_STORAGE_PREFIX").is_some()
+            || var("COFFER_REDIS_WAIT_REPLICAS").is_some()
+        {
+            return Err(ConfigFileError::Toml(
+                "COFFER_STORAGE_PREFIX / COFFER_REDIS_WAIT_REPLICAS set but the store is memory"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -400,15 +526,27 @@ impl NodeConfig {
         })
     }
 
-    /// The genesis replicas with their addresses, in genesis order.
+    /// The genesis replicas with their addresses, in genesis order; DNS names are resolved,
+    /// retried for at most [`PEER_RESOLVE_TIMEOUT`].
     pub fn peer_set(
         &self,
         genesis: &Genesis,
     ) -> Result<Vec<(PublicKey, SocketAddr)>, ConfigFileError> {
+        self.peer_keys(genesis)?
+            .into_iter()
+            .map(|(key, address)| Ok((key, resolve_peer(&address, PEER_RESOLVE_TIMEOUT)?)))
+            .collect()
+    }
+
+    /// The genesis replicas with their configured (unresolved) addresses, in genesis order.
+    pub fn peer_keys(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<Vec<(PublicKey, String)>, ConfigFileError> {
         let mut addresses = std::collections::HashMap::new();
         for (i, p) in self.peers.iter().enumerate() {
             let key = parse_public_key(&format!("peers[{i}]"), &p.public_key)?;
-            if addresses.insert(key.clone(), p.address).is_some() {
+            if addresses.insert(key.clone(), p.address.clone()).is_some() {
                 return Err(ConfigFileError::Peers(format!("{key} listed twice")));
             }
         }
@@ -424,7 +562,7 @@ impl NodeConfig {
             .iter()
             .map(|r| {
                 let key = replica_key(&r.public_key)?;
-                let address = addresses.get(&key).copied().ok_or_else(|| {
+                let address = addresses.get(&key).cloned().ok_or_else(|| {
                     ConfigFileError::Peers(format!("no address for genesis replica {}", r.name))
                 })?;
                 Ok((key, address))
@@ -436,7 +574,7 @@ impl NodeConfig {
     pub fn consensus(&self, genesis: &Genesis) -> Result<ConsensusConfig, ConfigFileError> {
         let signer = self.signer()?;
         let participants = self
-            .peer_set(genesis)?
+            .peer_keys(genesis)?
             .into_iter()
             .map(|(k, _)| k)
             .collect();
@@ -490,9 +628,11 @@ mod tests {
             api: None,
             storage: StorageConfig::Memory,
             consensus: ConsensusSection::default(),
+            health: Default::default(),
+            shutdown: Default::default(),
             peers: vec![PeerEntry {
                 public_key: public_key_hex(&key.public_key()),
-                address: "127.0.0.1:1".parse().unwrap(),
+                address: "127.0.0.1:1".into(),
             }],
             base_dir: PathBuf::new(),
         };
@@ -519,6 +659,61 @@ mod tests {
                 .is_err(),
             "no [api] section to override"
         );
+        let mut sentinel = back.clone();
+        sentinel
+            .apply_env(|name| match name {
+                "COFFER_REDIS_SENTINELS" => Some("redis://s1:26379, redis://s2:26379".into()),
+                "COFFER_REDIS_MASTER_NAME" => Some("coffer".into()),
+                "COFFER_STORAGE_PREFIX" => Some("coffer:r0".into()),
+                "COFFER_REDIS_WAIT_REPLICAS" => Some("1".into()),
+                _ => None,
+            })
+            .unwrap();
+        let StorageConfig::Redis(redis) = &sentinel.storage else {
+            panic!("sentinel store expected")
+        };
+        assert_eq!(
+            redis.mode,
+            RedisMode::Sentinel {
+                master_name: "coffer".into(),
+                sentinels: vec!["redis://s1:26379".into(), "redis://s2:26379".into()],
+            }
+        );
+        assert_eq!(redis.prefix, "coffer:r0");
+        assert_eq!(redis.durability.wait_replicas, 1);
+        let mut cluster = sentinel.clone();
+        cluster
+            .apply_env(|name| {
+                (name == "COFFER_REDIS_CLUSTER_SEEDS").then(|| "redis://n1:6379".to_owned())
+            })
+            .unwrap();
+        let StorageConfig::Redis(redis) = &cluster.storage else {
+            panic!("cluster store expected")
+        };
+        assert!(matches!(redis.mode, RedisMode::Cluster { ref seeds } if seeds.len() == 1));
+        assert_eq!(redis.prefix, "coffer:r0", "the file's prefix is kept");
+        assert!(
+            back.clone()
+                .apply_env(|name| {
+                    matches!(name, "COFFER_STORAGE_URL" | "COFFER_REDIS_CLUSTER_SEEDS")
+                        .then(|| "redis://x:1".to_owned())
+                })
+                .is_err(),
+            "two store overrides conflict"
+        );
+        assert!(
+            back.clone()
+                .apply_env(|name| (name == "COFFER_REDIS_SENTINELS").then(|| "redis://x:1".into()))
+                .is_err(),
+            "sentinels need a master name"
+        );
+        let mut named = back.clone();
+        named.peers[0].address = "localhost:7000".into();
+        let set = named.peer_set(&genesis).expect("a DNS name resolves");
+        assert!(set[0].1.ip().is_loopback());
+        assert_eq!(set[0].1.port(), 7000);
+        assert!(resolve_peer("no-port", Duration::from_millis(10)).is_err());
+        assert!(resolve_peer(":7000", Duration::from_millis(10)).is_err());
         let mut stranger = back;
         stranger.peers[0].public_key = public_key_hex(&PrivateKey::from_seed(8).public_key());
         assert!(stranger.peer_set(&genesis).is_err());

@@ -6,12 +6,20 @@
 //! gap fills. Every applied block is persisted by the state machine
 //! ([`StateMachine::persist`]) before it counts as executed: only then is it published to
 //! subscribers (which sign receipts and answer clients) and the executed height advanced.
+//!
+//! A persist that fails (the store already retried within its own budget, e.g. Redis down for
+//! longer than `[storage.retry] max_elapsed_ms`) is retried here with a capped backoff for as
+//! long as it takes: nothing about the block is published, acknowledged to consensus or
+//! signed meanwhile, the replica reports an unhealthy store (`/v1/health`,
+//! `coffer_store_persist_failures_total`), and execution resumes where it stopped once the
+//! store answers again.
 
 use crate::{
     mempool::Mempool,
     tx::{PersistError, Receipt, StateMachine},
 };
 use bytes::Bytes;
+use std::time::{Duration, Instant};
 use std::{
     collections::BTreeMap,
     sync::{
@@ -20,10 +28,15 @@ use std::{
     },
 };
 use tokio::sync::broadcast;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Blocks buffered above a gap before further ones are dropped (they will be redelivered).
 const MAX_BUFFERED_BLOCKS: usize = 1_024;
+/// First delay before retrying a failed persist; it doubles up to [`PERSIST_RETRY_CAP`].
+const PERSIST_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Longest delay between two persist attempts: short enough to resume soon after the store
+/// returns, long enough not to hammer a store that is down.
+const PERSIST_RETRY_CAP: Duration = Duration::from_secs(2);
 
 /// A finalized block as handed to the executor: consensus types do not leak past this point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +116,9 @@ impl<M: StateMachine> Executor<M> {
     }
 
     /// Offers a finalized block; applies it and any buffered successors when it is next.
+    ///
+    /// Persist failures are retried inside until the block is durable, so this never returns
+    /// `Err`; the `Result` is kept for callers written against the fail-stop executor.
     pub async fn offer(&mut self, block: FinalizedBlock) -> Result<Offered, PersistError> {
         let applied = self.applied_height();
         if block.height <= applied {
@@ -133,6 +149,7 @@ impl<M: StateMachine> Executor<M> {
             self.applied_height() + 1,
             "executor must apply blocks in height order"
         );
+        self.machine.ready().await;
         let receipts = self.machine.apply_block(block.height, &block.txs);
         assert_eq!(
             receipts.len(),
@@ -146,7 +163,7 @@ impl<M: StateMachine> Executor<M> {
             commitment: self.machine.commitment(),
             commitment_encoding: self.machine.commitment_encoding(),
         };
-        self.machine.persist().await?;
+        self.persist(executed.height).await;
         assert_eq!(
             self.machine.applied_height(),
             executed.height,
@@ -177,9 +194,48 @@ impl<M: StateMachine> Executor<M> {
     }
 }
 
-/// Logs a persistence failure; the executor cannot continue without durable records (the
-/// store already retried transient failures), so the replica stops and restarts from what was
-/// persisted.
+impl<M: StateMachine> Executor<M> {
+    /// Persists the block just applied, retrying with a capped backoff until it is durable.
+    async fn persist(&mut self, height: u64) {
+        let started = Instant::now();
+        let mut delay = PERSIST_RETRY_FIRST;
+        let mut failures: u64 = 0;
+        loop {
+            match self.machine.persist().await {
+                Ok(()) => {
+                    if failures > 0 {
+                        info!(
+                            height,
+                            failures,
+                            down_ms =
+                                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            "store answers again; block persisted, execution resumes"
+                        );
+                    }
+                    return;
+                }
+                Err(error) => {
+                    failures += 1;
+                    // First failure, then ever more rarely: an outage of hours logs tens of
+                    // lines, not thousands.
+                    if failures.is_power_of_two() {
+                        warn!(
+                            height,
+                            failures,
+                            %error,
+                            "cannot persist executed block; retrying (nothing about it is published until it is persisted)"
+                        );
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(PERSIST_RETRY_CAP);
+                }
+            }
+        }
+    }
+}
+
+/// Stops the replica on a persistence failure. The executor no longer returns one (it retries
+/// until the store answers); kept for callers of [`Executor::offer`]'s `Result`.
 pub(crate) fn fatal_store_error(error: &PersistError) -> ! {
     warn!(%error, "cannot persist executed block");
     panic!("cannot persist executed block: {error}");
@@ -276,5 +332,93 @@ mod tests {
         .unwrap();
         assert_eq!(rejected.height, 3);
         assert!(rejected.outcome.into_result().is_err());
+    }
+
+    /// Fails the first `failures` persists, then delegates.
+    struct Flaky {
+        inner: LedgerMachine,
+        failures: Arc<AtomicU64>,
+    }
+
+    impl StateMachine for Flaky {
+        fn applied_height(&self) -> u64 {
+            self.inner.applied_height()
+        }
+        fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt> {
+            self.inner.apply_block(height, txs)
+        }
+        async fn persist(&mut self) -> Result<(), PersistError> {
+            if self
+                .failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(PersistError::Backend {
+                    height: self.inner.state().height(),
+                    reason: "store down".into(),
+                });
+            }
+            self.inner.persist().await
+        }
+        fn commitment(&self) -> [u8; 32] {
+            self.inner.commitment()
+        }
+        fn is_stale(&self, tx: &[u8]) -> bool {
+            self.inner.is_stale(tx)
+        }
+    }
+
+    /// A store that fails for a while (longer than any single retry budget) delays the block,
+    /// never loses or publishes it early, and execution resumes when the store answers.
+    #[tokio::test(start_paused = true)]
+    async fn persist_failures_are_retried_and_nothing_is_published_before() {
+        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
+        let chain = ChainId::new("retry").unwrap();
+        let genesis = Genesis {
+            chain_id: chain.clone(),
+            issuers: vec![issuer.public_key()],
+            replicas: vec![ReplicaInfo {
+                name: "r0".into(),
+                public_key: ReplicaKey([1; 32]),
+            }],
+            limits: Limits::default(),
+        };
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: chain,
+            issuer: issuer.public_key(),
+            nonce: 0,
+            outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
+        }));
+        let failures = Arc::new(AtomicU64::new(40));
+        let (events, mut rx) = broadcast::channel(16);
+        let executed = Arc::new(AtomicU64::new(0));
+        let mut exec = Executor::new(
+            Flaky {
+                inner: LedgerMachine::new(genesis).unwrap(),
+                failures: failures.clone(),
+            },
+            Arc::new(Mutex::new(Mempool::new(MempoolLimits::default()))),
+            executed.clone(),
+            events,
+        );
+        let started = tokio::time::Instant::now();
+        let mut offer = Box::pin(exec.offer(block(1, vec![Bytes::from(mint.encode())])));
+        // While the store fails, the block is neither executed nor published.
+        let waited = tokio::time::timeout(Duration::from_secs(30), &mut offer).await;
+        assert!(waited.is_err(), "still retrying after 30 s");
+        assert!(failures.load(Ordering::SeqCst) < 40, "retried meanwhile");
+        assert_eq!(executed.load(Ordering::SeqCst), 0);
+        assert!(rx.try_recv().is_err(), "nothing published before persisted");
+        assert_eq!(offer.await.unwrap(), Offered::Applied);
+        assert_eq!(failures.load(Ordering::SeqCst), 0);
+        assert_eq!(executed.load(Ordering::SeqCst), 1);
+        assert_eq!(rx.try_recv().unwrap().height, 1);
+        // 40 failures with the delay capped at 2 s: well past the old fail-stop point, bounded.
+        let took = started.elapsed();
+        assert!(
+            took > Duration::from_secs(30) && took < Duration::from_secs(90),
+            "{took:?}"
+        );
+        assert_eq!(exec.machine().inner.state().height(), 1);
     }
 }

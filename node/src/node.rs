@@ -5,10 +5,12 @@
 
 use crate::{
     api::{ApiServer, tls},
-    backend::{Deadlines, NodeBackend},
+    backend::{Deadlines, NodeBackend, Operations},
     config::{ConfigFileError, NodeConfig, genesis_key, replica_key},
     consensus::{self, ConfigError, Networks, channels},
+    instrument::Instrumented,
     ledger::{LedgerMachine, LedgerVerifier},
+    shutdown::{self, BlockGate, Signals},
     storage::{Storage, StorageConfig, StorageError},
     witness::{self, Patience, To, Witness, WitnessParts},
 };
@@ -17,7 +19,9 @@ use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
 use commonware_p2p::{
     Address, AddressableManager as _, Receiver as _, Recipients, Sender as _, authenticated::lookup,
 };
-use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime};
+use commonware_runtime::{
+    Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime,
+};
 use commonware_stream::{
     cups::{self, Cups},
     sake::{self, Sake},
@@ -45,6 +49,9 @@ pub enum RunError {
     /// The REST API could not start.
     #[error("api: {0}")]
     Api(String),
+    /// Stopped by a signal before the block in flight was persisted.
+    #[error("stopped before the block in flight was persisted (it is replayed at the next start)")]
+    Unfinished,
 }
 
 /// Runs the replica described by `config` until the process is stopped.
@@ -86,6 +93,10 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         runtime::Config::new().with_storage_directory(config.resolve(&config.data_dir)),
     );
     runner.start(|context| async move {
+        // Installed first: a SIGTERM from here on is a graceful shutdown, not a kill.
+        let signals = Signals::install().map_err(|e| RunError::Api(format!("signals: {e}")))?;
+        let ops = Operations::default();
+        let gate = Arc::new(BlockGate::new());
         let ephemeral = matches!(config.storage, StorageConfig::Memory);
         let store = Arc::new(Storage::open(&config.storage).await?);
         let machine = LedgerMachine::open(genesis.clone(), store.clone())
@@ -139,20 +150,58 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         let (mut witness_sender, mut witness_receiver) = network.register(witness::CHANNEL, quota);
         network.start();
 
+        {
+            // The consensus engines' own metrics (views, nullifications, timeouts, latencies).
+            // Every context encodes the runtime's one registry.
+            let registry = context.child("metrics");
+            let _ = ops.metrics.register_text(move || registry.encode());
+        }
         let started = consensus::start(
             context.child("consensus"),
             consensus_cfg,
             verifier,
-            machine,
+            Instrumented::new(machine, ops.metrics.clone(), gate.clone()),
             oracle.clone(),
             oracle,
             networks,
         );
-        let (handle, root) = match started {
+        let (handle, mut root) = match started {
             Ok(started) => started,
             Err(e) => return Err(RunError::Consensus(e)),
         };
         info!(public_key = %signer.public_key(), replicas = n, "replica started");
+        {
+            use crate::metrics::Kind;
+            let metrics = [
+                (
+                    "coffer_consensus_view",
+                    "The consensus view this replica is in.",
+                    Kind::Gauge,
+                    (|s: &consensus::ConsensusStats| s.view) as fn(&_) -> u64,
+                ),
+                (
+                    "coffer_consensus_view_changes_total",
+                    "Views skipped by a nullification certificate (leader timeout or fault).",
+                    Kind::Counter,
+                    |s| s.nullifications,
+                ),
+                (
+                    "coffer_consensus_finalized_height",
+                    "Height of the highest finalized block this replica knows of.",
+                    Kind::Gauge,
+                    |s| s.finalized_height,
+                ),
+            ];
+            for (name, help, kind, read) in metrics {
+                let handle = handle.clone();
+                if let Err(e) = ops
+                    .metrics
+                    .register(name, help, kind, move || read(&handle.stats()))
+                {
+                    warn!(metric = name, error = %e, "metric not registered");
+                }
+            }
+        }
 
         let (witness, mut outbound) = Witness::new(WitnessParts {
             chain_id: genesis.chain_id.clone(),
@@ -196,8 +245,18 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         }
 
         let mut events = handle.subscribe();
+        let metrics = ops.metrics.clone();
         context.child("log").spawn(move |_| async move {
-            while let Ok(block) = events.recv().await {
+            loop {
+                let block = match events.recv().await {
+                    Ok(block) => block,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "metrics and log fell behind executed blocks");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                metrics.on_executed(&block);
                 if !block.receipts.is_empty() {
                     info!(
                         height = block.height,
@@ -208,7 +267,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                 }
             }
         });
-        let _server = match (&config.api, tls_config) {
+        let server = match (&config.api, tls_config) {
             (Some(api), Some(tls_config)) => {
                 let api_config = api.api_config();
                 let deadlines = Deadlines {
@@ -226,7 +285,8 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                     witness.clone(),
                     store.clone(),
                     deadlines,
-                );
+                )
+                .with_operations(ops.clone());
                 let server =
                     ApiServer::start(api.listen, tls_config, api_config, Arc::new(backend))
                         .await
@@ -236,9 +296,22 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             }
             _ => None,
         };
-        if let Err(e) = root.await {
-            warn!(error = ?e, "replica stopped");
+        let ended = shutdown::run_until_signal(
+            signals,
+            &mut root,
+            server,
+            &gate,
+            &ops.stopping,
+            &config.shutdown,
+        )
+        .await;
+        match ended {
+            shutdown::Ended::Stopped => {
+                warn!("replica stopped");
+                Ok(())
+            }
+            shutdown::Ended::Clean => Ok(()),
+            shutdown::Ended::BlockUnfinished => Err(RunError::Unfinished),
         }
-        Ok(())
     })
 }

@@ -124,6 +124,12 @@ pub trait StateMachine: Send + 'static {
     /// as rejection receipts and leave the state untouched.
     fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt>;
 
+    /// Waits until the machine may apply another block. A replica shutting down stops here,
+    /// between blocks (see `shutdown::BlockGate`); by default it never waits.
+    fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// Makes the block last applied durable; returns once it is. The executor publishes a block
     /// (and receipts are signed) only after this returned `Ok`.
     fn persist(&mut self) -> impl std::future::Future<Output = Result<(), PersistError>> + Send;

@@ -118,6 +118,32 @@ pub struct ClusterStatus {
     pub max_faulty: u64,
 }
 
+/// One check of a replica's health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `api`, `executing`, `store`, `peers` or `stopping`.
+    pub name: String,
+    /// Whether it passes.
+    pub ok: bool,
+    /// What was seen, for an operator.
+    pub detail: String,
+}
+
+/// A replica's own health: served at `/v1/health` (200 when healthy, 503 when not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Every check passes.
+    pub healthy: bool,
+    /// Name of the replica answering.
+    pub replica: String,
+    /// Its last executed (persisted) height.
+    pub height: u64,
+    /// The checks.
+    pub checks: Vec<HealthCheck>,
+}
+
 /// Why the backend could not serve a request. Maps to the API's status codes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -189,4 +215,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Cluster status.
     fn status(&self) -> impl Future<Output = Result<ClusterStatus, BackendError>> + Send;
+
+    /// This replica's health. By default: healthy when [`Backend::status`] says so.
+    fn health(&self) -> impl Future<Output = Result<Health, BackendError>> + Send {
+        async {
+            let status = self.status().await?;
+            Ok(Health {
+                healthy: status.healthy,
+                replica: status.replica,
+                height: status.height,
+                checks: vec![HealthCheck {
+                    name: "status".into(),
+                    ok: status.healthy,
+                    detail: "as reported by /v1/status".into(),
+                }],
+            })
+        }
+    }
+
+    /// Exposition text appended to the gateway's own at `/metrics` (the replica's metrics).
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }

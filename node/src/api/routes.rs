@@ -85,6 +85,10 @@ pub(crate) async fn dispatch<B: Backend>(
             Method::GET => ("/v1/status", status(s, query).await),
             _ => ("/v1/status", not_allowed(&method, "GET")),
         },
+        ["v1", "health"] => match method {
+            Method::GET => ("/v1/health", health(s, query).await),
+            _ => ("/v1/health", not_allowed(&method, "GET")),
+        },
         ["v1", "openapi.json"] => match method {
             Method::GET => ("/v1/openapi.json", openapi(query)),
             _ => ("/v1/openapi.json", not_allowed(&method, "GET")),
@@ -501,6 +505,23 @@ async fn status<B: Backend>(state: &Arc<State<B>>, query: Option<&str>) -> Reply
     ok_json(StatusCode::OK, &status)
 }
 
+async fn health<B: Backend>(state: &Arc<State<B>>, query: Option<&str>) -> Reply {
+    parse_query(query, &[])?;
+    let health = deadline(
+        state.config.request_timeout,
+        "health",
+        state.backend.health(),
+    )
+    .await?;
+    // The status code carries the verdict, so probes need not parse the body.
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    ok_json(status, &health)
+}
+
 fn openapi(query: Option<&str>) -> Reply {
     parse_query(query, &[])?;
     Ok(json_response(
@@ -511,7 +532,9 @@ fn openapi(query: Option<&str>) -> Reply {
 
 fn metrics<B: Backend>(state: &Arc<State<B>>, query: Option<&str>) -> Reply {
     parse_query(query, &[])?;
-    let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    let mut text = state.metrics.render();
+    text.push_str(&state.backend.metrics());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

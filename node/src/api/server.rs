@@ -86,11 +86,23 @@ pub(crate) struct State<B> {
     limiter: RateLimiter,
 }
 
-/// A running API server. Dropping it does not stop it: call [`ApiServer::shutdown`].
+/// What the accept loop and the connections are told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// Serve.
+    Running,
+    /// Stop accepting; let each connection finish its current request, for at most this long.
+    Drain(Duration),
+    /// Stop accepting and close every connection now.
+    Abort,
+}
+
+/// A running API server. Dropping it does not stop it: call [`ApiServer::shutdown`] or
+/// [`ApiServer::drain`].
 pub struct ApiServer {
     local_addr: SocketAddr,
     metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -113,7 +125,7 @@ impl ApiServer {
             backend,
             metrics: metrics.clone(),
         });
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Stop::Running);
         let task = tokio::spawn(accept_loop(
             listener,
             TlsAcceptor::from(tls),
@@ -140,7 +152,15 @@ impl ApiServer {
 
     /// Stops accepting, closes every connection and waits for the accept loop to end.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Stop::Abort);
+        let _ = self.task.await;
+    }
+
+    /// Stops accepting (the listening socket is closed), lets every open connection finish the
+    /// request it is serving (then closes it, keep-alive or not), and returns once all are
+    /// closed or `grace` has passed; connections still open then are closed.
+    pub async fn drain(self, grace: Duration) {
+        let _ = self.stop.send(Stop::Drain(grace));
         let _ = self.task.await;
     }
 }
@@ -149,13 +169,15 @@ async fn accept_loop<B: Backend>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     state: Arc<State<B>>,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<Stop>,
 ) {
     let permits = Arc::new(Semaphore::new(state.config.max_connections));
     let mut connections = JoinSet::new();
+    let to_connections = stopped.clone();
     loop {
         tokio::select! {
-            _ = stopped.changed() => break,
+            // The guard `wait_for` returns is not `Send`: drop it inside.
+            _ = async { drop(stopped.wait_for(|s| *s != Stop::Running).await) } => break,
             Some(_) = connections.join_next() => {}
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
@@ -174,15 +196,23 @@ async fn accept_loop<B: Backend>(
                 let _ = tcp.set_nodelay(true);
                 let state = state.clone();
                 let acceptor = acceptor.clone();
+                let stopped = to_connections.clone();
                 connections.spawn(async move {
                     state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
                     state.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-                    serve_connection(tcp, peer, acceptor, state.clone()).await;
+                    serve_connection(tcp, peer, acceptor, state.clone(), stopped).await;
                     state.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
             }
         }
+    }
+    // New connections are refused from here on.
+    drop(listener);
+    let mode = *stopped.borrow();
+    if let Stop::Drain(grace) = mode {
+        let drained = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(grace, drained).await;
     }
     connections.shutdown().await;
 }
@@ -192,6 +222,7 @@ async fn serve_connection<B: Backend>(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     state: Arc<State<B>>,
+    mut stopped: watch::Receiver<Stop>,
 ) {
     let tls = match tokio::time::timeout(state.config.handshake_timeout, acceptor.accept(tcp)).await
     {
@@ -221,6 +252,8 @@ async fn serve_connection<B: Backend>(
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = tokio::time::sleep(max_age) => {}
+        // Draining: finish the request in progress, then close (the accept loop bounds it).
+        _ = async { drop(stopped.wait_for(|s| *s != Stop::Running).await) } => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(grace, conn).await;

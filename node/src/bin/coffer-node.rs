@@ -2,9 +2,12 @@
 //!
 //! ```text
 //! coffer-node start (--home DIR | --config FILE) [--log-format text|json]
+//! coffer-node health (--home DIR | --config FILE | --url URL) [--ca FILE] [--timeout-ms N]
 //! coffer-node testnet --replicas N --out DIR [--base-port P] [--redis URL] [--host H]
 //! coffer-node devnet [--replicas 4] [--redis URL] [--dir DIR] [--base-port P]
 //! ```
+//!
+//! Exit codes: 0 success (or healthy), 1 failure (or unhealthy), 2 usage error.
 
 use coffer_node::{
     config::NodeConfig,
@@ -14,25 +17,49 @@ use coffer_node::{
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const USAGE: &str = "usage:
   coffer-node start (--home DIR | --config FILE) [--log-format text|json]
+  coffer-node health (--home DIR | --config FILE | --url URL) [--ca FILE] [--timeout-ms N]
   coffer-node testnet --replicas N --out DIR [--base-port P] [--redis URL] [--host H]
   coffer-node devnet [--replicas N] [--redis URL] [--dir DIR] [--base-port P] [--log-format text|json]
 
-  start    runs one replica (DIR/config.toml with --home)
+  start    runs one replica (DIR/config.toml with --home); SIGTERM or Ctrl-C stops it
+           gracefully (API drained, block in flight persisted), exit 0
+  health   checks one replica's GET /v1/health over TLS: exit 0 healthy, 1 unhealthy or
+           unreachable. The CA is --ca, else $COFFER_HEALTH_CA, else ../tls/ca.pem next to
+           the config (the testnet layout)
   testnet  writes keys, genesis, dev TLS, per-replica configs, cluster.json and issuer.key
   devnet   generates a testnet (temporary directory unless --dir) and runs its replicas
-           as child processes until Ctrl-C";
+           as child processes until Ctrl-C or SIGTERM, then stops them gracefully";
 
 /// Default first API port (replica K: 8443 + K; p2p: 8543 + K).
 const DEFAULT_BASE_PORT: u16 = 8443;
 /// How long devnet waits for its replicas to finalize blocks.
 const DEVNET_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long devnet waits for its replicas to stop after asking them to (their API drain and
+/// in-flight block bounds, with margin); stragglers are then killed.
+const DEVNET_STOP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// Why a command failed.
+enum Failure {
+    /// Bad arguments: the usage is printed, exit 2.
+    Usage(String),
+    /// The command ran and failed: exit 1.
+    Run(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Usage(e)
+    }
+}
+
+fn run_err(e: impl std::fmt::Display) -> Failure {
+    Failure::Run(e.to_string())
+}
 
 struct Args {
     rest: Vec<String>,
@@ -96,21 +123,26 @@ fn main() -> ExitCode {
     let command = all.remove(0);
     let args = Args { rest: all };
     let result = match command.as_str() {
-        "start" => start(args),
-        "testnet" => testnet_cmd(args),
-        "devnet" => devnet(args),
-        other => Err(format!("unknown command {other:?}")),
+        "start" => start(args).map(|()| ExitCode::SUCCESS),
+        "health" => health(args),
+        "testnet" => testnet_cmd(args).map(|()| ExitCode::SUCCESS),
+        "devnet" => devnet(args).map(|()| ExitCode::SUCCESS),
+        other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(code) => code,
+        Err(Failure::Usage(e)) => {
             eprintln!("coffer-node: {e}\n\n{USAGE}");
             ExitCode::from(2)
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("coffer-node: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn start(mut args: Args) -> Result<(), String> {
+fn start(mut args: Args) -> Result<(), Failure> {
     let home = args.take("--home")?;
     let config = args.take("--config")?;
     let log_format = args.take("--log-format")?;
@@ -118,11 +150,107 @@ fn start(mut args: Args) -> Result<(), String> {
     let path = match (home, config) {
         (Some(home), None) => PathBuf::from(home).join("config.toml"),
         (None, Some(config)) => PathBuf::from(config),
-        _ => return Err("start needs exactly one of --home or --config".into()),
+        _ => {
+            return Err(Failure::Usage(
+                "start needs exactly one of --home or --config".into(),
+            ));
+        }
     };
     init_logs(log_format)?;
-    let config = NodeConfig::load(&path).map_err(|e| e.to_string())?;
-    node::run(config).map_err(|e| e.to_string())
+    let config = NodeConfig::load(&path).map_err(run_err)?;
+    node::run(config).map_err(run_err)
+}
+
+/// Where `health` connects and which CA it trusts.
+fn health_target(args: &mut Args) -> Result<(String, PathBuf), Failure> {
+    let home = args.take("--home")?;
+    let config = args.take("--config")?;
+    let url = args.take("--url")?;
+    let ca = args
+        .take("--ca")?
+        .or_else(|| std::env::var("COFFER_HEALTH_CA").ok())
+        .map(PathBuf::from);
+    let path = match (home, config, url) {
+        (Some(home), None, None) => PathBuf::from(home).join("config.toml"),
+        (None, Some(config), None) => PathBuf::from(config),
+        (None, None, Some(url)) => {
+            let ca = ca.ok_or_else(|| Failure::Usage("--url needs --ca FILE".into()))?;
+            return Ok((url, ca));
+        }
+        _ => {
+            return Err(Failure::Usage(
+                "health needs exactly one of --home, --config or --url".into(),
+            ));
+        }
+    };
+    let config = NodeConfig::load(&path).map_err(run_err)?;
+    let api = config
+        .api
+        .as_ref()
+        .ok_or_else(|| run_err(format!("{} has no [api] section", path.display())))?;
+    // A replica listening on every interface is probed on loopback (its dev certificate
+    // names 127.0.0.1 and ::1).
+    let ip = match api.listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("https://{ip}:{}", api.listen.port());
+    let ca = ca.unwrap_or_else(|| config.resolve(Path::new("../tls/ca.pem")));
+    Ok((url, ca))
+}
+
+fn health(mut args: Args) -> Result<ExitCode, Failure> {
+    let (url, ca_path) = health_target(&mut args)?;
+    let timeout_ms = parse("--timeout-ms", args.take("--timeout-ms")?, 5_000u64)?;
+    args.finish()?;
+    let ca = std::fs::read(&ca_path)
+        .map_err(|e| run_err(format!("cannot read CA {}: {e}", ca_path.display())))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(run_err)?;
+    let answer = runtime.block_on(coffer_node::health::probe(
+        &url,
+        "/v1/health",
+        &ca,
+        Duration::from_millis(timeout_ms),
+    ));
+    let (code, body) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            println!("UNHEALTHY {url}: api: unreachable: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let report: coffer_node::api::Health = match serde_json::from_str(&body) {
+        Ok(report) => report,
+        Err(e) => {
+            println!("UNHEALTHY {url}: api: status {code}, not a health report ({e})");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let verdict = report.healthy && code == 200;
+    println!(
+        "{} {} ({url}) height {}",
+        if verdict { "HEALTHY" } else { "UNHEALTHY" },
+        report.replica,
+        report.height
+    );
+    for check in &report.checks {
+        println!(
+            "  {:<10} {}  {}",
+            check.name,
+            if check.ok { "ok  " } else { "FAIL" },
+            check.detail
+        );
+    }
+    Ok(if verdict {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn testnet_options(
@@ -144,10 +272,10 @@ fn testnet_options(
     })
 }
 
-fn testnet_cmd(mut args: Args) -> Result<(), String> {
+fn testnet_cmd(mut args: Args) -> Result<(), Failure> {
     let options = testnet_options(&mut args, None)?;
     args.finish()?;
-    let net = testnet::generate(&options).map_err(|e| e.to_string())?;
+    let net = testnet::generate(&options).map_err(run_err)?;
     println!(
         "testnet {} with {} replicas written to {}",
         net.genesis.chain_id.as_str(),
@@ -168,21 +296,49 @@ fn testnet_cmd(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The devnet's children; killed (and reaped) when dropped.
+/// The devnet's children; killed (and reaped) when dropped, so that an error path or a
+/// panic leaves no replica behind.
 struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.0 {
-            // SIGKILL via std; replicas hold no state that needs a clean close (the store
-            // is written per block, consensus journals are crash-safe).
+            // Only stragglers get here after a graceful stop: replicas hold no state that
+            // needs a clean close (the store is written per block, journals are crash-safe).
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-fn devnet(mut args: Args) -> Result<(), String> {
+impl Children {
+    /// Asks every replica to stop (SIGTERM: API drained, block in flight persisted) and waits
+    /// for them, at most `within`. Returns each one's exit code (`None`: killed by a signal or
+    /// still running at the deadline, then killed on drop).
+    fn stop(&mut self, within: Duration) -> Vec<Option<i32>> {
+        use rustix::process::{Pid, Signal, kill_process};
+        for child in &self.0 {
+            // The child may already have exited (a terminal's Ctrl-C reaches the whole
+            // process group); then there is nothing to signal.
+            let _ = kill_process(Pid::from_child(child), Signal::TERM);
+        }
+        let deadline = Instant::now() + within;
+        let mut codes: Vec<Option<Option<i32>>> = vec![None; self.0.len()];
+        while codes.iter().any(Option::is_none) && Instant::now() < deadline {
+            for (child, code) in self.0.iter_mut().zip(codes.iter_mut()) {
+                if code.is_none()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    *code = Some(status.code());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        codes.into_iter().map(Option::flatten).collect()
+    }
+}
+
+fn devnet(mut args: Args) -> Result<(), Failure> {
     let dir = args.take("--dir")?.map(PathBuf::from);
     let log_format = args.take("--log-format")?;
     let default_dir = std::env::temp_dir().join(format!("coffer-devnet-{}", std::process::id()));
@@ -192,22 +348,35 @@ fn devnet(mut args: Args) -> Result<(), String> {
         // A temporary directory is fresh by construction.
         let _ = std::fs::remove_dir_all(&options.out);
     }
-    options.out = absolute(&options.out)?;
+    options.out = absolute(&options.out).map_err(run_err)?;
     let reuse = options.out.join("genesis.json").exists();
     let net = if reuse {
-        existing(&options)?
+        existing(&options).map_err(run_err)?
     } else {
-        testnet::generate(&options).map_err(|e| e.to_string())?
+        testnet::generate(&options).map_err(run_err)?
     };
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(run_err)?;
+    // Before the children start: a Ctrl-C from here on stops them gracefully.
+    let mut signals = {
+        let _enter = runtime.enter();
+        coffer_node::shutdown::Signals::install().map_err(run_err)?
+    };
+    let exe =
+        std::env::current_exe().map_err(|e| run_err(format!("cannot find own executable: {e}")))?;
     let mut children = Children(Vec::new());
     for config in &net.configs {
         let home = config.parent().unwrap_or(Path::new("."));
         let log = std::fs::File::create(home.join("replica.log"))
-            .map_err(|e| format!("cannot create log in {}: {e}", home.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
+            .map_err(|e| run_err(format!("cannot create log in {}: {e}", home.display())))?;
+        let err = log.try_clone().map_err(run_err)?;
         let mut cmd = Command::new(&exe);
         cmd.arg("start").arg("--home").arg(home);
+        // Own process group: a terminal's Ctrl-C reaches only the devnet, which then stops the
+        // replicas with one SIGTERM each (a second signal would make them exit at once).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         if let Some(format) = &log_format {
             cmd.arg("--log-format").arg(format);
         }
@@ -216,15 +385,17 @@ fn devnet(mut args: Args) -> Result<(), String> {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("cannot start replica: {e}"))?;
+            .map_err(|e| run_err(format!("cannot start replica: {e}")))?;
         children.0.push(child);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
-        let ca = std::fs::read(net.dir.join("tls/ca.pem")).map_err(|e| e.to_string())?;
+    let log_of = |i: usize| {
+        net.configs[i]
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("replica.log")
+    };
+    let signal = runtime.block_on(async {
+        let ca = std::fs::read(net.dir.join("tls/ca.pem")).map_err(run_err)?;
         let started = Instant::now();
         loop {
             if let Some(bad) = children
@@ -232,14 +403,10 @@ fn devnet(mut args: Args) -> Result<(), String> {
                 .iter_mut()
                 .position(|c| matches!(c.try_wait(), Ok(Some(_))))
             {
-                return Err(format!(
+                return Err(run_err(format!(
                     "replica{bad} exited; see {}",
-                    net.configs[bad]
-                        .parent()
-                        .unwrap_or(Path::new("."))
-                        .join("replica.log")
-                        .display()
-                ));
+                    log_of(bad).display()
+                )));
             }
             let mut heights = Vec::new();
             for url in &net.urls {
@@ -249,20 +416,46 @@ fn devnet(mut args: Args) -> Result<(), String> {
                 break;
             }
             if started.elapsed() > DEVNET_READY_TIMEOUT {
-                return Err(format!(
+                return Err(run_err(format!(
                     "replicas did not finalize within {} s (heights {heights:?}); logs in {}",
                     DEVNET_READY_TIMEOUT.as_secs(),
                     net.dir.display()
-                ));
+                )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::select! {
+                signal = signals.recv() => return Ok(Some(signal)),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
         }
         print_banner(&net, options.redis.as_deref());
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
-        println!("\nstopping the devnet");
-        Ok::<(), String>(())
+        Ok::<_, Failure>(Some(signals.recv().await))
     })?;
+    if let Some(signal) = signal {
+        println!(
+            "\n{signal}: stopping the devnet (each replica drains its API and finishes its block)"
+        );
+    }
+    let codes = children.stop(DEVNET_STOP_TIMEOUT);
+    let unclean: Vec<String> = codes
+        .iter()
+        .enumerate()
+        .filter(|(_, code)| **code != Some(0))
+        .map(|(i, code)| match code {
+            Some(code) => format!(
+                "replica{i} exited with {code} (see {})",
+                log_of(i).display()
+            ),
+            None => format!(
+                "replica{i} did not stop cleanly (see {})",
+                log_of(i).display()
+            ),
+        })
+        .collect();
     drop(children);
+    if !unclean.is_empty() {
+        return Err(run_err(unclean.join("; ")));
+    }
+    println!("devnet stopped: every replica exited cleanly");
     Ok(())
 }
 
@@ -344,43 +537,10 @@ fn print_banner(net: &Testnet, redis: Option<&str>) {
 
 /// The height a replica reports at `/v1/status`, over HTTPS pinned to the dev CA.
 async fn status_height(url: &str, ca_pem: &[u8]) -> Result<u64, String> {
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("not an https url: {url}"))?;
-    let (host, _) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("no port in {url}"))?;
-    let tls = coffer_node::api::tls::client_config(ca_pem).map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls));
-    let name = coffer_node::api::tls::server_name(host).map_err(|e| e.to_string())?;
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect(rest)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut stream = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        let request =
-            format!("GET /v1/status HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        // The status document is small; cap what we read anyway.
-        let _ = (&mut stream).take(1 << 20).read_to_end(&mut response).await;
-        let text = String::from_utf8_lossy(&response);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .ok_or("no HTTP body")?;
-        let json: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
-        json.get("height")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| "no height in status".to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(3), work)
-        .await
-        .map_err(|_| "status timed out".to_string())?
+    let (_, body) =
+        coffer_node::health::probe(url, "/v1/status", ca_pem, Duration::from_secs(3)).await?;
+    let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    json.get("height")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| "no height in status".to_string())
 }
