@@ -121,6 +121,7 @@ fn start(mut args: Args) -> Result<(), String> {
         _ => return Err("start needs exactly one of --home or --config".into()),
     };
     init_logs(log_format)?;
+    coffer_node::byzantine::init_from_env()?;
     let config = NodeConfig::load(&path).map_err(|e| e.to_string())?;
     node::run(config).map_err(|e| e.to_string())
 }
