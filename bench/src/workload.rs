@@ -90,6 +90,10 @@ pub struct Measurement {
     pub transfers: u64,
     /// Of those, how many carried at least f+1 distinct signers (must equal `transfers`).
     pub verified: u64,
+    /// Of those, how many the last replica (the Byzantine one, when there is one) signed a
+    /// receipt for that counted: 0 with a forging or silent replica.
+    #[serde(default)]
+    pub signed_by_last: u64,
     /// Transfers the cluster proved rejected (should be 0: clients never conflict).
     pub rejected: u64,
     /// Transfers that failed without a verified outcome (timeouts, unreachable replicas).
@@ -140,6 +144,7 @@ struct Shared {
     inboxes: Vec<Inbox>,
     chain_id: ChainId,
     threshold: usize,
+    last_replica: String,
     measure_start: Instant,
     measure_end: Instant,
     counted: AtomicU64,
@@ -151,6 +156,7 @@ struct ClientResult {
     per_second: Vec<u64>,
     transfers: u64,
     verified: u64,
+    signed_by_last: u64,
     rejected: u64,
     failed: u64,
     errors: Vec<String>,
@@ -290,6 +296,11 @@ pub async fn run(
         inboxes: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
         chain_id,
         threshold: config.threshold(),
+        last_replica: config
+            .replicas
+            .last()
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
         measure_start,
         measure_end: measure_start + spec.duration,
         counted: AtomicU64::new(0),
@@ -361,6 +372,7 @@ pub async fn run(
         }
         m.transfers += r.transfers;
         m.verified += r.verified;
+        m.signed_by_last += r.signed_by_last;
         m.rejected += r.rejected;
         m.failed += r.failed;
         for e in r.errors {
@@ -417,6 +429,7 @@ async fn client_loop(
         ],
         transfers: 0,
         verified: 0,
+        signed_by_last: 0,
         rejected: 0,
         failed: 0,
         errors: Vec::new(),
@@ -499,6 +512,9 @@ async fn client_loop(
                     r.transfers += 1;
                     if committed.signers.len() >= shared.threshold {
                         r.verified += 1;
+                    }
+                    if committed.signers.contains(&shared.last_replica) {
+                        r.signed_by_last += 1;
                     }
                     let second = (done - shared.measure_start).as_secs();
                     if let Some(slot) = usize::try_from(second)

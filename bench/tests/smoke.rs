@@ -46,7 +46,8 @@ fn bench(out: &Path, args: &[&str]) {
     }
 }
 
-fn check_report(out: &Path, name: &str, replicas: u64) {
+/// Checks a run's report; returns how many counted transfers the last replica signed for.
+fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
     let text = std::fs::read_to_string(out.join(format!("{name}.json"))).unwrap();
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(r["replicas"], replicas);
@@ -80,6 +81,7 @@ fn check_report(out: &Path, name: &str, replicas: u64) {
         .sum();
     assert_eq!(per_second, transfers, "{name}: timeline does not add up");
     assert!(r["sig_limit"]["verify_us"].as_f64().unwrap() > 0.0);
+    m["signed_by_last"].as_u64().unwrap()
 }
 
 #[test]
@@ -88,7 +90,10 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     bench(out.path(), &["--replicas", "1"]);
     check_report(out.path(), "n1-memory", 1);
     bench(out.path(), &["--replicas", "4"]);
-    check_report(out.path(), "n4-memory", 4);
+    let honest_last = check_report(out.path(), "n4-memory", 4);
+    // Gateways gather 2f+1 = 3 of 4 receipts when they come in time: the last replica is
+    // among the signers of many transfers.
+    assert!(honest_last > 0, "the honest last replica never signed");
 
     let csv = std::fs::read_to_string(out.path().join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
@@ -100,4 +105,14 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     }
     assert!(lines[1].starts_with("n1-memory,1,0,memory,none,4,400,"));
     assert!(lines[2].starts_with("n4-memory,4,1,memory,none,4,400,"));
+}
+
+/// A forging replica (COFFER_BYZANTINE=forge) signs wrong receipts: transfers still complete,
+/// every one verified, and none counted the forger's receipt.
+#[test]
+fn a_forging_replica_is_outvoted() {
+    let out = tempfile::tempdir().unwrap();
+    bench(out.path(), &["--replicas", "4", "--byzantine", "forge"]);
+    let forger_signed = check_report(out.path(), "n4-forge-memory", 4);
+    assert_eq!(forger_signed, 0, "a forged receipt was counted");
 }
