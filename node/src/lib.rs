@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod byzantine;
 pub mod config;
 pub mod consensus;
 pub mod executor;

@@ -362,7 +362,7 @@ impl Witness {
             .receipts
             .iter()
             .filter_map(|r| {
-                let statement = ReceiptStatement {
+                let mut statement = ReceiptStatement {
                     chain_id: self.chain_id.as_str().to_owned(),
                     txid: r.txid.0,
                     height: block.height,
@@ -372,6 +372,7 @@ impl Witness {
                         .to_owned(),
                     commitment: block.commitment,
                 };
+                crate::byzantine::receipt(&mut statement);
                 sign(statement, &self.key).ok()
             })
             .collect()
@@ -560,8 +561,9 @@ impl Witness {
             )));
         };
         let commitment = stored::decode_commitment(&block.record).map_err(internal)?;
-        let statement =
+        let mut statement =
             crate::api::answer::receipt_statement(&self.chain_id, &receipt, &commitment);
+        crate::byzantine::receipt(&mut statement);
         let signed =
             sign(statement, &self.key).map_err(|e| BackendError::Internal(e.to_string()))?;
         self.cache
@@ -690,7 +692,8 @@ impl Witness {
                 }
             };
             if let Some((commitment, result)) = answered {
-                let statement = read_statement(&self.chain_id, &commitment, query, &result)?;
+                let mut statement = read_statement(&self.chain_id, &commitment, query, &result)?;
+                crate::byzantine::read(&mut statement);
                 let signed = sign(statement, &self.key)
                     .map_err(|e| BackendError::Internal(e.to_string()))?;
                 return Ok(Some((commitment, result, signed)));

@@ -22,7 +22,7 @@ use coffer_ledger::{
 use hyper::{Method, StatusCode};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest page asked for (the gateway's maximum).
@@ -145,6 +145,11 @@ pub struct Client {
     /// Highest height this client saw verified (committed or read): later reads must not go
     /// back in time.
     min_height: AtomicU64,
+    /// Replica asked first. Index 0 (the configured order) unless [`Client::spread_from`]
+    /// made the client sticky: then the last replica that answered it.
+    preferred: AtomicUsize,
+    /// Whether `preferred` follows the last replica that answered.
+    sticky: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -181,6 +186,8 @@ impl Client {
             endpoints,
             keys: BTreeMap::new(),
             min_height: AtomicU64::new(0),
+            preferred: AtomicUsize::new(0),
+            sticky: false,
         })
     }
 
@@ -194,6 +201,35 @@ impl Client {
     /// Raises [`Client::min_height`] to `height` if it is higher.
     pub fn observe_height(&self, height: u64) {
         self.min_height.fetch_max(height, Ordering::Relaxed);
+    }
+
+    /// Every replica index once, starting at the preferred one.
+    fn order(&self) -> impl Iterator<Item = usize> + use<> {
+        let n = self.endpoints.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        (0..n).map(move |k| (start + k) % n)
+    }
+
+    /// Remembers `index` as the replica to ask first next time (sticky clients only).
+    fn prefer(&self, index: usize) {
+        if self.sticky {
+            self.preferred.store(index, Ordering::Relaxed);
+        }
+    }
+
+    /// For many concurrent clients (the benchmark): ask replica `first` (modulo n) first
+    /// instead of following the configured order, and from then on the replica that last
+    /// answered. Clients started at different replicas spread the load over the gateways, and
+    /// a client that found a replica dead or hung waits for it once, not on every request.
+    pub fn spread_from(&mut self, first: usize) {
+        self.sticky = true;
+        self.preferred
+            .store(first % self.endpoints.len().max(1), Ordering::Relaxed);
+    }
+
+    /// The index of the replica this client asks first.
+    pub fn preferred_replica(&self) -> usize {
+        self.preferred.load(Ordering::Relaxed)
     }
 
     /// The cluster configuration.
@@ -284,7 +320,13 @@ impl Client {
                 let detail = error_text(&reply);
                 Answer::Problem(self.problem(index, ProblemKind::Busy, detail))
             }
-            Ok(reply) => Answer::Ok(reply),
+            Ok(reply) => {
+                // Any HTTP answer that is not an overload means the replica is alive; whether
+                // its content is provable is judged by the caller, and a lying replica stays
+                // cheap to skip (it answers fast).
+                self.prefer(index);
+                Answer::Ok(reply)
+            }
         }
     }
 
@@ -343,7 +385,7 @@ impl Client {
         stale: &mut bool,
     ) -> Option<Result<Verified<ReadResult>, ClientError>> {
         let mut refusals: BTreeMap<String, (usize, String)> = BTreeMap::new();
-        for index in 0..self.endpoints.len() {
+        for index in self.order() {
             let reply = match self
                 .ask(index, Method::GET, path, None, self.request_timeout())
                 .await
@@ -666,7 +708,7 @@ impl Client {
         let mut problems = Vec::new();
         let mut refusals: BTreeMap<String, (BTreeSet<usize>, String)> = BTreeMap::new();
         let mut pending = false;
-        for index in 0..self.endpoints.len() {
+        for index in self.order() {
             let reply = match self
                 .ask(
                     index,
@@ -835,7 +877,7 @@ impl Client {
         let mut problems = Vec::new();
         let mut pending_claims = Vec::new();
         let mut not_found = 0usize;
-        for index in 0..self.endpoints.len() {
+        for index in self.order() {
             let reply = match self
                 .ask(index, Method::GET, &path, None, self.request_timeout())
                 .await
@@ -901,7 +943,7 @@ impl Client {
         let path = format!("/v1/blocks?from={from}&to={to}");
         let mut problems = Vec::new();
         let mut groups: Vec<(Vec<BlockView>, Vec<usize>)> = Vec::new();
-        for index in 0..self.endpoints.len() {
+        for index in self.order() {
             let reply = match self
                 .ask(index, Method::GET, &path, None, self.request_timeout())
                 .await

@@ -1,6 +1,8 @@
 //! HTTPS to one replica: hyper's HTTP/1.1 client connection over tokio-rustls (ring provider),
-//! trusting only the cluster's CA. One connection per request: a wallet makes few requests, and
-//! a fresh connection means a stalled replica can never hold up the next attempt.
+//! trusting only the cluster's CA. Connections are kept alive and reused (a TLS handshake costs
+//! far more CPU than a request, which matters to busy clients such as the benchmark), but only
+//! after a complete answer: a connection whose request failed or timed out is dropped, so a
+//! stalled replica can never hold up the next attempt through a reused connection.
 
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Bytes;
@@ -8,7 +10,8 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -16,6 +19,9 @@ use tokio_rustls::TlsConnector;
 /// Largest response body accepted: a page of 1000 history entries with 2f+1 attestations is
 /// under 400 KiB; more is a misbehaving replica.
 pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Most idle connections kept per replica: enough for a benchmark's concurrent requests, and a
+/// bound on the sockets a client holds.
+pub const MAX_IDLE_PER_REPLICA: usize = 64;
 /// ALPN protocol the gateways speak.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
@@ -145,10 +151,13 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// TLS settings shared by every request.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// TLS settings and idle connections shared by every request (clones share the pool).
 #[derive(Clone)]
 pub struct Transport {
     tls: TlsConnector,
+    idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
 }
 
 impl Transport {
@@ -175,6 +184,7 @@ impl Transport {
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         Ok(Transport {
             tls: TlsConnector::from(Arc::new(config)),
+            idle: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -202,20 +212,40 @@ impl Transport {
         }
     }
 
-    async fn request_inner(
-        &self,
-        endpoint: &Endpoint,
-        addr: &str,
-        method: Method,
-        path_and_query: &str,
-        json_body: Option<Vec<u8>>,
-    ) -> Result<Reply, NetError> {
+    /// An idle connection to `addr` that is still open, if any.
+    fn take_idle(&self, addr: &str) -> Option<Sender> {
+        // A poisoned lock only means another request panicked while holding it; the map of
+        // idle connections is still valid.
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(addr)?;
+        while let Some(sender) = list.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, addr: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.entry(addr.to_owned()).or_default();
+        if list.len() < MAX_IDLE_PER_REPLICA {
+            list.push(sender);
+        }
+    }
+
+    async fn connect(&self, endpoint: &Endpoint, addr: &str) -> Result<Sender, NetError> {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| NetError::Connect {
                 addr: addr.to_owned(),
                 reason: e.to_string(),
             })?;
+        // Requests are small and latency-bound: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(endpoint.host.clone()).map_err(|_| NetError::BadUrl {
             url: endpoint.host.clone(),
             reason: "host is not a valid name".into(),
@@ -228,32 +258,64 @@ impl Transport {
                 addr: addr.to_owned(),
                 reason: e.to_string(),
             })?;
-        let http = |e: hyper::Error| NetError::Http {
-            addr: addr.to_owned(),
-            reason: e.to_string(),
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(http)?;
-        // The connection task ends when the request is done and the sender dropped.
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(header::HOST, endpoint.host.as_str())
-            .header(header::ACCEPT, "application/json");
-        if json_body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
             .map_err(|e| NetError::Http {
                 addr: addr.to_owned(),
                 reason: e.to_string(),
             })?;
-        let resp = sender.send_request(req).await.map_err(http)?;
+        // The connection task ends when the server closes it or the sender is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn request_inner(
+        &self,
+        endpoint: &Endpoint,
+        addr: &str,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Vec<u8>>,
+    ) -> Result<Reply, NetError> {
+        let http = |e: hyper::Error| NetError::Http {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        };
+        let body = Bytes::from(json_body.unwrap_or_default());
+        let build = |body: Bytes| {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .header(header::HOST, endpoint.host.as_str())
+                .header(header::ACCEPT, "application/json");
+            if !body.is_empty() {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+            }
+            req.body(Full::new(body)).map_err(|e| NetError::Http {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        // A reused connection may have been closed by the server in the meantime; then the
+        // request is sent once more on a fresh one (requests are idempotent: a resubmitted
+        // transaction has the same txid and is never applied twice).
+        let mut sent = None;
+        if let Some(mut sender) = self.take_idle(addr)
+            && sender.ready().await.is_ok()
+            && let Ok(resp) = sender.send_request(build(body.clone())?).await
+        {
+            sent = Some((sender, resp));
+        }
+        let (sender, resp) = match sent {
+            Some(s) => s,
+            None => {
+                let mut sender = self.connect(endpoint, addr).await?;
+                let resp = sender.send_request(build(body)?).await.map_err(http)?;
+                (sender, resp)
+            }
+        };
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -271,6 +333,7 @@ impl Transport {
                 }
             })?
             .to_bytes();
+        self.put_idle(addr, sender);
         Ok(Reply { status, body })
     }
 }

@@ -241,6 +241,37 @@ async fn down_stalled_and_hanging_replicas_are_skipped() {
     cluster.stop().await;
 }
 
+/// A spreading client starts at the replica it is told to and then stays with the last one
+/// that answered: after one detour around a hanging replica, the next requests go straight
+/// to a live one (and reuse its connection).
+#[tokio::test]
+async fn spreading_client_sticks_to_a_live_replica() {
+    let cluster = TestCluster::start([Honest, Honest, Honest, Honest]).await;
+    let alice = Keypair::generate();
+    let (_hole, hole_url) = blackhole();
+    let mut config = cluster.config();
+    config.replicas[1].url = hole_url;
+    config.request_timeout_ms = 700;
+    config.submit_timeout_ms = 1_000;
+    let mut client = client_with_keys(config, &[("issuer", &issuer())]);
+    client.spread_from(5); // 5 mod 4: the hanging replica-1 first.
+    assert_eq!(client.preferred_replica(), 1);
+    let minted = client
+        .mint("issuer", &alice.address(), Amount(42), 1)
+        .await
+        .expect("mint");
+    assert_eq!(minted.answered_by, "replica-2");
+    assert_eq!(minted.problems.len(), 1, "{:?}", minted.problems);
+    assert_eq!(client.preferred_replica(), 2);
+    for _ in 0..3 {
+        let balance = client.balance(&alice.address()).await.expect("balance");
+        assert_eq!(balance.value.amount, Amount(42));
+        assert_eq!(balance.answered_by, "replica-2");
+        assert!(balance.problems.is_empty(), "{:?}", balance.problems);
+    }
+    cluster.stop().await;
+}
+
 /// The same signed transaction submitted twice (as after a timeout) is applied once; the
 /// second answer is the original receipt, marked replayed.
 #[tokio::test]

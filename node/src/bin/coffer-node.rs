@@ -157,6 +157,7 @@ fn start(mut args: Args) -> Result<(), Failure> {
         }
     };
     init_logs(log_format)?;
+    coffer_node::byzantine::init_from_env().map_err(run_err)?;
     let config = NodeConfig::load(&path).map_err(run_err)?;
     node::run(config).map_err(run_err)
 }
