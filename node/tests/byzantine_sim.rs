@@ -104,6 +104,9 @@ enum Variant {
     InvalidBlocks,
     Silent,
     Chaos,
+    /// Not a fault scenario: the `wrong_execution` liar counted as honest, to show that the
+    /// checks catch a replica whose results differ.
+    LiarCountedHonest,
 }
 
 impl Variant {
@@ -124,17 +127,21 @@ impl Variant {
             Self::InvalidBlocks => "invalid_blocks",
             Self::Silent => "silent",
             Self::Chaos => "chaos",
+            Self::LiarCountedHonest => "liar_counted_honest",
         }
     }
 
     fn index(self) -> u64 {
-        Self::ALL.iter().position(|v| *v == self).unwrap() as u64
+        Self::ALL
+            .iter()
+            .position(|v| *v == self)
+            .unwrap_or(Self::ALL.len()) as u64
     }
 
     /// Replicas whose behaviour is checked (all but the Byzantine key).
     fn honest(self) -> Vec<usize> {
         match self {
-            Self::Chaos => (0..N).collect(),
+            Self::Chaos | Self::LiarCountedHonest => (0..N).collect(),
             _ => (1..N).collect(),
         }
     }
@@ -1003,10 +1010,11 @@ async fn run(context: deterministic::Context, variant: Variant) -> Outcome {
         }
         Variant::WrongExecution => byzantine.push(sim.start_plain(0, true, false).await),
         Variant::InvalidBlocks => byzantine.push(sim.start_plain(0, false, true).await),
-        Variant::Silent | Variant::Chaos => {}
+        Variant::Silent | Variant::Chaos | Variant::LiarCountedHonest => {}
     }
     for i in variant.honest() {
-        honest.push(sim.start_plain(i, false, false).await);
+        let liar = variant == Variant::LiarCountedHonest && i == 0;
+        honest.push(sim.start_plain(i, liar, false).await);
         honest_index.push(i);
     }
     let honest_refs: Vec<&Replica> = honest.iter().collect();
@@ -1244,6 +1252,17 @@ fn seeded_byzantine_runs_keep_safety_and_liveness() {
         failures.is_empty(),
         "{} of {ran} runs failed: {failures:?}",
         failures.len()
+    );
+}
+
+#[test]
+fn the_checks_catch_a_replica_with_different_results() {
+    let failure = run_seed(1, Variant::LiarCountedHonest).expect_err("a liar went unnoticed");
+    assert!(
+        failure.contains("different state commitments")
+            || failure.contains("different receipts")
+            || failure.contains("rejected"),
+        "{failure}"
     );
 }
 
