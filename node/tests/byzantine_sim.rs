@@ -1110,8 +1110,14 @@ async fn run(context: deterministic::Context, variant: Variant) -> Outcome {
     for replica in &honest {
         // The state is briefly ahead of the persisted height while a block is being written.
         let mut state = None;
+        // Blocks are published after they are persisted: wait until the log has caught up
+        // with the state too.
         sim.wait("a persisted state to audit", WAIT_BOUND, || {
-            state = replica.view.persisted().map(|s| s.clone());
+            state = replica
+                .view
+                .persisted()
+                .map(|s| s.clone())
+                .filter(|s| replica.log.height() >= s.height());
             state.is_some()
         })
         .await;
