@@ -1148,9 +1148,6 @@ async fn run(context: deterministic::Context, variant: Variant) -> Outcome {
         .values()
         .filter(|(a, b)| matches!((a, b), (Some(a), Some(b)) if a != b))
         .count();
-    if variant == Variant::Equivocator {
-        assert!(equivocations > 0, "the twinned leader never equivocated");
-    }
     Outcome {
         equivocations,
         height,
@@ -1222,6 +1219,10 @@ fn seeded_byzantine_runs_keep_safety_and_liveness() {
     let mut ran = 0usize;
     let mut worst_recovery: HashMap<&str, Duration> = HashMap::new();
     let mut equivocations: HashMap<&str, usize> = HashMap::new();
+    // Runs in which the twinned key did sign two proposals for one view. Not every run gets
+    // there: honest replicas block the key as soon as they hold proof of any double vote, and
+    // that can happen before it leads with conflicting transactions (seed 191: after view 3).
+    let mut exercised: HashMap<&str, usize> = HashMap::new();
     let wall = std::time::Instant::now();
     for &seed in &seeds {
         for &variant in &variants {
@@ -1231,6 +1232,9 @@ fn seeded_byzantine_runs_keep_safety_and_liveness() {
                     let worst = worst_recovery.entry(variant.name()).or_default();
                     *worst = (*worst).max(outcome.recovery);
                     *equivocations.entry(variant.name()).or_default() += outcome.equivocations;
+                    if outcome.equivocations > 0 {
+                        *exercised.entry(variant.name()).or_default() += 1;
+                    }
                 }
                 Err(reason) => {
                     eprintln!(
@@ -1247,12 +1251,23 @@ fn seeded_byzantine_runs_keep_safety_and_liveness() {
     worst.sort();
     let mut equivocations: Vec<_> = equivocations.into_iter().filter(|(_, n)| *n > 0).collect();
     equivocations.sort();
+    let equivocator_runs = if variants.contains(&Variant::Equivocator) {
+        seeds.len()
+    } else {
+        0
+    };
+    let exercised_runs = exercised.get("equivocator").copied().unwrap_or(0);
     println!(
         "byzantine_sim: seeds {spec}, {ran} runs, {} failed, {:.1} s wall; worst recovery after \
          heal (simulated): {worst:?}; views with two conflicting proposals from one key: \
-         {equivocations:?}",
+         {equivocations:?}; equivocator runs where it equivocated: {exercised_runs} of \
+         {equivocator_runs}",
         failures.len(),
         wall.elapsed().as_secs_f64()
+    );
+    assert!(
+        equivocator_runs == 0 || exercised_runs > 0,
+        "the twinned leader never equivocated in any run"
     );
     assert!(
         failures.is_empty(),
