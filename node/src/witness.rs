@@ -5,7 +5,10 @@
 //! - **Receipts (push, with pull as a fallback).** After a block is executed (persisted), every
 //!   replica signs one [`ReceiptStatement`] per transaction with its replica key and sends them
 //!   to all peers. Every replica keeps a bounded cache of receipts by txid, from all replicas
-//!   (one per replica per txid, signature checked, and the p2p sender must be the signer). A
+//!   (one per replica per txid; the p2p sender must be the signer). A peer's signature is
+//!   checked only when this replica needs the receipt (a client waits for that txid here), once:
+//!   most receipts are never asked for at this gateway, and verifying all of them cost three
+//!   ed25519 verifications per transaction per replica. A
 //!   gateway missing receipts (a restart emptied its cache, a broadcast lagged) asks its peers
 //!   with [`Message::ReceiptRequest`]; they answer from their cache or re-sign from their store.
 //! - **Reads (request/response).** The gateway answers a query from its own state at its
@@ -181,20 +184,30 @@ pub struct Outbound {
     pub bytes: Vec<u8>,
 }
 
+/// A cached receipt and whether its signature was checked.
+struct Cached {
+    signed: Signed<ReceiptStatement>,
+    verified: bool,
+}
+
 #[derive(Default)]
 struct ReceiptCache {
-    by_txid: HashMap<Txid, BTreeMap<[u8; 32], Signed<ReceiptStatement>>>,
+    by_txid: HashMap<Txid, BTreeMap<[u8; 32], Cached>>,
     order: VecDeque<Txid>,
 }
 
 impl ReceiptCache {
-    fn insert(&mut self, signed: Signed<ReceiptStatement>) {
+    /// Keeps `signed` unless its replica already gave one for this txid; `verified` when its
+    /// signature is known to be valid (this replica's own).
+    fn insert(&mut self, signed: Signed<ReceiptStatement>, verified: bool) {
         let txid = Txid(signed.statement.txid);
         let entry = self.by_txid.entry(txid).or_insert_with(|| {
             self.order.push_back(txid);
             BTreeMap::new()
         });
-        entry.entry(signed.attestation.replica).or_insert(signed);
+        entry
+            .entry(signed.attestation.replica)
+            .or_insert(Cached { signed, verified });
         while self.order.len() > RECEIPT_CACHE_TXIDS {
             if let Some(old) = self.order.pop_front() {
                 self.by_txid.remove(&old);
@@ -395,7 +408,7 @@ impl Witness {
             {
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 for s in &signed {
-                    cache.insert(s.clone());
+                    cache.insert(s.clone(), true);
                 }
             }
             self.receipts_arrived.notify_waiters();
@@ -452,14 +465,14 @@ impl Witness {
                 {
                     let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                     for signed in receipts {
-                        // Only the sender's own statements: nobody relays another's.
+                        // Only the sender's own statements: nobody relays another's. The
+                        // signature is checked when the receipt is needed.
                         if signed.attestation.replica != peer
                             || signed.statement.chain_id != self.chain_id.as_str()
-                            || signed.verify_signature().is_err()
                         {
                             continue;
                         }
-                        cache.insert(signed);
+                        cache.insert(signed, false);
                         kept += 1;
                     }
                 }
@@ -543,7 +556,7 @@ impl Witness {
             .by_txid
             .get(txid)
             .and_then(|m| m.get(&self.me))
-            .cloned()
+            .map(|c| c.signed.clone())
         {
             return Ok(Some(own));
         }
@@ -569,19 +582,52 @@ impl Witness {
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(signed.clone());
+            .insert(signed.clone(), true);
         Ok(Some(signed))
     }
 
-    /// Every cached receipt for `txid` (this replica's included).
+    /// Every cached receipt for `txid` with a valid signature (this replica's included).
+    /// Signatures not checked yet are checked now, once; invalid receipts are dropped.
     pub fn cached_receipts(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_txid
-            .get(txid)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        let unchecked: Vec<Signed<ReceiptStatement>> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(by_replica) = cache.by_txid.get(txid) else {
+                return Vec::new();
+            };
+            by_replica
+                .values()
+                .filter(|c| !c.verified)
+                .map(|c| c.signed.clone())
+                .collect()
+        };
+        // Verified outside the lock: the network task inserts meanwhile.
+        let checked: Vec<([u8; 32], bool)> = unchecked
+            .iter()
+            .map(|s| (s.attestation.replica, s.verify_signature().is_ok()))
+            .collect();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(by_replica) = cache.by_txid.get_mut(txid) else {
+            return Vec::new();
+        };
+        for (replica, valid) in checked {
+            if valid {
+                if let Some(c) = by_replica.get_mut(&replica) {
+                    c.verified = true;
+                }
+            } else {
+                warn!(
+                    replica = hex::encode(replica),
+                    %txid,
+                    "receipt with an invalid signature dropped"
+                );
+                by_replica.remove(&replica);
+            }
+        }
+        by_replica
+            .values()
+            .filter(|c| c.verified)
+            .map(|c| c.signed.clone())
+            .collect()
     }
 
     /// Waits until this replica executed `txid`, then gathers receipts until 2f+1 match, or
@@ -616,7 +662,8 @@ impl Witness {
                 self.chain_id.as_str().to_owned(),
             );
             for s in self.cached_receipts(txid) {
-                let _ = gathered.add(s);
+                // Verified by `cached_receipts`.
+                let _ = gathered.add_verified(s);
             }
             let now = tokio::time::Instant::now();
             if gathered.strong() {
@@ -914,6 +961,8 @@ mod tests {
         let other_chain = sign(other_chain, &k[1]).unwrap();
         w.on_message(peer, &receipts_message(vec![relayed, forged, other_chain]));
         assert!(w.cached_receipts(&Txid(txid)).is_empty());
+        // The forged one was the sender's own: checked when needed, found invalid, dropped.
+        assert!(!w.cache.lock().unwrap().by_txid[&Txid(txid)].contains_key(&peer));
         // Garbage and strangers are ignored without a panic.
         w.on_message(peer, b"\xff not json");
         let stranger = SigningKey::from_bytes(&[9; 32]);
@@ -951,7 +1000,7 @@ mod tests {
         // Executed here but nobody else answers: below f+1 at the deadline, and the peers
         // were asked.
         for s in w.sign_block(&block(txid)) {
-            w.cache.lock().unwrap().insert(s);
+            w.cache.lock().unwrap().insert(s, true);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let err = w.gather_receipts(&Txid(txid), deadline).await;

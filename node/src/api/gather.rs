@@ -60,6 +60,22 @@ impl<S: Statement> Gathered<S> {
         Ok(())
     }
 
+    /// [`add`](Self::add) for a statement whose signature the caller already verified.
+    pub fn add_verified(&mut self, signed: Signed<S>) -> Result<(), Refused> {
+        let replica = signed.attestation.replica;
+        if !self.replicas.contains(&replica) {
+            return Err(Refused::UnknownReplica);
+        }
+        if signed.statement.chain_id() != self.chain_id {
+            return Err(Refused::WrongChain);
+        }
+        if self.by_replica.contains_key(&replica) {
+            return Err(Refused::Duplicate);
+        }
+        self.by_replica.insert(replica, signed);
+        Ok(())
+    }
+
     /// Size of the largest group of replicas that signed byte-identical statements.
     pub fn matching(&self) -> usize {
         let mut groups: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
