@@ -329,11 +329,11 @@ async fn measure_local(
         30_000 + u16::try_from(slot * 200).unwrap_or(0)
     });
     let temp = common.work_dir.is_none();
-    let dir = common
+    let parent = common
         .work_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("coffer-bench-{pid}-{run_index}")));
-    let dir = dir.join(&name);
+    let dir = parent.join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     let spec = ClusterSpec {
         replicas,
@@ -426,7 +426,8 @@ async fn measure_local(
     }
     .await;
     if temp && !common.keep {
-        let _ = std::fs::remove_dir_all(&dir);
+        // The whole per-run directory: it was created for this run only.
+        let _ = std::fs::remove_dir_all(&parent);
     }
     result
 }
