@@ -116,7 +116,8 @@ impl Cluster {
                             out.push_str(storage);
                             out.push('\n');
                         }
-                        "url" => {}
+                        // Replaced by the test's own storage lines (TOML rejects duplicate keys).
+                        "url" | "retry" | "durability" => {}
                         _ => {
                             out.push_str(line);
                             out.push('\n');

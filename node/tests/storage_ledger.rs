@@ -199,3 +199,56 @@ async fn tampered_output_fails_restore() {
     let err = restore_ledger(&store, genesis()).await.unwrap_err();
     assert!(matches!(err, StorageError::Restore(_)), "{err}");
 }
+
+/// A transaction finalized twice (a client retry that reached a replica before it executed the
+/// first copy) keeps its first receipt: the repeat is rejected and must not overwrite it.
+async fn repeat_keeps_first_receipt(store: &impl Store) {
+    let alice = key(2);
+    let bob = key(3);
+    let m = mint(1, alice.address(), 100);
+    let t = transfer(&alice, &[op(&m, 0)], &[(bob.address(), 100)]);
+    let mut ledger = LedgerState::new(genesis()).unwrap();
+    for (height, txs) in [
+        (1, vec![m.clone()]),
+        (2, vec![t.clone()]),
+        (3, vec![t.clone()]),
+    ] {
+        let block = Block { height, txs };
+        let applied = ledger.apply(&block).unwrap();
+        persist_applied(store, &block, &applied).await.unwrap();
+    }
+    // The repeat was executed, and rejected, at height 3 ...
+    let restored = restore_ledger(store, genesis()).await.unwrap();
+    assert_eq!(restored, ledger);
+    assert_eq!(restored.height(), 3);
+    // ... but the record still says what happened first.
+    let first = receipt(store, &t.txid()).await.unwrap().unwrap();
+    assert_eq!((first.height, first.outcome), (2, Outcome::Accepted));
+    // A rejected transaction seen for the first time is recorded as usual.
+    let stray = transfer(&alice, &[op(&m, 0)], &[(alice.address(), 100)]);
+    let block = Block {
+        height: 4,
+        txs: vec![stray.clone()],
+    };
+    let applied = ledger.apply(&block).unwrap();
+    persist_applied(store, &block, &applied).await.unwrap();
+    let r = receipt(store, &stray.txid()).await.unwrap().unwrap();
+    assert_eq!(
+        (r.height, r.outcome),
+        (4, Outcome::Rejected(RejectCode::InputAlreadySpent))
+    );
+}
+
+#[tokio::test]
+async fn repeated_transaction_keeps_first_receipt_memory() {
+    repeat_keeps_first_receipt(&MemoryStore::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_transaction_keeps_first_receipt_standalone() {
+    let redis = Standalone::start();
+    let store = RedisStore::connect(&redis.config("coffer:repeat"))
+        .await
+        .unwrap();
+    repeat_keeps_first_receipt(&store).await;
+}

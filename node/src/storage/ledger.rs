@@ -214,9 +214,22 @@ pub async fn persist_applied<S: Store>(
             applied.commitment.height, block.height
         )));
     }
-    store
-        .persist(block.height, &block.encode(), &block_change(applied))
-        .await
+    let mut change = block_change(applied);
+    // A txid's first committed outcome is its record. A transaction finalized again later (a
+    // client retry that reached a replica before it executed the first copy) is rejected as
+    // spent or replayed; that repeat must not overwrite the original receipt. Only rejected
+    // transactions can be repeats, so the lookups are rare; every honest replica holds the same
+    // records, so the rule is deterministic.
+    let mut repeats = Vec::new();
+    for r in &applied.receipts {
+        if matches!(r.outcome, Outcome::Rejected(_)) && store.tx(&r.txid.0).await?.is_some() {
+            repeats.push(r.txid.0);
+        }
+    }
+    if !repeats.is_empty() {
+        change.txs.retain(|t| !repeats.contains(&t.txid));
+    }
+    store.persist(block.height, &block.encode(), &change).await
 }
 
 /// Converts a stored snapshot to the ledger's.
