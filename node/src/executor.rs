@@ -246,10 +246,7 @@ pub(crate) fn fatal_store_error(error: &PersistError) -> ! {
 mod tests {
     use super::*;
     use crate::{ledger::LedgerMachine, mempool::MempoolLimits};
-    use coffer_ledger::{
-        Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey,
-        Transaction, Transfer, TxOut,
-    };
+    use coffer_ledger::{Amount, ChainId, Keypair, Mint, OutPoint, Transaction, Transfer, TxOut};
 
     fn block(height: u64, txs: Vec<Bytes>) -> FinalizedBlock {
         FinalizedBlock {
@@ -265,15 +262,7 @@ mod tests {
         let alice = Keypair::from_secret_bytes([2; 32]).unwrap();
         let bob = Keypair::from_secret_bytes([3; 32]).unwrap();
         let chain = ChainId::new("exec").unwrap();
-        let genesis = Genesis {
-            chain_id: chain.clone(),
-            issuers: vec![issuer.public_key()],
-            replicas: vec![ReplicaInfo {
-                name: "r0".into(),
-                public_key: ReplicaKey([1; 32]),
-            }],
-            limits: Limits::default(),
-        };
+        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
         let mint = issuer.sign_tx(Transaction::Mint(Mint {
             chain_id: chain.clone(),
             issuer: issuer.public_key(),
@@ -374,15 +363,7 @@ mod tests {
     async fn persist_failures_are_retried_and_nothing_is_published_before() {
         let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
         let chain = ChainId::new("retry").unwrap();
-        let genesis = Genesis {
-            chain_id: chain.clone(),
-            issuers: vec![issuer.public_key()],
-            replicas: vec![ReplicaInfo {
-                name: "r0".into(),
-                public_key: ReplicaKey([1; 32]),
-            }],
-            limits: Limits::default(),
-        };
+        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
         let mint = issuer.sign_tx(Transaction::Mint(Mint {
             chain_id: chain,
             issuer: issuer.public_key(),

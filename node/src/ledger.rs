@@ -326,25 +326,30 @@ impl StateMachine for LedgerMachine {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use coffer_ledger::{
         Amount, ChainId, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey, Transfer, TxOut,
     };
 
-    #[test]
-    fn ledger_through_the_seams() {
-        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
-        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
-        let genesis = Genesis {
-            chain_id: ChainId::new("seam").unwrap(),
+    /// A one-replica genesis with one issuer (shared by the node's unit tests).
+    pub(crate) fn single_replica_genesis(chain: &ChainId, issuer: &Keypair) -> Genesis {
+        Genesis {
+            chain_id: chain.clone(),
             issuers: vec![issuer.public_key()],
             replicas: vec![ReplicaInfo {
                 name: "r0".into(),
                 public_key: ReplicaKey([1; 32]),
             }],
             limits: Limits::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn ledger_through_the_seams() {
+        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
+        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
+        let genesis = single_replica_genesis(&ChainId::new("seam").unwrap(), &issuer);
         let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
         let mint = issuer.sign_tx(Transaction::Mint(Mint {
             chain_id: genesis.chain_id.clone(),
@@ -394,15 +399,7 @@ mod tests {
     fn each_signature_is_verified_once_and_tampering_is_still_caught() {
         let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
         let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
-        let genesis = Genesis {
-            chain_id: ChainId::new("once").unwrap(),
-            issuers: vec![issuer.public_key()],
-            replicas: vec![ReplicaInfo {
-                name: "r0".into(),
-                public_key: ReplicaKey([1; 32]),
-            }],
-            limits: Limits::default(),
-        };
+        let genesis = single_replica_genesis(&ChainId::new("once").unwrap(), &issuer);
         let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
         let sigs = verifier.signatures();
         let mut machine = LedgerMachine::new(genesis.clone())
