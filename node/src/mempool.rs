@@ -140,6 +140,11 @@ impl Mempool {
         out
     }
 
+    /// Whether some pending transaction is not in `exclude` (a proposal would not be empty).
+    pub fn has_candidate(&self, exclude: &HashSet<Txid>) -> bool {
+        self.order.values().any(|txid| !exclude.contains(txid))
+    }
+
     /// Removes `txid` because it was finalized; remembers it to refuse late copies.
     pub fn finalize(&mut self, txid: &Txid) {
         self.remove(txid);
@@ -209,6 +214,8 @@ mod tests {
             pool.insert(id(3), Bytes::from_static(b"c")),
             Admission::Busy
         );
+        assert!(pool.has_candidate(&HashSet::from([id(1)])));
+        assert!(!pool.has_candidate(&HashSet::from([id(1), id(2)])));
         let picked = pool.select(10, 100, &HashSet::from([id(1)]));
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].0, id(2));

@@ -68,6 +68,9 @@ pub(crate) struct App<V: TxVerifier> {
     /// the mempool.
     pub(crate) executed: Arc<AtomicU64>,
     pub(crate) limits: ProposalLimits,
+    /// Signalled whenever a transaction enters the mempool, so an idle leader proposes as soon
+    /// as there is something to propose instead of polling.
+    pub(crate) arrivals: Arc<tokio::sync::Notify>,
     /// Test hook: propose blocks carrying an invalid transaction (see
     /// [`ConsensusConfig::byzantine_proposer`](super::ConsensusConfig::byzantine_proposer)).
     pub(crate) byzantine: bool,
@@ -137,8 +140,46 @@ impl<V: TxVerifier> App<V> {
     }
 }
 
-/// How often an idle leader looks at its mempool again.
-const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+impl<V: TxVerifier> App<V> {
+    /// Returns once the mempool holds a transaction that no unfinalized ancestor carries
+    /// (`exclude`), or after the idle wait. (Transactions stay pending until their block is
+    /// executed, so a non-empty mempool alone would yield an empty block at low load and delay
+    /// the next transaction by a view.)
+    ///
+    /// A wake-up is registered before each emptiness check, so an arrival between the check and
+    /// the wait is not missed (`notify_one` also stores a permit when nobody waits; a stale
+    /// permit only causes one more check).
+    async fn await_transactions<E: commonware_runtime::Clock>(
+        &self,
+        runtime: &E,
+        exclude: &HashSet<Txid>,
+    ) {
+        if self.limits.idle_wait.is_zero() {
+            return;
+        }
+        let deadline = runtime.current() + self.limits.idle_wait;
+        loop {
+            let arrival = self.arrivals.notified();
+            futures::pin_mut!(arrival);
+            arrival.as_mut().enable();
+            if self
+                .mempool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .has_candidate(exclude)
+            {
+                return;
+            }
+            let timeout = runtime.sleep_until(deadline);
+            futures::pin_mut!(timeout);
+            if let futures::future::Either::Right(_) =
+                futures::future::select(arrival, timeout).await
+            {
+                return;
+            }
+        }
+    }
+}
 
 impl<E, V> Application<E> for App<V>
 where
@@ -157,17 +198,6 @@ where
         _input: (),
     ) -> Option<Digested<Self::Block>> {
         let parent = ancestry.next().await?;
-        let mut waited = std::time::Duration::ZERO;
-        while waited < self.limits.idle_wait
-            && self
-                .mempool
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        {
-            runtime.sleep(IDLE_POLL).await;
-            waited += IDLE_POLL;
-        }
         let executed = self.executed.load(Ordering::Acquire);
         let mut exclude = HashSet::new();
         let mut cursor = Some(parent.clone());
@@ -180,6 +210,7 @@ where
             walked += 1;
             cursor = ancestry.next().await;
         }
+        self.await_transactions(&runtime, &exclude).await;
         let block = self.build(&parent, context.round.view().get(), &exclude);
         debug!(
             height = block.height,

@@ -243,6 +243,7 @@ impl SubmitError {
 pub struct ConsensusHandle<V: TxVerifier> {
     verifier: V,
     mempool: Arc<Mutex<Mempool>>,
+    arrivals: Arc<tokio::sync::Notify>,
     gossip: mpsc::Sender<Bytes>,
     events: broadcast::Sender<Arc<ExecutedBlock>>,
     executed: Arc<AtomicU64>,
@@ -279,7 +280,10 @@ impl<V: TxVerifier> ConsensusHandle<V> {
             Admission::Added => {
                 let mut gossip = self.gossip.clone();
                 match gossip.try_send(tx) {
-                    Ok(()) => Ok(txid),
+                    Ok(()) => {
+                        self.arrivals.notify_one();
+                        Ok(txid)
+                    }
                     Err(e) if e.is_full() => {
                         // Keep the invariant "pending locally implies gossiped".
                         pool.remove(&txid);
@@ -407,6 +411,7 @@ where
     .ok_or_else(|| ConfigError::NotParticipant(me.to_string()))?;
 
     let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool)));
+    let arrivals = Arc::new(tokio::sync::Notify::new());
     let executed = Arc::new(AtomicU64::new(machine.applied_height()));
     let tracker = Tracker::new(&participants);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
@@ -414,6 +419,7 @@ where
     let handle = ConsensusHandle {
         verifier: verifier.clone(),
         mempool: mempool.clone(),
+        arrivals: arrivals.clone(),
         gossip: gossip_tx,
         events: events.clone(),
         executed: executed.clone(),
@@ -554,6 +560,7 @@ where
         let (gossip_sender, gossip_receiver) = networks.mempool;
         context.child("gossip").spawn({
             let mempool = mempool.clone();
+            let arrivals = arrivals.clone();
             let verifier = verifier.clone();
             let blocker = blocker.clone();
             move |_| {
@@ -561,7 +568,7 @@ where
                     gossip_rx,
                     (gossip_sender, gossip_receiver),
                     blocker,
-                    mempool,
+                    (mempool, arrivals),
                     verifier,
                 )
             }
@@ -570,6 +577,7 @@ where
         // Simplex.
         let app = App {
             mempool,
+            arrivals,
             verifier,
             executed: executed_for_app,
             limits: config.proposal,
@@ -702,7 +710,7 @@ async fn gossip<V, S, R, B>(
     mut local: mpsc::Receiver<Bytes>,
     (mut sender, mut receiver): (S, R),
     mut blocker: B,
-    mempool: Arc<Mutex<Mempool>>,
+    (mempool, arrivals): (Arc<Mutex<Mempool>>, Arc<tokio::sync::Notify>),
     verifier: V,
 ) where
     V: TxVerifier,
@@ -745,8 +753,10 @@ async fn gossip<V, S, R, B>(
                     match verifier.check(&tx) {
                         Ok(txid) => {
                             let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-                            if pool.insert(txid, tx) == Admission::Busy {
-                                break;
+                            match pool.insert(txid, tx) {
+                                Admission::Busy => break,
+                                Admission::Added => arrivals.notify_one(),
+                                Admission::Duplicate => {}
                             }
                         }
                         Err(e) => {
