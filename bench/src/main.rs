@@ -98,6 +98,10 @@ struct Common {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Check every receipt signature of every transfer, as the `coffer` CLI does, instead of
+    /// stopping at f+1 valid ones when all receipts agree
+    #[arg(long)]
+    audit: bool,
 }
 
 #[derive(Args)]
@@ -367,6 +371,7 @@ async fn measure_local(
             warmup,
             rate,
             progress: !common.no_progress,
+            audit: common.audit,
         };
         eprintln!(
             "{name}: funding {} wallets, then {} s warm-up and {} s measured",
@@ -454,6 +459,7 @@ async fn run_cmd(args: RunArgs) -> Result<(), String> {
                 warmup: Duration::from_secs(common.warmup),
                 rate: args.rate,
                 progress: !common.no_progress,
+                audit: common.audit,
             };
             let m = workload::run(&config, &issuer, &wspec, || Ok(()))
                 .await

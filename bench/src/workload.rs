@@ -66,6 +66,8 @@ pub struct WorkloadSpec {
     pub rate: Option<f64>,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Check every receipt signature (see [`Client::check_only_quorum`]).
+    pub audit: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -241,6 +243,10 @@ pub async fn run(
             Client::new(config.clone()).map_err(|e| WorkloadError::Client(e.to_string()))?;
         // Clients start at different gateways and stay with one that answers.
         client.spread_from(i);
+        // f+1 valid receipts prove a transfer; auditing the surplus is optional.
+        if !spec.audit {
+            client.check_only_quorum();
+        }
         clients.push(client);
         wallets.push(
             (0..WALLETS_PER_CLIENT)

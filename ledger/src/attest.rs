@@ -17,7 +17,7 @@
 use bitcoin_hashes::{HashEngine as _, sha256};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Domain tag of receipt statements. Part of the protocol: changing it changes every vector.
 pub const RECEIPT_DOMAIN: &str = "coffer/receipt/v1";
@@ -490,6 +490,13 @@ impl<S: Statement> Signed<S> {
     pub fn verify_signature(&self) -> Result<(), AttestError> {
         let key = VerifyingKey::from_bytes(&self.attestation.replica)
             .map_err(|_| AttestError::BadPublicKey(self.attestation.replica))?;
+        self.verify_with(&key)
+    }
+
+    /// [`verify_signature`](Self::verify_signature) with the replica's key already parsed
+    /// (parsing decompresses a curve point, a fifth of a verification). `key` must be the
+    /// attestation's replica key; callers get it from a [`ReplicaSet`].
+    fn verify_with(&self, key: &VerifyingKey) -> Result<(), AttestError> {
         let message = self.statement.encode()?;
         let signature = Signature::from_bytes(&self.attestation.signature);
         key.verify_strict(&message, &signature)
@@ -500,7 +507,8 @@ impl<S: Statement> Signed<S> {
 /// The replicas whose signatures count: the genesis replica set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaSet {
-    keys: BTreeSet<[u8; 32]>,
+    /// Each key with its parsed form, parsed once here rather than at every verification.
+    keys: BTreeMap<[u8; 32], VerifyingKey>,
 }
 
 /// Most replicas in a set, as in the genesis.
@@ -510,10 +518,11 @@ impl ReplicaSet {
     /// Builds the set from the genesis keys; rejects an empty or oversized list, a key listed
     /// twice, and bytes that are not an ed25519 point.
     pub fn new(keys: impl IntoIterator<Item = [u8; 32]>) -> Result<Self, AttestError> {
-        let mut set = BTreeSet::new();
+        let mut set = BTreeMap::new();
         for key in keys {
-            VerifyingKey::from_bytes(&key).map_err(|_| AttestError::BadPublicKey(key))?;
-            if !set.insert(key) {
+            let parsed =
+                VerifyingKey::from_bytes(&key).map_err(|_| AttestError::BadPublicKey(key))?;
+            if set.insert(key, parsed).is_some() {
                 return Err(AttestError::BadReplicaSet(format!(
                     "key {} listed twice",
                     hex::encode(key)
@@ -558,12 +567,22 @@ impl ReplicaSet {
 
     /// Whether `key` is one of the replicas.
     pub fn contains(&self, key: &[u8; 32]) -> bool {
-        self.keys.contains(key)
+        self.keys.contains_key(key)
     }
 
     /// The keys in ascending byte order.
     pub fn keys(&self) -> impl Iterator<Item = &[u8; 32]> {
-        self.keys.iter()
+        self.keys.keys()
+    }
+
+    /// Checks `signed`'s signature against its replica's key, which must be in the set.
+    pub fn verify<S: Statement>(&self, signed: &Signed<S>) -> Result<(), AttestError> {
+        let replica = &signed.attestation.replica;
+        let key = self
+            .keys
+            .get(replica)
+            .ok_or(AttestError::BadPublicKey(*replica))?;
+        signed.verify_with(key)
     }
 }
 
@@ -663,6 +682,71 @@ pub fn verify_quorum<S: Statement>(
     verify_quorum_where(signed, replicas, chain_id, threshold, |_| true)
 }
 
+/// [`verify_quorum`] that checks no more signatures than it needs in the common case: when
+/// every attestation is by a distinct replica of `replicas`, about `chain_id` and for the same
+/// statement, signatures are checked one by one until `threshold` are valid, and the rest are
+/// left unchecked (and are not listed as signers). Anything else (a dissenting statement, an
+/// unknown or repeated replica, too few valid signatures) gets the full check of
+/// [`verify_quorum`], so misbehaving replicas are still reported.
+///
+/// Accepting on `threshold` valid signatures of one statement, with no other statement in the
+/// set, is exactly [`verify_quorum`]'s acceptance rule; only the audit of the surplus is skipped.
+/// A client answered with 2f+1 matching receipts verifies f+1 of them instead of 2f+1.
+pub fn accept_quorum<S: Statement>(
+    signed: &[Signed<S>],
+    replicas: &ReplicaSet,
+    chain_id: &str,
+    threshold: usize,
+) -> Result<VerifiedResult<S>, QuorumError> {
+    if let Some(accepted) = accept_unanimous(signed, replicas, chain_id, threshold) {
+        return Ok(accepted);
+    }
+    verify_quorum(signed, replicas, chain_id, threshold)
+}
+
+/// The fast path of [`accept_quorum`]; `None` sends the caller to the full check.
+fn accept_unanimous<S: Statement>(
+    signed: &[Signed<S>],
+    replicas: &ReplicaSet,
+    chain_id: &str,
+    threshold: usize,
+) -> Option<VerifiedResult<S>> {
+    if threshold < replicas.weak_quorum()
+        || threshold > replicas.len()
+        || signed.len() > MAX_ATTESTATIONS
+    {
+        return None;
+    }
+    let first = signed.first()?;
+    let bytes = first.statement.encode().ok()?;
+    let mut seen = std::collections::BTreeSet::new();
+    for item in signed {
+        let replica = item.attestation.replica;
+        if !replicas.contains(&replica)
+            || !seen.insert(replica)
+            || item.statement.chain_id() != chain_id
+            || item.statement.encode().ok()? != bytes
+        {
+            return None;
+        }
+    }
+    let mut signers = Vec::with_capacity(threshold);
+    for item in signed {
+        // A bad signature is rare and worth reporting: the full check lists it.
+        replicas.verify(item).ok()?;
+        signers.push(item.attestation.replica);
+        if signers.len() == threshold {
+            signers.sort_unstable();
+            return Some(VerifiedResult {
+                statement: first.statement.clone(),
+                signers,
+                discarded: Vec::new(),
+            });
+        }
+    }
+    None
+}
+
 /// [`verify_quorum`] for reads: only statements that answer `query` with `result` count.
 pub fn verify_read(
     signed: &[Signed<ReadStatement>],
@@ -710,7 +794,7 @@ fn verify_quorum_where<S: Statement>(
             discard(index, DiscardReason::UnknownReplica);
         } else if item.statement.chain_id() != chain_id {
             discard(index, DiscardReason::WrongChain);
-        } else if item.verify_signature().is_err() {
+        } else if replicas.verify(item).is_err() {
             discard(index, DiscardReason::BadSignature);
         } else if !relevant(&item.statement) {
             discard(index, DiscardReason::Mismatch);
@@ -1106,6 +1190,69 @@ mod tests {
         assert_eq!(v.statement, receipt());
         assert_eq!(v.signers.len(), 4);
         assert!(v.discarded.is_empty());
+    }
+
+    #[test]
+    fn accept_quorum_checks_only_what_it_needs_and_falls_back_on_trouble() {
+        let (keys, set) = replicas(4);
+        let signed = sign_all(&keys, &receipt());
+        // Unanimous: f+1 signatures checked and listed; the result is verify_quorum's.
+        let v = accept_quorum(&signed, &set, CHAIN, set.weak_quorum()).expect("quorum");
+        assert_eq!(v.statement, receipt());
+        assert_eq!(v.signers.len(), 2);
+        assert!(v.signers.iter().all(|s| set.contains(s)));
+        assert!(v.discarded.is_empty());
+
+        // A forged signature among matching statements: full check, reported, still accepted.
+        let mut forged = signed.clone();
+        forged[0].attestation.signature[0] ^= 1;
+        let v = accept_quorum(&forged, &set, CHAIN, set.strong_quorum()).expect("3 valid");
+        assert_eq!(v.signers.len(), 3);
+        assert_eq!(v.discarded.len(), 1);
+        assert_eq!(v.discarded[0].reason, DiscardReason::BadSignature);
+        // ... and refused when the forgery leaves too few.
+        let err = accept_quorum(&forged[..2], &set, CHAIN, 2).expect_err("1 valid");
+        assert!(matches!(err, QuorumError::NotEnough { best: 1, .. }));
+
+        // A dissenting statement: full check, the dissent is reported.
+        let mut other = receipt();
+        other.code = "input_already_spent".into();
+        let mut mixed = sign_all(&keys[..3], &receipt());
+        mixed.push(sign(other, &keys[3]).expect("valid"));
+        let v = accept_quorum(&mixed, &set, CHAIN, 2).expect("quorum");
+        assert_eq!(v.statement, receipt());
+        assert_eq!(v.signers.len(), 3);
+        assert!(
+            v.discarded
+                .iter()
+                .any(|d| d.reason == DiscardReason::Dissent)
+        );
+
+        // A replica repeated to pad the count is not counted twice.
+        let padded = vec![signed[0].clone(), signed[0].clone()];
+        assert!(accept_quorum(&padded, &set, CHAIN, 2).is_err());
+        // Another chain never counts.
+        let mut foreign = receipt();
+        foreign.chain_id = "other".into();
+        let foreign = sign_all(&keys, &foreign);
+        assert!(accept_quorum(&foreign, &set, CHAIN, 2).is_err());
+    }
+
+    #[test]
+    fn replica_set_verifies_with_parsed_keys() {
+        let (keys, set) = replicas(4);
+        let good = sign(receipt(), &keys[0]).expect("valid");
+        assert!(set.verify(&good).is_ok());
+        let mut bad = good.clone();
+        bad.attestation.signature[5] ^= 1;
+        assert!(set.verify(&bad).is_err());
+        let outsider = SigningKey::from_bytes(&[42; 32]);
+        let stranger = sign(receipt(), &outsider).expect("valid");
+        assert!(stranger.verify_signature().is_ok());
+        assert_eq!(
+            set.verify(&stranger),
+            Err(AttestError::BadPublicKey(stranger.attestation.replica))
+        );
     }
 
     #[test]

@@ -586,6 +586,16 @@ impl Witness {
         Ok(Some(signed))
     }
 
+    /// Every cached receipt for `txid`, signatures checked or not.
+    fn cached_receipts_unchecked(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .by_txid
+            .get(txid)
+            .map(|by_replica| by_replica.values().map(|c| c.signed.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Every cached receipt for `txid` with a valid signature (this replica's included).
     /// Signatures not checked yet are checked now, once; invalid receipts are dropped.
     pub fn cached_receipts(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
@@ -603,7 +613,7 @@ impl Witness {
         // Verified outside the lock: the network task inserts meanwhile.
         let checked: Vec<([u8; 32], bool)> = unchecked
             .iter()
-            .map(|s| (s.attestation.replica, s.verify_signature().is_ok()))
+            .map(|s| (s.attestation.replica, self.replicas.verify(s).is_ok()))
             .collect();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let Some(by_replica) = cache.by_txid.get_mut(txid) else {
@@ -661,6 +671,21 @@ impl Witness {
                 self.replicas.clone(),
                 self.chain_id.as_str().to_owned(),
             );
+            // 2f+1 distinct replicas vouching for the same statement include f+1 honest ones,
+            // whose signatures are valid (each receipt came over the authenticated channel from
+            // its signer): the client, which checks signatures, is then certain to find f+1.
+            // So the gateway checks none in that common case, and checks them all only when it
+            // must settle for fewer.
+            let mut unchecked = crate::api::gather::Gathered::new(
+                self.replicas.clone(),
+                self.chain_id.as_str().to_owned(),
+            );
+            for s in self.cached_receipts_unchecked(txid) {
+                let _ = unchecked.add_verified(s);
+            }
+            if unchecked.strong() {
+                return Ok(Some(unchecked.into_vec()));
+            }
             for s in self.cached_receipts(txid) {
                 // Verified by `cached_receipts`.
                 let _ = gathered.add_verified(s);
@@ -1022,5 +1047,46 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_strong_quorum_is_returned_unchecked_and_still_proves_the_receipt() {
+        let (w, _out) = witness(Patience::default());
+        let k = keys();
+        let txid = [5; 32];
+        for s in w.sign_block(&block(txid)) {
+            w.cache.lock().unwrap().insert(s, true);
+        }
+        // Replica 1 is honest; replica 2 sends its own receipt with a broken signature.
+        let honest = sign(statement(txid), &k[1]).unwrap();
+        let mut broken = sign(statement(txid), &k[2]).unwrap();
+        broken.attestation.signature[0] ^= 1;
+        w.on_message(
+            k[1].verifying_key().to_bytes(),
+            &receipts_message(vec![honest]),
+        );
+        w.on_message(
+            k[2].verifying_key().to_bytes(),
+            &receipts_message(vec![broken]),
+        );
+        // 2f+1 = 3 match: answered at once, without checking (the broken one travels along).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let got = w
+            .gather_receipts(&Txid(txid), deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        // The client still finds f+1 valid signatures; a full audit reports the broken one.
+        let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
+        let v = coffer_ledger::attest::accept_quorum(&got, &set, "witness", 2).unwrap();
+        assert_eq!(v.signers.len(), 2);
+        assert!(!v.signers.contains(&k[2].verifying_key().to_bytes()));
+        let audit = coffer_ledger::attest::verify_quorum(&got, &set, "witness", 2).unwrap();
+        assert_eq!(audit.signers.len(), 2);
+        assert_eq!(audit.discarded.len(), 1);
+        // Below 2f+1, every signature is checked: the broken one is dropped and only the two
+        // valid receipts remain.
+        assert_eq!(w.cached_receipts(&Txid(txid)).len(), 2);
     }
 }

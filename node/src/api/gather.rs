@@ -53,8 +53,8 @@ impl<S: Statement> Gathered<S> {
         if self.by_replica.contains_key(&replica) {
             return Err(Refused::Duplicate);
         }
-        signed
-            .verify_signature()
+        self.replicas
+            .verify(&signed)
             .map_err(|_| Refused::BadSignature)?;
         self.by_replica.insert(replica, signed);
         Ok(())
