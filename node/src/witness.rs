@@ -166,6 +166,28 @@ enum Message {
     Status { height: u64 },
 }
 
+/// A request's interest in one txid's receipts (see [`Witness::wait_for`]).
+struct Waiting<'a> {
+    witness: &'a Witness,
+    txid: Txid,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .witness
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Other requests for the same txid (a client retry) hold clones; the map holds one and
+        // this guard one. Clones are only made under this lock, so the count is exact here.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiting.remove(&self.txid);
+        }
+    }
+}
+
 /// Who a message goes to: every peer, or one.
 #[derive(Clone, Copy, Debug)]
 pub enum To {
@@ -245,7 +267,9 @@ pub struct Witness {
     store: Arc<Storage>,
     events: broadcast::Sender<Arc<ExecutedBlock>>,
     cache: Mutex<ReceiptCache>,
-    receipts_arrived: Notify,
+    /// Requests waiting for receipts, by txid: an arrival wakes only the requests it concerns
+    /// (waking every waiting request on every message cost a lock and a copy per request).
+    waiting: Mutex<HashMap<Txid, Arc<Notify>>>,
     outbound: mpsc::Sender<Outbound>,
     pending_reads: Mutex<HashMap<u64, mpsc::Sender<Signed<ReadStatement>>>>,
     next_read: AtomicU64,
@@ -301,7 +325,7 @@ impl Witness {
                 store: parts.store,
                 events: parts.events,
                 cache: Mutex::new(ReceiptCache::default()),
-                receipts_arrived: Notify::new(),
+                waiting: Mutex::new(HashMap::new()),
                 outbound,
                 pending_reads: Mutex::new(HashMap::new()),
                 next_read: AtomicU64::new(1),
@@ -360,6 +384,35 @@ impl Witness {
             .collect()
     }
 
+    /// Registers interest in `txid`'s receipts; the guard withdraws it.
+    fn wait_for(&self, txid: Txid) -> Waiting<'_> {
+        let notify = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(txid)
+            .or_default()
+            .clone();
+        Waiting {
+            witness: self,
+            txid,
+            notify,
+        }
+    }
+
+    /// Wakes the requests waiting for any of `txids`.
+    fn wake(&self, txids: impl Iterator<Item = Txid>) {
+        let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.is_empty() {
+            return;
+        }
+        for txid in txids {
+            if let Some(notify) = waiting.get(&txid) {
+                notify.notify_waiters();
+            }
+        }
+    }
+
     fn send(&self, to: To, message: &Message) {
         let Ok(bytes) = serde_json::to_vec(message) else {
             return;
@@ -411,7 +464,7 @@ impl Witness {
                     cache.insert(s.clone(), true);
                 }
             }
-            self.receipts_arrived.notify_waiters();
+            self.wake(signed.iter().map(|s| Txid(s.statement.txid)));
             for chunk in signed.chunks(MAX_RECEIPTS_PER_MESSAGE) {
                 self.send(
                     To::All,
@@ -461,7 +514,7 @@ impl Witness {
                 if receipts.len() > MAX_RECEIPTS_PER_MESSAGE {
                     return;
                 }
-                let mut kept = 0usize;
+                let mut kept = Vec::new();
                 {
                     let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                     for signed in receipts {
@@ -472,13 +525,11 @@ impl Witness {
                         {
                             continue;
                         }
+                        kept.push(Txid(signed.statement.txid));
                         cache.insert(signed, false);
-                        kept += 1;
                     }
                 }
-                if kept > 0 {
-                    self.receipts_arrived.notify_waiters();
-                }
+                self.wake(kept.into_iter());
             }
             Message::ReceiptRequest { txids } => {
                 // Served from the same bounded pool as reads: a peer cannot make this replica
@@ -648,9 +699,10 @@ impl Witness {
         txid: &Txid,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
+        let waiting = self.wait_for(*txid);
         // Own execution first.
         loop {
-            let arrived = self.receipts_arrived.notified();
+            let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             if self.own_receipt(txid).await?.is_some() {
@@ -664,7 +716,7 @@ impl Witness {
         let mut weak_since: Option<tokio::time::Instant> = None;
         let ask_after = tokio::time::Instant::now() + self.patience.quorum;
         loop {
-            let arrived = self.receipts_arrived.notified();
+            let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let mut gathered = crate::api::gather::Gathered::new(
@@ -1088,5 +1140,41 @@ mod tests {
         // Below 2f+1, every signature is checked: the broken one is dropped and only the two
         // valid receipts remain.
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_is_woken_by_its_receipts_and_withdraws_after() {
+        let (w, _out) = witness(Patience::default());
+        let k = keys();
+        let txid = [6; 32];
+        for s in w.sign_block(&block(txid)) {
+            w.cache.lock().unwrap().insert(s, true);
+        }
+        let started = tokio::time::Instant::now();
+        let gather = tokio::spawn({
+            let w = w.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.gather_receipts(&Txid(txid), deadline).await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(w.waiting.lock().unwrap().contains_key(&Txid(txid)));
+        // Receipts for another txid do not concern it; its own two peers' receipts do.
+        for peer in &k[1..=2] {
+            w.on_message(
+                peer.verifying_key().to_bytes(),
+                &receipts_message(vec![sign(statement([9; 32]), peer).unwrap()]),
+            );
+            w.on_message(
+                peer.verifying_key().to_bytes(),
+                &receipts_message(vec![sign(statement(txid), peer).unwrap()]),
+            );
+        }
+        let got = gather.await.unwrap().unwrap().unwrap();
+        assert_eq!(got.len(), 3);
+        // Answered on arrival: no patience or deadline ran out.
+        assert!(started.elapsed() < Patience::default().quorum);
+        assert!(w.waiting.lock().unwrap().is_empty());
     }
 }
