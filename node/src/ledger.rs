@@ -1,7 +1,10 @@
 //! `coffer-ledger` behind the node's transaction seams ([`TxVerifier`], [`StateMachine`]).
 //!
 //! The verifier is the ledger's own stateless check ([`coffer_ledger::verify_bytes`]: decode,
-//! limits, chain id, signature). The state machine is a [`LedgerState`] in memory, shared with
+//! limits, chain id, signature). Verifier and state machine of one replica share a
+//! [`VerifiedSignatures`] cache, so that the bytes of a pending transaction are decoded and its
+//! signature verified once, however many times it is checked, looked up, executed and tested
+//! for staleness. The state machine is a [`LedgerState`] in memory, shared with
 //! the read path ([`LedgerView`]), whose every applied block is persisted through a
 //! [`Storage`] (memory or Redis) before the executor publishes it. A machine opened on a store
 //! that already holds blocks restores its state from it (commitment checked).
@@ -11,8 +14,8 @@ use crate::storage::{self, Storage, StorageError};
 use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
-    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, SignedTransaction,
-    Transaction, hash::tagged_hash, validate::check_structure,
+    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, Transaction,
+    hash::tagged_hash, validate::check_structure,
 };
 use std::sync::{
     Arc, RwLock, RwLockReadGuard,
@@ -28,24 +31,38 @@ const BLOCK_TOO_LARGE: &str = "block_too_large";
 /// Numeric code of [`BLOCK_TOO_LARGE`]; outside the ledger's reject code numbers.
 pub const BLOCK_TOO_LARGE_CODE: u16 = u16::MAX;
 
+/// A failed stateless check: the ledger's code, and the txid if the bytes decoded.
+struct Refusal {
+    code: RejectCode,
+    txid: Option<coffer_ledger::Txid>,
+}
+
+impl From<RejectCode> for Refusal {
+    fn from(code: RejectCode) -> Self {
+        Refusal { code, txid: None }
+    }
+}
+
 /// Maps a ledger rejection to the seam's stateless rejection.
-fn rejection(code: RejectCode, bytes: &[u8], genesis: &Genesis) -> TxRejection {
-    match code {
+fn rejection(refusal: Refusal, bytes: &[u8], genesis: &Genesis) -> TxRejection {
+    match refusal.code {
         RejectCode::Malformed => TxRejection::Malformed("transaction does not decode".into()),
         RejectCode::TxTooLarge => TxRejection::TooLarge {
             size: bytes.len(),
             max: genesis.limits.max_tx_bytes as usize,
         },
-        RejectCode::BadSignature => TxRejection::BadSignature(fallback_txid(bytes)),
+        RejectCode::BadSignature => TxRejection::BadSignature(
+            refusal
+                .txid
+                .map_or_else(|| undecodable_txid(bytes), |txid| Txid(txid.0)),
+        ),
         other => TxRejection::Limit(other.as_str().to_string()),
     }
 }
 
 /// An id for bytes that do not decode (ledger txids need a decoded transaction).
-fn fallback_txid(bytes: &[u8]) -> Txid {
-    SignedTransaction::decode(bytes)
-        .map(|stx| Txid(stx.txid().0))
-        .unwrap_or_else(|_| Txid(tagged_hash("coffer/node/undecodable", &[bytes])))
+fn undecodable_txid(bytes: &[u8]) -> Txid {
+    Txid(tagged_hash("coffer/node/undecodable", &[bytes]))
 }
 
 /// The ledger's stateless check ([`coffer_ledger::verify_bytes`]), remembering verified
@@ -76,37 +93,56 @@ impl LedgerVerifier {
     }
 
     /// The stateless check with the ledger's rejection code (what the REST gateway reports);
-    /// a signature verified before (these exact bytes) is not verified again.
+    /// bytes decoded before are not decoded again, and a signature verified before (these
+    /// exact bytes) is not verified again.
     pub fn check_code(&self, bytes: &[u8]) -> Result<coffer_ledger::Txid, RejectCode> {
+        self.check_refusal(bytes).map_err(|r| r.code)
+    }
+
+    fn check_refusal(&self, bytes: &[u8]) -> Result<coffer_ledger::Txid, Refusal> {
         // Same checks, in the same order, as `coffer_ledger::verify_bytes`.
         // u32 -> usize cannot truncate on supported targets.
         if bytes.len() > self.genesis.limits.max_tx_bytes as usize {
-            return Err(RejectCode::TxTooLarge);
+            return Err(RejectCode::TxTooLarge.into());
         }
-        let stx = SignedTransaction::decode(bytes).map_err(|e| RejectCode::from(&e))?;
-        let txid = check_structure(&self.genesis, &stx)?;
-        let wtxid = stx.wtxid();
-        if self.signatures.contains(&wtxid) {
+        let tx = self
+            .signatures
+            .decode(bytes)
+            .map_err(|e| RejectCode::from(&e))?;
+        let refuse = |code| {
+            // These bytes fail every check: keep the room for transactions that may apply.
+            self.signatures.forget(&tx.wtxid());
+            Refusal {
+                code,
+                txid: Some(tx.txid()),
+            }
+        };
+        // Cheap next to the signature, and run on every call so that a hit in the signature
+        // cache never skips a check it does not cover.
+        let txid = check_structure(&self.genesis, tx.stx()).map_err(refuse)?;
+        if self.signatures.contains(&tx.wtxid()) {
             return Ok(txid);
         }
         self.signatures.count_verification();
-        if !stx.verify_signature() {
-            return Err(RejectCode::BadSignature);
+        if !tx.stx().verify_signature() {
+            return Err(refuse(RejectCode::BadSignature));
         }
-        self.signatures.insert(wtxid);
+        self.signatures.insert(tx.wtxid());
         Ok(txid)
     }
 }
 
 impl TxVerifier for LedgerVerifier {
     fn check(&self, bytes: &[u8]) -> Result<Txid, TxRejection> {
-        self.check_code(bytes)
+        self.check_refusal(bytes)
             .map(|txid| Txid(txid.0))
-            .map_err(|code| rejection(code, bytes, &self.genesis))
+            .map_err(|refusal| rejection(refusal, bytes, &self.genesis))
     }
 
     fn txid(&self, bytes: &[u8]) -> Txid {
-        fallback_txid(bytes)
+        self.signatures
+            .decode(bytes)
+            .map_or_else(|_| undecodable_txid(bytes), |tx| Txid(tx.txid().0))
     }
 }
 
@@ -205,17 +241,20 @@ impl StateMachine for LedgerMachine {
     fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt> {
         let mut receipts: Vec<Option<Receipt>> = vec![None; txs.len()];
         let mut decoded = Vec::with_capacity(txs.len());
+        let mut wtxids = Vec::with_capacity(txs.len());
         let mut positions = Vec::with_capacity(txs.len());
         for (i, bytes) in txs.iter().enumerate() {
-            match SignedTransaction::decode(bytes) {
-                Ok(stx) => {
-                    decoded.push(stx);
+            match self.signatures.decode(bytes) {
+                Ok(tx) => {
+                    // A clone copies a few vectors; the keys stay parsed.
+                    decoded.push(tx.stx().clone());
+                    wtxids.push(tx.wtxid());
                     positions.push(i);
                 }
                 Err(e) => {
                     error!(height, index = i, error = %e, "finalized block carries undecodable bytes");
                     receipts[i] = Some(Receipt {
-                        txid: fallback_txid(bytes),
+                        txid: undecodable_txid(bytes),
                         rejection: Some(UNDECODABLE),
                         code: RejectCode::Malformed.as_u16(),
                     });
@@ -231,13 +270,14 @@ impl StateMachine for LedgerMachine {
             txs: decoded,
         };
         let mut state = self.view.state.write().unwrap_or_else(|e| e.into_inner());
-        match state.apply_with_cache(&block, &*self.signatures) {
+        let outcome = state.apply_with_cache(&block, &*self.signatures);
+        // Executed (or refused as a whole): their entries are not needed again (a repeat in a
+        // later block is decoded and verified afresh, and rejected as spent or replayed anyway).
+        for wtxid in &wtxids {
+            self.signatures.forget(wtxid);
+        }
+        match outcome {
             Ok(applied) => {
-                // Executed: their entries are not needed again (a repeat in a later block is
-                // verified afresh, and rejected as spent or replayed anyway).
-                for stx in &block.txs {
-                    self.signatures.forget(&stx.wtxid());
-                }
                 assert_eq!(
                     applied.receipts.len(),
                     positions.len(),
@@ -312,15 +352,23 @@ impl StateMachine for LedgerMachine {
         self.state().commitment().to_bytes()
     }
 
+    /// A stale transaction can never apply again (its input stays spent, its mint txid stays
+    /// committed), so its cache entry is dropped too.
     fn is_stale(&self, tx: &[u8]) -> bool {
-        let Ok(stx) = SignedTransaction::decode(tx) else {
+        let Ok(tx) = self.signatures.decode(tx) else {
             return true;
         };
-        let state = self.state();
-        match &stx.tx {
-            Transaction::Transfer(t) => t.inputs.iter().any(|op| state.is_spent(op)),
-            Transaction::Mint(_) => state.is_mint_committed(&stx.txid()),
+        let stale = {
+            let state = self.state();
+            match &tx.stx().tx {
+                Transaction::Transfer(t) => t.inputs.iter().any(|op| state.is_spent(op)),
+                Transaction::Mint(_) => state.is_mint_committed(&tx.txid()),
+            }
+        };
+        if stale {
+            self.signatures.forget(&tx.wtxid());
         }
+        stale
     }
 }
 
@@ -393,6 +441,135 @@ pub(crate) mod tests {
         assert!(machine.is_stale(&b));
         assert!(machine.is_stale(&m));
         assert_ne!(machine.commitment(), [0; 32]);
+    }
+
+    #[test]
+    fn each_transaction_is_decoded_once_from_admission_to_eviction() {
+        use crate::consensus::{application::App, block::Block as ConsensusBlock};
+        use crate::mempool::{Admission, Mempool, MempoolLimits};
+        use commonware_cryptography::Digestible as _;
+        use std::sync::Mutex;
+
+        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
+        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
+        let genesis = single_replica_genesis(&ChainId::new("decode-once").unwrap(), &issuer);
+        let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
+        let sigs = verifier.signatures();
+        let mut machine = LedgerMachine::new(genesis.clone())
+            .unwrap()
+            .with_signatures(sigs.clone());
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: genesis.chain_id.clone(),
+            issuer: issuer.public_key(),
+            nonce: 1,
+            outputs: vec![TxOut::to_address(Amount(10), alice.address()); 3],
+        }));
+        let spend = |vout, amount| {
+            Bytes::from(
+                alice
+                    .sign_tx(Transaction::Transfer(Transfer {
+                        chain_id: genesis.chain_id.clone(),
+                        signer: alice.public_key(),
+                        inputs: vec![OutPoint {
+                            txid: mint.txid(),
+                            vout,
+                        }],
+                        outputs: vec![
+                            TxOut::to_address(Amount(amount), issuer.address()),
+                            TxOut::to_address(Amount(10 - amount), alice.address()),
+                        ],
+                    }))
+                    .encode(),
+            )
+        };
+        let m = Bytes::from(mint.encode());
+        // `c` conflicts with `a` (same input); `b` stays pending throughout; `d` is never
+        // admitted here (it first shows up in a proposal).
+        let (a, b, c, d) = (spend(0, 1), spend(1, 2), spend(0, 3), spend(2, 4));
+
+        // Admission (gateway or gossip): decoded and verified once each.
+        let mempool = Arc::new(Mutex::new(Mempool::new(MempoolLimits::default())));
+        for tx in [&m, &a, &b, &c] {
+            let txid = verifier.check(tx).unwrap();
+            let mut pool = mempool.lock().unwrap();
+            assert_eq!(pool.insert(txid, tx.clone()), Admission::Added);
+        }
+        assert_eq!((sigs.decodings(), sigs.verifications()), (4, 4));
+        // Repeated checks and txid lookups (gossip copies, the proposer's ancestry walk).
+        for tx in [&m, &a, &b, &c] {
+            verifier.check(tx).unwrap();
+            verifier.txid(tx);
+        }
+        assert_eq!((sigs.decodings(), sigs.verifications()), (4, 4));
+
+        // Block verification before the vote: the admitted ones cost nothing, `d` is decoded
+        // (for its txid) and verified once.
+        let app = App {
+            mempool: mempool.clone(),
+            verifier: verifier.clone(),
+            executed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            limits: crate::consensus::ProposalLimits::default(),
+            byzantine: false,
+        };
+        let block = ConsensusBlock {
+            parent: ConsensusBlock::genesis("decode-once").digest(),
+            height: 1,
+            view: 1,
+            txs: vec![m.clone(), a.clone(), d.clone()],
+        };
+        app.check_block(&block, 1).unwrap();
+        assert_eq!((sigs.decodings(), sigs.verifications()), (5, 5));
+
+        // Execution, then the executor's mempool upkeep.
+        let receipts = machine.apply_block(1, &block.txs);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert!(
+            receipts.iter().all(|r| r.rejection.is_none()),
+            "{receipts:?}"
+        );
+        assert_eq!((sigs.decodings(), sigs.verifications()), (5, 5));
+        let mut pool = mempool.lock().unwrap();
+        for r in &receipts {
+            pool.finalize(&r.txid);
+        }
+        assert_eq!(pool.evict(|tx| machine.is_stale(tx)), 1, "`c` went stale");
+        assert!(pool.contains(&verifier.txid(&b)));
+        assert_eq!(pool.evict(|tx| machine.is_stale(tx)), 0);
+        drop(pool);
+        assert_eq!((sigs.decodings(), sigs.verifications()), (5, 5));
+        // Only the pending `b` is still cached: executed and stale entries were dropped.
+        assert_eq!(sigs.len(), 1);
+        assert!(sigs.contains(&crate::sigcache::wtxid_of(&b)));
+
+        // A tampered copy of `b` (same txid, other bytes) is decoded on its own and refused,
+        // in block verification and in execution alike, while `b` keeps its entry.
+        let mut forged = b.to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let forged = Bytes::from(forged);
+        assert_eq!(verifier.txid(&forged), verifier.txid(&b));
+        assert_eq!(sigs.decodings(), 6);
+        let bad = ConsensusBlock {
+            txs: vec![forged.clone()],
+            ..block.clone()
+        };
+        assert!(app.check_block(&bad, 1).is_err());
+        assert_eq!(sigs.verifications(), 6);
+        let receipts = machine.apply_block(2, &[forged]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, Some("bad_signature"));
+        // Refused copies are not kept, so the block's copy is decoded again.
+        assert_eq!((sigs.decodings(), sigs.verifications()), (7, 7));
+        assert_eq!(sigs.len(), 1);
+        let receipts = machine.apply_block(3, &[b]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, None);
+        assert_eq!(
+            (sigs.decodings(), sigs.verifications()),
+            (7, 7),
+            "`b` was decoded and verified once, on admission"
+        );
+        assert!(sigs.is_empty());
     }
 
     #[test]

@@ -399,7 +399,8 @@ fn four_replicas_order_and_execute_the_same_transfers() {
             assert_agreement(&logs);
             let receipts = replicas[0].log.receipts();
             // Each replica verified each transaction's signature at most once, though every
-            // one passed admission (or gossip), proposal verification and execution.
+            // one passed admission (or gossip), txid lookups, proposal verification, execution
+            // and stale eviction.
             for (i, r) in replicas.iter().enumerate() {
                 let verified = r.signatures.verifications();
                 assert!(
@@ -408,6 +409,13 @@ fn four_replicas_order_and_execute_the_same_transfers() {
                     receipts.len()
                 );
                 assert!(verified > 0, "replica {i} verified nothing");
+                // And decoded its bytes at most once (key parsing is the other per-copy cost).
+                let decoded = r.signatures.decodings();
+                assert!(
+                    decoded <= receipts.len() as u64,
+                    "replica {i} decoded {decoded} byte strings for {} transactions",
+                    receipts.len()
+                );
             }
             for id in &txids[..40] {
                 assert_eq!(receipts[id], None, "honest transfer {id} rejected");

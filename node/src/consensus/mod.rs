@@ -16,7 +16,7 @@
 //!   leader cannot censor a transaction forever (the next honest leader proposes it);
 //! - the [`Executor`] that applies finalized blocks exactly once and publishes the results.
 
-mod application;
+pub(crate) mod application;
 pub mod block;
 mod stats;
 
