@@ -506,6 +506,7 @@ pub(crate) mod tests {
         // (for its txid) and verified once.
         let app = App {
             mempool: mempool.clone(),
+            arrivals: Arc::default(),
             verifier: verifier.clone(),
             executed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limits: crate::consensus::ProposalLimits::default(),
