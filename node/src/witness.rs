@@ -647,6 +647,19 @@ impl Witness {
             .unwrap_or_default()
     }
 
+    /// The cached receipts for `txid` whose signatures are valid, gathered.
+    fn verified_receipts(&self, txid: &Txid) -> crate::api::gather::Gathered<ReceiptStatement> {
+        let mut gathered = crate::api::gather::Gathered::new(
+            self.replicas.clone(),
+            self.chain_id.as_str().to_owned(),
+        );
+        for s in self.cached_receipts(txid) {
+            // Verified by `cached_receipts`.
+            let _ = gathered.add_verified(s);
+        }
+        gathered
+    }
+
     /// Every cached receipt for `txid` with a valid signature (this replica's included).
     /// Signatures not checked yet are checked now, once; invalid receipts are dropped.
     pub fn cached_receipts(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
@@ -719,15 +732,11 @@ impl Witness {
             let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let mut gathered = crate::api::gather::Gathered::new(
-                self.replicas.clone(),
-                self.chain_id.as_str().to_owned(),
-            );
             // 2f+1 distinct replicas vouching for the same statement include f+1 honest ones,
             // whose signatures are valid (each receipt came over the authenticated channel from
             // its signer): the client, which checks signatures, is then certain to find f+1.
-            // So the gateway checks none in that common case, and checks them all only when it
-            // must settle for fewer.
+            // So the gateway checks none in that common case, and checks them all only when,
+            // the patience for 2f+1 spent, it must settle for f+1.
             let mut unchecked = crate::api::gather::Gathered::new(
                 self.replicas.clone(),
                 self.chain_id.as_str().to_owned(),
@@ -738,18 +747,16 @@ impl Witness {
             if unchecked.strong() {
                 return Ok(Some(unchecked.into_vec()));
             }
-            for s in self.cached_receipts(txid) {
-                // Verified by `cached_receipts`.
-                let _ = gathered.add_verified(s);
-            }
             let now = tokio::time::Instant::now();
-            if gathered.strong() {
-                return Ok(Some(gathered.into_vec()));
-            }
-            if gathered.weak() {
+            if unchecked.weak() {
                 let since = *weak_since.get_or_insert(now);
                 if now >= since + self.patience.quorum {
-                    return Ok(Some(gathered.into_vec()));
+                    let gathered = self.verified_receipts(txid);
+                    if gathered.weak() {
+                        return Ok(Some(gathered.into_vec()));
+                    }
+                    // Invalid signatures were dropped from the cache: wait for more.
+                    weak_since = None;
                 }
             }
             if !asked && now >= ask_after {
@@ -761,7 +768,7 @@ impl Witness {
             if now >= deadline {
                 return Err(BackendError::Timeout(format!(
                     "{} of {} matching receipts for {txid}",
-                    gathered.matching(),
+                    self.verified_receipts(txid).matching(),
                     self.replicas.weak_quorum()
                 )));
             }
@@ -1176,5 +1183,31 @@ mod tests {
         // Answered on arrival: no patience or deadline ran out.
         assert!(started.elapsed() < Patience::default().quorum);
         assert!(w.waiting.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receipt_with_a_broken_signature_never_makes_f_plus_one() {
+        let patience = Patience {
+            quorum: Duration::from_millis(100),
+            read_round: Duration::from_secs(1),
+        };
+        let (w, _out) = witness(patience);
+        let k = keys();
+        let txid = [8; 32];
+        for s in w.sign_block(&block(txid)) {
+            w.cache.lock().unwrap().insert(s, true);
+        }
+        let mut broken = sign(statement(txid), &k[1]).unwrap();
+        broken.attestation.signature[0] ^= 1;
+        w.on_message(
+            k[1].verifying_key().to_bytes(),
+            &receipts_message(vec![broken]),
+        );
+        // Own + broken look like f+1 until checked; checked after the patience, the broken one
+        // is dropped, and without another receipt the request times out.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let err = w.gather_receipts(&Txid(txid), deadline).await;
+        assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
+        assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
     }
 }
