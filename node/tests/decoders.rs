@@ -108,6 +108,27 @@ impl Gen {
     }
 }
 
+/// A binary receipts message (tag 1, count, then length-prefixed statement, replica key and
+/// signature per receipt), the format replicas use for receipts.
+fn binary_receipts(replica: [u8; 32]) -> Vec<u8> {
+    use coffer_ledger::attest::{ReceiptStatement, Statement as _};
+    let statement = ReceiptStatement {
+        chain_id: "fuzz".into(),
+        txid: [0xab; 32],
+        height: 1,
+        code: "ok".into(),
+        commitment: [7; 32],
+    }
+    .encode()
+    .unwrap();
+    let mut out = vec![1, 0, 1];
+    out.extend_from_slice(&(statement.len() as u16).to_be_bytes());
+    out.extend_from_slice(&statement);
+    out.extend_from_slice(&replica);
+    out.extend_from_slice(&[0x55; 64]);
+    out
+}
+
 fn chain() -> ChainId {
     ChainId::new("fuzz").unwrap()
 }
@@ -284,6 +305,7 @@ async fn witness_message_handler_never_panics() {
     ]
     .into_iter()
     .map(String::into_bytes)
+    .chain(std::iter::once(binary_receipts(peer)))
     .collect();
     for input in Gen(5).inputs(&valid) {
         witness.on_message(peer, &input);
