@@ -172,13 +172,11 @@ impl<M: StateMachine> Executor<M> {
         self.executed.store(executed.height, Ordering::Release);
         {
             let mut pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
+            // Pending transactions this block made inapplicable (a conflicting spend) are not
+            // dropped: they are proposed and get a rejection receipt, so that every admitted
+            // transaction ends with an outcome its client can prove.
             for receipt in &executed.receipts {
                 pool.finalize(&receipt.txid);
-            }
-            let machine = &self.machine;
-            let evicted = pool.evict(|tx| machine.is_stale(tx));
-            if evicted > 0 {
-                debug!(evicted, "evicted stale transactions");
             }
         }
         debug!(
@@ -351,9 +349,6 @@ mod tests {
         }
         fn commitment(&self) -> [u8; 32] {
             self.inner.commitment()
-        }
-        fn is_stale(&self, tx: &[u8]) -> bool {
-            self.inner.is_stale(tx)
         }
     }
 

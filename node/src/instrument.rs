@@ -65,8 +65,4 @@ impl<M: StateMachine> StateMachine for Instrumented<M> {
     fn commitment_encoding(&self) -> Vec<u8> {
         self.inner.commitment_encoding()
     }
-
-    fn is_stale(&self, tx: &[u8]) -> bool {
-        self.inner.is_stale(tx)
-    }
 }

@@ -3,8 +3,8 @@
 //! The verifier is the ledger's own stateless check ([`coffer_ledger::verify_bytes`]: decode,
 //! limits, chain id, signature). Verifier and state machine of one replica share a
 //! [`VerifiedSignatures`] cache, so that the bytes of a pending transaction are decoded and its
-//! signature verified once, however many times it is checked, looked up, executed and tested
-//! for staleness. The state machine is a [`LedgerState`] in memory, shared with
+//! signature verified once, however many times it is checked, looked up and executed. The
+//! state machine is a [`LedgerState`] in memory, shared with
 //! the read path ([`LedgerView`]), whose every applied block is persisted through a
 //! [`Storage`] (memory or Redis) before the executor publishes it. A machine opened on a store
 //! that already holds blocks restores its state from it (commitment checked).
@@ -14,8 +14,8 @@ use crate::storage::{self, Storage, StorageError};
 use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
-    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, Transaction,
-    hash::tagged_hash, validate::check_structure,
+    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, hash::tagged_hash,
+    validate::check_structure,
 };
 use std::sync::{
     Arc, RwLock, RwLockReadGuard,
@@ -351,25 +351,6 @@ impl StateMachine for LedgerMachine {
     fn commitment_encoding(&self) -> Vec<u8> {
         self.state().commitment().to_bytes()
     }
-
-    /// A stale transaction can never apply again (its input stays spent, its mint txid stays
-    /// committed), so its cache entry is dropped too.
-    fn is_stale(&self, tx: &[u8]) -> bool {
-        let Ok(tx) = self.signatures.decode(tx) else {
-            return true;
-        };
-        let stale = {
-            let state = self.state();
-            match &tx.stx().tx {
-                Transaction::Transfer(t) => t.inputs.iter().any(|op| state.is_spent(op)),
-                Transaction::Mint(_) => state.is_mint_committed(&tx.txid()),
-            }
-        };
-        if stale {
-            self.signatures.forget(&tx.wtxid());
-        }
-        stale
-    }
 }
 
 #[cfg(test)]
@@ -377,7 +358,8 @@ impl StateMachine for LedgerMachine {
 pub(crate) mod tests {
     use super::*;
     use coffer_ledger::{
-        Amount, ChainId, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey, Transfer, TxOut,
+        Amount, ChainId, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey, Transaction,
+        Transfer, TxOut,
     };
 
     /// A one-replica genesis with one issuer (shared by the node's unit tests).
@@ -438,13 +420,11 @@ pub(crate) mod tests {
         let record = coffer_ledger::Commitment::from_bytes(&machine.commitment_encoding()).unwrap();
         assert_eq!(record.state_hash.0, machine.commitment());
         assert_eq!(record.height, 1);
-        assert!(machine.is_stale(&b));
-        assert!(machine.is_stale(&m));
         assert_ne!(machine.commitment(), [0; 32]);
     }
 
     #[test]
-    fn each_transaction_is_decoded_once_from_admission_to_eviction() {
+    fn each_transaction_is_decoded_once_from_admission_to_execution() {
         use crate::consensus::{application::App, block::Block as ConsensusBlock};
         use crate::mempool::{Admission, Mempool, MempoolLimits};
         use commonware_cryptography::Digestible as _;
@@ -533,14 +513,21 @@ pub(crate) mod tests {
         for r in &receipts {
             pool.finalize(&r.txid);
         }
-        assert_eq!(pool.evict(|tx| machine.is_stale(tx)), 1, "`c` went stale");
+        // `c` now conflicts with the executed `a`; it stays pending, to be rejected with a
+        // receipt.
         assert!(pool.contains(&verifier.txid(&b)));
-        assert_eq!(pool.evict(|tx| machine.is_stale(tx)), 0);
+        assert!(pool.contains(&verifier.txid(&c)));
         drop(pool);
         assert_eq!((sigs.decodings(), sigs.verifications()), (5, 5));
-        // Only the pending `b` is still cached: executed and stale entries were dropped.
-        assert_eq!(sigs.len(), 1);
+        // Only the pending `b` and `c` are still cached: executed entries were dropped.
+        assert_eq!(sigs.len(), 2);
         assert!(sigs.contains(&crate::sigcache::wtxid_of(&b)));
+        // `c` executes next: rejected, without being decoded again, and forgotten.
+        let receipts = machine.apply_block(2, std::slice::from_ref(&c));
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, Some("input_already_spent"));
+        assert_eq!((sigs.decodings(), sigs.verifications()), (5, 5));
+        assert_eq!(sigs.len(), 1);
 
         // A tampered copy of `b` (same txid, other bytes) is decoded on its own and refused,
         // in block verification and in execution alike, while `b` keeps its entry.
@@ -556,13 +543,13 @@ pub(crate) mod tests {
         };
         assert!(app.check_block(&bad, 1).is_err());
         assert_eq!(sigs.verifications(), 6);
-        let receipts = machine.apply_block(2, &[forged]);
+        let receipts = machine.apply_block(3, &[forged]);
         futures::executor::block_on(machine.persist()).unwrap();
         assert_eq!(receipts[0].rejection, Some("bad_signature"));
         // Refused copies are not kept, so the block's copy is decoded again.
         assert_eq!((sigs.decodings(), sigs.verifications()), (7, 7));
         assert_eq!(sigs.len(), 1);
-        let receipts = machine.apply_block(3, &[b]);
+        let receipts = machine.apply_block(4, &[b]);
         futures::executor::block_on(machine.persist()).unwrap();
         assert_eq!(receipts[0].rejection, None);
         assert_eq!(

@@ -2,7 +2,9 @@
 //!
 //! The pool is a plain data structure (no I/O): the consensus seam fills it from local
 //! submissions and peer gossip, the proposer drains candidates from it in arrival order, and the
-//! executor removes what was finalized or went stale. It is shared behind a mutex that is only
+//! executor removes what was finalized. A transaction that a finalized block made inapplicable
+//! (a conflicting spend) stays until it is proposed and rejected with a receipt, so every
+//! admitted transaction gets an outcome its client can prove. It is shared behind a mutex that is only
 //! held for short, non-blocking operations.
 
 use crate::tx::Txid;
@@ -159,20 +161,6 @@ impl Mempool {
         }
     }
 
-    /// Removes every pending transaction for which `stale` holds; returns how many.
-    pub fn evict(&mut self, mut stale: impl FnMut(&[u8]) -> bool) -> usize {
-        let doomed: Vec<Txid> = self
-            .txs
-            .iter()
-            .filter(|(_, (_, tx))| stale(tx))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &doomed {
-            self.remove(id);
-        }
-        doomed.len()
-    }
-
     /// Drops `txid` if pending.
     pub fn remove(&mut self, txid: &Txid) {
         if let Some((seq, tx)) = self.txs.remove(txid) {
@@ -234,7 +222,7 @@ mod tests {
             pool.insert(id(1), Bytes::from_static(b"a")),
             Admission::Added
         );
-        assert_eq!(pool.evict(|tx| tx == b"a"), 1);
+        pool.remove(&id(1));
         assert_eq!(pool.len(), 1);
     }
 

@@ -1,8 +1,7 @@
 //! Transactions this replica has already decoded and verified, so that each distinct signed
 //! byte string is decoded (its key parsed: a field square root) and its BIP340 signature
 //! checked at most once per replica while it is pending, although the gateway, gossip, the
-//! txid lookups, block verification, the proposer, execution and the mempool's stale eviction
-//! all see the same bytes.
+//! txid lookups, block verification, the proposer and execution all see the same bytes.
 //!
 //! Keys are wtxids: the tagged hash of a signed transaction's full canonical encoding,
 //! signature included. A decoded entry is stored under the hash of the very bytes it was
@@ -16,9 +15,9 @@
 //!
 //! Only this replica's own decodings and successful verifications are recorded (never anything
 //! a peer claims), against its one genesis. Decoding failures are not cached. The cache is
-//! bounded in entries and in bytes: the oldest entries are forgotten first, and an executed or
-//! stale transaction's entry is dropped at once (it is not needed again), as is one that failed
-//! the check. A forgotten entry only costs a second decoding or verification, never a wrong
+//! bounded in entries and in bytes: the oldest entries are forgotten first, and an executed
+//! transaction's entry is dropped at once (it is not needed again), as is one that failed the
+//! check. A forgotten entry only costs a second decoding or verification, never a wrong
 //! answer.
 
 use coffer_ledger::{
@@ -125,7 +124,7 @@ impl Inner {
 }
 
 /// A bounded cache of decoded transactions and verified wtxids, shared by the gateway, gossip,
-/// the mempool check, block verification, execution and stale eviction of one replica.
+/// the mempool check, block verification and execution of one replica.
 #[derive(Debug)]
 pub struct VerifiedSignatures {
     capacity: usize,
@@ -224,8 +223,8 @@ impl VerifiedSignatures {
         self.lock().slots.get(wtxid).is_some_and(|s| s.verified)
     }
 
-    /// Forgets `wtxid`, decoding and verification (its transaction was executed, went stale
-    /// or failed the check).
+    /// Forgets `wtxid`, decoding and verification (its transaction was executed or failed the
+    /// check).
     pub fn forget(&self, wtxid: &Hash32) {
         self.lock().remove(wtxid);
     }

@@ -142,9 +142,4 @@ pub trait StateMachine: Send + 'static {
     fn commitment_encoding(&self) -> Vec<u8> {
         self.commitment().to_vec()
     }
-
-    /// Whether a pending transaction can no longer apply (for example, its input was spent).
-    ///
-    /// Used to evict stale entries from the mempool after each block.
-    fn is_stale(&self, tx: &[u8]) -> bool;
 }

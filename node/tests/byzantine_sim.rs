@@ -477,10 +477,6 @@ impl StateMachine for Corrupt {
         c[0] ^= 0xff;
         c
     }
-
-    fn is_stale(&self, tx: &[u8]) -> bool {
-        self.0.is_stale(tx)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
