@@ -173,17 +173,18 @@ impl Backend for NodeBackend {
         tx: SignedTransaction,
         wait: bool,
     ) -> Result<SubmitOutcome, BackendError> {
-        let bytes = tx.encode();
+        // Parsed from JSON already: remembered decoded, so no check below decodes it again.
+        let signatures = self.handle.verifier().signatures();
+        let bytes = signatures.encode_and_keep(tx);
         // The replica's own check: its signature cache makes the mempool's check below (same
         // bytes) skip the signature.
-        let txid =
-            self.handle
-                .verifier()
-                .check_code(&bytes)
-                .map_err(|code| BackendError::Rejected {
-                    code,
-                    message: format!("transaction refused: {}", code.as_str()),
-                })?;
+        let txid = self.handle.verifier().check_code(&bytes).map_err(|code| {
+            signatures.forget(&crate::sigcache::wtxid_of(&bytes));
+            BackendError::Rejected {
+                code,
+                message: format!("transaction refused: {}", code.as_str()),
+            }
+        })?;
         if stored::receipt(&*self.store, &txid)
             .await
             .map_err(Self::internal)?

@@ -176,21 +176,37 @@ impl VerifiedSignatures {
         self.decoded.fetch_add(1, Ordering::Relaxed);
         let stx = SignedTransaction::decode(bytes)?;
         debug_assert_eq!(stx.wtxid(), wtxid, "the transaction encoding is canonical");
+        Ok(self.keep(stx, wtxid, bytes.len()))
+    }
+
+    /// Encodes `stx` and remembers it decoded under its encoding, so that checking the returned
+    /// bytes does not decode them again (the REST gateway receives transactions as JSON,
+    /// already parsed). Decoding the encoding gives `stx` back (the encoding is canonical), so
+    /// the entry is what [`decode`](Self::decode) would have stored.
+    pub fn encode_and_keep(&self, stx: SignedTransaction) -> Vec<u8> {
+        let bytes = stx.encode();
+        let wtxid = wtxid_of(&bytes);
+        let len = bytes.len();
+        self.keep(stx, wtxid, len);
+        bytes
+    }
+
+    fn keep(&self, stx: SignedTransaction, wtxid: Hash32, encoded_len: usize) -> Arc<DecodedTx> {
         let tx = Arc::new(DecodedTx {
             txid: stx.txid(),
             stx,
             wtxid,
-            encoded_len: bytes.len(),
+            encoded_len,
         });
-        if self.capacity == 0 || bytes.len() > self.max_bytes {
-            return Ok(tx);
+        if self.capacity == 0 || encoded_len > self.max_bytes {
+            return tx;
         }
         let mut inner = self.lock();
         match inner.slots.get_mut(&wtxid) {
             // Another thread decoded it meanwhile: keep the first copy.
             Some(Slot {
                 tx: Some(first), ..
-            }) => return Ok(first.clone()),
+            }) => return first.clone(),
             // Known as verified, decoding forgotten: refilled in place (same age).
             Some(slot) => {
                 slot.tx = Some(tx.clone());
@@ -199,7 +215,7 @@ impl VerifiedSignatures {
             None => inner.push(wtxid, Some(tx.clone()), false),
         }
         inner.shrink(self.capacity, self.max_bytes);
-        Ok(tx)
+        tx
     }
 
     /// Records that this replica verified the signature of the transaction with `wtxid`.
@@ -322,6 +338,20 @@ mod tests {
         let off = VerifiedSignatures::new(0);
         off.insert(key(1));
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_parsed_elsewhere_is_kept_under_its_encoding() {
+        let cache = VerifiedSignatures::new(8);
+        let stx = SignedTransaction::decode(&mint(1, 2)).unwrap();
+        let bytes = cache.encode_and_keep(stx.clone());
+        assert_eq!(bytes, stx.encode());
+        let kept = cache.decode(&bytes).unwrap();
+        assert_eq!(cache.decodings(), 0, "found, not decoded");
+        assert_eq!(kept.stx(), &stx);
+        assert_eq!(kept.wtxid(), wtxid_of(&bytes));
+        assert!(!cache.contains(&kept.wtxid()), "kept is not verified");
+        assert_eq!(cache.decoded_bytes(), bytes.len());
     }
 
     #[test]
