@@ -13,6 +13,9 @@ use crate::reject::RejectCode;
 use crate::tx::{Block, OutPoint, SignedTransaction, Transaction, TxOut};
 use crate::validate;
 use rayon::prelude::*;
+
+/// Fewest unverified signatures in a block worth spreading over the thread pool.
+const PARALLEL_VERIFY_MIN: usize = 16;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -567,24 +570,37 @@ impl LedgerState {
                 max,
             });
         }
-        let genesis = Arc::clone(&self.genesis);
-        // The wtxids are needed for the block's transaction commitment anyway; computing them
-        // here spreads the hashing over the pool.
-        let (wtxids, stateless): (Vec<Hash32>, Vec<Result<Txid, RejectCode>>) = block
-            .txs
-            .par_iter()
-            .map(|stx| {
-                let wtxid = stx.wtxid();
-                let check = validate::check_structure(&genesis, stx).and_then(|txid| {
-                    if cache.is_verified(&wtxid) || stx.verify_signature_with_txid(&txid) {
-                        Ok(txid)
-                    } else {
-                        Err(RejectCode::BadSignature)
-                    }
-                });
-                (wtxid, check)
-            })
-            .unzip();
+        // Structure, wtxid and signature-cache lookup per transaction, in order: cheap. Only the
+        // signatures the cache does not vouch for are verified, and in parallel only when there
+        // are enough of them to pay for waking the pool (a replica has usually verified every
+        // transaction on admission, and on a 2-core machine an idle pool's spinning workers
+        // cost more than a few verifications).
+        let mut wtxids = Vec::with_capacity(block.txs.len());
+        let mut stateless: Vec<Result<Txid, RejectCode>> = Vec::with_capacity(block.txs.len());
+        let mut unverified = Vec::new();
+        for (i, stx) in block.txs.iter().enumerate() {
+            let wtxid = stx.wtxid();
+            let check = validate::check_structure(&self.genesis, stx);
+            if let Ok(txid) = check
+                && !cache.is_verified(&wtxid)
+            {
+                unverified.push((i, txid));
+            }
+            wtxids.push(wtxid);
+            stateless.push(check);
+        }
+        let verify =
+            |&(i, txid): &(usize, Txid)| (i, block.txs[i].verify_signature_with_txid(&txid));
+        let verified: Vec<(usize, bool)> = if unverified.len() >= PARALLEL_VERIFY_MIN {
+            unverified.par_iter().map(verify).collect()
+        } else {
+            unverified.iter().map(verify).collect()
+        };
+        for (i, valid) in verified {
+            if !valid {
+                stateless[i] = Err(RejectCode::BadSignature);
+            }
+        }
 
         let supply_before = self.supply;
         let mut minted = Amount::ZERO;

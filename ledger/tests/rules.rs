@@ -676,6 +676,37 @@ fn signature_cache_skips_only_cached_signatures() {
 }
 
 #[test]
+fn many_unverified_signatures_are_checked_in_parallel_with_the_same_outcomes() {
+    use std::collections::HashSet;
+    let mut s = state();
+    let alice = key(10);
+    let m = mint(1, &vec![(alice.address(), 100); 20]);
+    apply(&mut s, vec![m.clone()]);
+    let mut txs: Vec<SignedTransaction> = (0..20)
+        .map(|i| transfer(&alice, &[op(&m, i)], &[(key(11).address(), 100)]))
+        .collect();
+    txs[7].signature = key(12).sign_msg(&txs[7].tx.sighash());
+    let block = Block { height: 2, txs };
+    let mut want = vec![Outcome::Accepted; 20];
+    want[7] = rejected(RejectCode::BadSignature);
+    // Nothing cached: 20 signatures to check, enough for the thread pool.
+    let empty: HashSet<Hash32> = HashSet::new();
+    let mut a = s.clone();
+    assert_eq!(outcomes(&a.apply_with_cache(&block, &empty).unwrap()), want);
+    // All but the forged one cached: one check, done in place. Same outcomes, same state.
+    let cache: HashSet<Hash32> = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 7)
+        .map(|(_, t)| t.wtxid())
+        .collect();
+    let mut b = s.clone();
+    assert_eq!(outcomes(&b.apply_with_cache(&block, &cache).unwrap()), want);
+    assert_eq!(a, b);
+}
+
+#[test]
 fn restore_refuses_corrupt_amounts_without_panicking() {
     let (s, alice, _) = funded();
     let mut snap = s.snapshot();
