@@ -244,6 +244,7 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              mempool_max_txs = 50000          # pending transactions (503 busy beyond)\n\
              mempool_max_bytes = 67108864     # pending transaction bytes\n\
              idle_block_ms = 300              # an idle leader waits this long before an empty block\n\
+             batch_wait_ms = 2                # a leader with few new transactions waits this long for more\n\
              \n\
              [health]                         # GET /v1/health and `coffer-node health --home DIR`\n\
              stall_after_ms = 10000           # unhealthy when no block executed for this long\n\
