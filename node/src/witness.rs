@@ -1098,6 +1098,13 @@ mod tests {
         }
     }
 
+    /// This replica executed a block holding `txid`: its own signed receipt is cached.
+    fn executed_here(w: &Witness, txid: [u8; 32]) {
+        for s in w.sign_block(&block(txid)) {
+            w.cache.lock().unwrap().insert(s, true);
+        }
+    }
+
     fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
         serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
     }
@@ -1155,9 +1162,7 @@ mod tests {
         );
         // Executed here but nobody else answers: below f+1 at the deadline, and the peers
         // were asked.
-        for s in w.sign_block(&block(txid)) {
-            w.cache.lock().unwrap().insert(s, true);
-        }
+        executed_here(&w, txid);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let err = w.gather_receipts(&Txid(txid), deadline).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
@@ -1185,9 +1190,7 @@ mod tests {
         let (w, _out) = witness(Patience::default());
         let k = keys();
         let txid = [5; 32];
-        for s in w.sign_block(&block(txid)) {
-            w.cache.lock().unwrap().insert(s, true);
-        }
+        executed_here(&w, txid);
         // Replica 1 is honest; replica 2 sends its own receipt with a broken signature.
         let honest = sign(statement(txid), &k[1]).unwrap();
         let mut broken = sign(statement(txid), &k[2]).unwrap();
@@ -1226,9 +1229,7 @@ mod tests {
         let (w, _out) = witness(Patience::default());
         let k = keys();
         let txid = [6; 32];
-        for s in w.sign_block(&block(txid)) {
-            w.cache.lock().unwrap().insert(s, true);
-        }
+        executed_here(&w, txid);
         let started = tokio::time::Instant::now();
         let gather = tokio::spawn({
             let w = w.clone();
@@ -1266,9 +1267,7 @@ mod tests {
         let (w, _out) = witness(patience);
         let k = keys();
         let txid = [8; 32];
-        for s in w.sign_block(&block(txid)) {
-            w.cache.lock().unwrap().insert(s, true);
-        }
+        executed_here(&w, txid);
         let mut broken = sign(statement(txid), &k[1]).unwrap();
         broken.attestation.signature[0] ^= 1;
         w.on_message(
