@@ -296,7 +296,7 @@ impl LocalCluster {
                 .arg("--home")
                 .arg(home)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| io_err(&log_path, e))?)
                 .stderr(log);
             if spec.byzantine == Byzantine::Forge && i == n - 1 {
                 cmd.env(coffer_node::byzantine::ENV, "forge");
