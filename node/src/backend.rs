@@ -200,6 +200,7 @@ impl Backend for NodeBackend {
                 bundle,
             });
         }
+        tracing::debug!(%txid, "transaction submitted");
         match self.handle.submit(bytes::Bytes::from(bytes)) {
             Ok(_) => self.ops.metrics.submit_accepted(txid.0),
             Err(SubmitError::Busy) => return Err(BackendError::Busy("mempool is full".into())),
@@ -222,7 +223,9 @@ impl Backend for NodeBackend {
                 },
             });
         }
-        match self.gather(txid, self.deadlines.submit).await? {
+        let g = self.gather(txid, self.deadlines.submit).await?;
+        tracing::debug!(%txid, "submission answered");
+        match g {
             Some(bundle) => Ok(SubmitOutcome {
                 replayed: false,
                 bundle,

@@ -487,6 +487,7 @@ pub(crate) mod tests {
         let app = App {
             mempool: mempool.clone(),
             arrivals: Arc::default(),
+            window: Arc::default(),
             verifier: verifier.clone(),
             executed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             limits: crate::consensus::ProposalLimits::default(),

@@ -97,6 +97,11 @@ impl Mempool {
             .is_some_and(|(_, pending)| pending.as_ref() == tx)
     }
 
+    /// How many transactions were ever admitted (a counter for arrival-rate estimates).
+    pub fn admitted(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Offers a transaction that already passed the stateless check.
     pub fn insert(&mut self, txid: Txid, tx: Bytes) -> Admission {
         if self.txs.contains_key(&txid) || self.finalized.contains(&txid) {

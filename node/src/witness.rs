@@ -530,6 +530,7 @@ impl Witness {
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             let signed = self.sign_block(&block);
+            tracing::debug!(n = signed.len(), "receipts signed");
             {
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 for s in &signed {
@@ -583,6 +584,11 @@ impl Witness {
         };
         match message {
             Message::Receipts { receipts } => {
+                tracing::debug!(
+                    n = receipts.len(),
+                    peer = hex::encode(&peer[..2]),
+                    "receipts received"
+                );
                 if receipts.len() > MAX_RECEIPTS_PER_MESSAGE {
                     return;
                 }

@@ -48,14 +48,63 @@ pub struct ProposalLimits {
     /// empty block (zero: at once). Must stay well below the leader timeout.
     pub idle_wait: std::time::Duration,
     /// How long a leader with only a few new transactions ([`BATCH_FEW`] or fewer) waits for
-    /// more before proposing (zero: at once). Every view costs every replica a fixed amount of
+    /// more before proposing (zero: never). Every view costs every replica a fixed amount of
     /// work (votes, journal writes, certification, a receipts message), so at moderate load a
-    /// short window trades a little latency for much bigger blocks.
+    /// short window trades a little latency for much bigger blocks. The leader waits only
+    /// when transactions arrive fast enough to fill it (see [`BatchWindow`]): at low load the
+    /// window would add latency and gather nothing.
     pub batch_wait: std::time::Duration,
 }
 
 /// "A few" new transactions for [`ProposalLimits::batch_wait`].
 pub const BATCH_FEW: usize = 64;
+
+/// Transactions expected to arrive during the batch window for the leader to wait for them.
+const BATCH_MIN_EXPECTED: f64 = 1.0;
+
+/// Time constant of the arrival-rate estimate.
+const RATE_SMOOTHING: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Decides whether a leader waits [`ProposalLimits::batch_wait`] before building its block,
+/// from the arrival rate it observes between its proposals (every replica admits every
+/// transaction, through gossip, so its own counter sees the whole load).
+#[derive(Debug, Default)]
+pub(crate) struct BatchWindow {
+    /// Time and admission count at the previous decision.
+    last: Option<(std::time::SystemTime, u64)>,
+    /// Smoothed arrivals per second.
+    rate: f64,
+}
+
+impl BatchWindow {
+    /// How long to wait before building a block, given the time, the mempool's admission
+    /// counter and how many pending transactions the block could take.
+    pub(crate) fn decide(
+        &mut self,
+        now: std::time::SystemTime,
+        admitted: u64,
+        new_pending: usize,
+        window: std::time::Duration,
+    ) -> std::time::Duration {
+        if let Some((then, count)) = self.last {
+            let elapsed = now.duration_since(then).unwrap_or_default().as_secs_f64();
+            if elapsed > 0.0 {
+                let sample = admitted.saturating_sub(count) as f64 / elapsed;
+                // Smoothed over about `RATE_SMOOTHING` (one interval holds few arrivals at
+                // moderate load), and forgotten after a quiet spell.
+                let keep = (-elapsed / RATE_SMOOTHING.as_secs_f64()).exp();
+                self.rate = keep * self.rate + (1.0 - keep) * sample;
+            }
+        }
+        self.last = Some((now, admitted));
+        let expected = self.rate * window.as_secs_f64();
+        if window.is_zero() || new_pending > BATCH_FEW || expected < BATCH_MIN_EXPECTED {
+            std::time::Duration::ZERO
+        } else {
+            window
+        }
+    }
+}
 
 impl Default for ProposalLimits {
     fn default() -> Self {
@@ -80,6 +129,8 @@ pub(crate) struct App<V: TxVerifier> {
     /// Signalled whenever a transaction enters the mempool, so an idle leader proposes as soon
     /// as there is something to propose instead of polling.
     pub(crate) arrivals: Arc<tokio::sync::Notify>,
+    /// Whether this leader's next proposal waits for more transactions.
+    pub(crate) window: Arc<Mutex<BatchWindow>>,
     /// Test hook: propose blocks carrying an invalid transaction (see
     /// [`ConsensusConfig::byzantine_proposer`](super::ConsensusConfig::byzantine_proposer)).
     pub(crate) byzantine: bool,
@@ -220,11 +271,24 @@ where
             cursor = ancestry.next().await;
         }
         self.await_transactions(&runtime, &exclude).await;
-        if !self.limits.batch_wait.is_zero()
-            && self.mempool.lock().unwrap_or_else(|e| e.into_inner()).len()
-                <= exclude.len() + BATCH_FEW
-        {
-            runtime.sleep(self.limits.batch_wait).await;
+        if !self.limits.batch_wait.is_zero() {
+            let (admitted, pending) = {
+                let pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
+                (pool.admitted(), pool.len())
+            };
+            let wait = self
+                .window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .decide(
+                    runtime.current(),
+                    admitted,
+                    pending.saturating_sub(exclude.len()),
+                    self.limits.batch_wait,
+                );
+            if !wait.is_zero() {
+                runtime.sleep(wait).await;
+            }
         }
         let block = self.build(&parent, context.round.view().get(), &exclude);
         debug!(
@@ -253,5 +317,83 @@ where
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BATCH_FEW, BatchWindow};
+    use std::time::{Duration, SystemTime};
+
+    const WINDOW: Duration = Duration::from_millis(2);
+
+    /// Feeds proposals `interval` apart while transactions arrive at `per_second`; returns the
+    /// last decision.
+    fn steady(per_second: u64, interval: Duration, proposals: u32) -> Duration {
+        let mut window = BatchWindow::default();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let mut decision = Duration::MAX;
+        for i in 0..proposals {
+            let elapsed = interval * i;
+            let admitted =
+                per_second * u64::try_from(elapsed.as_micros()).expect("short test") / 1_000_000;
+            decision = window.decide(start + elapsed, admitted, 3, WINDOW);
+        }
+        decision
+    }
+
+    #[test]
+    fn a_leader_waits_only_when_arrivals_would_fill_the_window() {
+        // 20/s: one transaction per 25 views; waiting would only add latency.
+        assert_eq!(steady(20, Duration::from_millis(40), 10), Duration::ZERO);
+        // 300/s: 0.6 expected in 2 ms.
+        assert_eq!(steady(300, Duration::from_millis(40), 10), Duration::ZERO);
+        // 700/s: 1.4 expected.
+        assert_eq!(steady(700, Duration::from_millis(40), 10), WINDOW);
+    }
+
+    #[test]
+    fn the_first_proposal_and_a_zero_window_never_wait() {
+        let mut window = BatchWindow::default();
+        assert_eq!(
+            window.decide(SystemTime::UNIX_EPOCH, 1_000_000, 1, WINDOW),
+            Duration::ZERO
+        );
+        assert_eq!(steady(5_000, Duration::from_millis(10), 1), Duration::ZERO);
+        let mut zero = BatchWindow::default();
+        let t = SystemTime::UNIX_EPOCH;
+        zero.decide(t, 0, 1, Duration::ZERO);
+        assert_eq!(
+            zero.decide(t + Duration::from_millis(10), 100, 1, Duration::ZERO),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_full_block_is_proposed_at_once() {
+        let mut window = BatchWindow::default();
+        let t = SystemTime::UNIX_EPOCH;
+        window.decide(t, 0, 1, WINDOW);
+        let busy = t + Duration::from_millis(10);
+        assert_eq!(
+            window.decide(busy, 100, BATCH_FEW + 1, WINDOW),
+            Duration::ZERO
+        );
+        assert_eq!(
+            window.decide(busy + Duration::from_millis(10), 200, BATCH_FEW, WINDOW),
+            WINDOW
+        );
+    }
+
+    #[test]
+    fn the_rate_decays_when_the_load_stops() {
+        let mut window = BatchWindow::default();
+        let t = SystemTime::UNIX_EPOCH;
+        window.decide(t, 0, 1, WINDOW);
+        let busy = t + Duration::from_millis(10);
+        assert_eq!(window.decide(busy, 100, 1, WINDOW), WINDOW);
+        // A long quiet spell, then one transaction: no wait for it.
+        let quiet = busy + Duration::from_secs(2);
+        assert_eq!(window.decide(quiet, 101, 1, WINDOW), Duration::ZERO);
     }
 }

@@ -578,6 +578,7 @@ where
         let app = App {
             mempool,
             arrivals,
+            window: Arc::default(),
             verifier,
             executed: executed_for_app,
             limits: config.proposal,
@@ -733,6 +734,7 @@ async fn gossip<V, S, R, B>(
                         _ => break,
                     }
                 }
+                tracing::debug!(n = batch.len(), "gossiping local transactions");
                 sender.send(Recipients::All, batch.encode(), false);
             },
             message = receiver.recv() => {
@@ -742,6 +744,7 @@ async fn gossip<V, S, R, B>(
                     let _ = blocker.block(peer);
                     continue;
                 };
+                tracing::debug!(n = batch.len(), "gossiped transactions received");
                 for tx in batch {
                     // A copy of a transaction already pending or finalized here (the client
                     // also sent it to us, or gossip lost the race with its block) would not be
