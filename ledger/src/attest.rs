@@ -1,6 +1,10 @@
 //! Signed statements: what replicas sign so that a client need not trust the replica it talks to.
 //!
-//! After executing a block each replica signs a [`ReceiptStatement`] per transaction; for reads
+//! After executing a block each replica attests a [`ReceiptStatement`] per transaction, with one
+//! signature for the whole block: it signs the Merkle root of the block's receipts
+//! ([`sign_receipts`]) and each receipt carries its [`InclusionProof`]. A verifier that has
+//! checked one root signature checks the block's other receipts by hashing alone
+//! ([`ReplicaSet::verify`] remembers verified roots). For reads
 //! (balance, UTXOs, history, supply) it signs a [`ReadStatement`] binding the query and the
 //! result to a height and the state commitment at that height. A client accepts a result once
 //! [`verify_quorum`] finds at least `f+1` distinct genesis replicas that signed byte-identical
@@ -21,6 +25,10 @@ use std::collections::BTreeMap;
 
 /// Domain tag of receipt statements. Part of the protocol: changing it changes every vector.
 pub const RECEIPT_DOMAIN: &str = "coffer/receipt/v1";
+/// Domain tag of a replica's signature over the Merkle root of one block's receipts.
+pub const RECEIPTS_ROOT_DOMAIN: &str = "coffer/receipts-root/v1";
+/// Tag of a receipt's leaf hash in that tree: `tagged_hash(RECEIPT_LEAF_TAG, encoding)`.
+pub const RECEIPT_LEAF_TAG: &str = "coffer/receipt-leaf/v1";
 /// Domain tag of read statements.
 pub const READ_DOMAIN: &str = "coffer/read/v1";
 /// Tag of the hash of a read query ([`ReadQuery::digest`]).
@@ -81,6 +89,14 @@ pub trait Statement: Clone {
     fn encode(&self) -> Result<Vec<u8>, AttestError>;
     /// The chain the statement is about.
     fn chain_id(&self) -> &str;
+    /// The message a replica signed when it attested this statement as one leaf of a Merkle
+    /// tree (see [`InclusionProof`]). Only receipts have that form.
+    fn proven_message(&self, proof: &InclusionProof) -> Result<Vec<u8>, AttestError> {
+        let _ = proof;
+        Err(AttestError::Malformed(
+            "this kind of statement carries no inclusion proof".into(),
+        ))
+    }
 }
 
 /// "Transaction `txid` was executed in block `height` with result `code`; the state commitment
@@ -119,6 +135,103 @@ impl Statement for ReceiptStatement {
     fn chain_id(&self) -> &str {
         &self.chain_id
     }
+
+    fn proven_message(&self, proof: &InclusionProof) -> Result<Vec<u8>, AttestError> {
+        let leaf = tagged_hash(RECEIPT_LEAF_TAG, &self.encode()?);
+        let root = crate::merkle::root_from_path(leaf, proof.index, proof.count, &proof.path)
+            .map_err(|e| AttestError::Malformed(format!("inclusion proof: {e}")))?;
+        Ok(receipts_root_message(
+            &self.chain_id,
+            self.height,
+            &self.commitment,
+            proof.count,
+            &root,
+        ))
+    }
+}
+
+/// `RECEIPTS_ROOT_DOMAIN || chain_id || height u64 || commitment[32] || count u32 || root[32]`:
+/// what a replica signs for all receipts of block `height`. The count is part of it, so a proof
+/// is only valid for the tree size the replica signed.
+fn receipts_root_message(
+    chain_id: &str,
+    height: u64,
+    commitment: &[u8; 32],
+    count: u32,
+    root: &[u8; 32],
+) -> Vec<u8> {
+    let mut w = Vec::with_capacity(128);
+    put_str(&mut w, RECEIPTS_ROOT_DOMAIN);
+    put_str(&mut w, chain_id);
+    w.extend_from_slice(&height.to_be_bytes());
+    w.extend_from_slice(commitment);
+    w.extend_from_slice(&count.to_be_bytes());
+    w.extend_from_slice(root);
+    w
+}
+
+/// Where a receipt sits in its block's receipts tree: leaf `index` of `count`, and the sibling
+/// hashes from the leaf up (see [`crate::merkle`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProof {
+    /// The receipt's position: its transaction's position in the block.
+    pub index: u32,
+    /// Receipts in the block.
+    pub count: u32,
+    /// Sibling hashes, bottom up. JSON: hex strings.
+    #[serde(with = "hex_list")]
+    pub path: Vec<[u8; 32]>,
+}
+
+/// Attests every receipt of one block with a single signature over their Merkle root, in block
+/// order; each returned receipt carries its [`InclusionProof`]. All statements must name the
+/// same chain, height and commitment. No statements, no signature.
+pub fn sign_receipts(
+    statements: Vec<ReceiptStatement>,
+    key: &SigningKey,
+) -> Result<Vec<Signed<ReceiptStatement>>, AttestError> {
+    let Some(first) = statements.first() else {
+        return Ok(Vec::new());
+    };
+    let (chain_id, height, commitment) = (first.chain_id.clone(), first.height, first.commitment);
+    let mut leaves = Vec::with_capacity(statements.len());
+    for s in &statements {
+        if s.chain_id != chain_id || s.height != height || s.commitment != commitment {
+            return Err(AttestError::Malformed(format!(
+                "receipts of one block disagree on chain, height or commitment (height {} vs {height})",
+                s.height
+            )));
+        }
+        leaves.push(tagged_hash(RECEIPT_LEAF_TAG, &s.encode()?));
+    }
+    let count = u32::try_from(leaves.len()).unwrap_or(u32::MAX);
+    let tree = crate::merkle::Tree::new(leaves).ok_or_else(|| {
+        AttestError::Malformed(format!(
+            "{} receipts in one block, above {}",
+            statements.len(),
+            crate::merkle::MAX_LEAVES
+        ))
+    })?;
+    let message = receipts_root_message(&chain_id, height, &commitment, count, &tree.root());
+    let signature = key.sign(&message).to_bytes();
+    let replica = key.verifying_key().to_bytes();
+    Ok(statements
+        .into_iter()
+        .enumerate()
+        .map(|(i, statement)| Signed {
+            statement,
+            attestation: Attestation {
+                replica,
+                signature,
+                proof: Some(InclusionProof {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    count,
+                    path: tree.path(i).unwrap_or_default(),
+                }),
+            },
+        })
+        .collect())
 }
 
 impl ReceiptStatement {
@@ -451,15 +564,20 @@ impl ReadResult {
 }
 
 /// One replica's signature on a statement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Attestation {
     /// The replica's ed25519 public key, as listed in the genesis. JSON: hex.
     #[serde(with = "hex_array")]
     pub replica: [u8; 32],
-    /// ed25519 signature over the statement's canonical encoding. JSON: hex.
+    /// ed25519 signature over the statement's canonical encoding or, with a proof, over the
+    /// root of the tree the statement is a leaf of ([`sign_receipts`]). JSON: hex.
     #[serde(with = "hex_array")]
     pub signature: [u8; 64],
+    /// The statement's place in the tree whose root was signed; absent when the statement
+    /// itself was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<InclusionProof>,
 }
 
 /// A statement together with one replica's attestation of it.
@@ -479,7 +597,11 @@ pub fn sign<S: Statement>(statement: S, key: &SigningKey) -> Result<Signed<S>, A
     let replica = key.verifying_key().to_bytes();
     Ok(Signed {
         statement,
-        attestation: Attestation { replica, signature },
+        attestation: Attestation {
+            replica,
+            signature,
+            proof: None,
+        },
     })
 }
 
@@ -497,18 +619,73 @@ impl<S: Statement> Signed<S> {
     /// (parsing decompresses a curve point, a fifth of a verification). `key` must be the
     /// attestation's replica key; callers get it from a [`ReplicaSet`].
     fn verify_with(&self, key: &VerifyingKey) -> Result<(), AttestError> {
-        let message = self.statement.encode()?;
+        let message = self.signed_message()?;
+        self.verify_message(key, &message)
+    }
+
+    /// The bytes the signature is over: the statement, or the root its proof leads to.
+    fn signed_message(&self) -> Result<Vec<u8>, AttestError> {
+        match &self.attestation.proof {
+            None => self.statement.encode(),
+            Some(proof) => self.statement.proven_message(proof),
+        }
+    }
+
+    fn verify_message(&self, key: &VerifyingKey, message: &[u8]) -> Result<(), AttestError> {
         let signature = Signature::from_bytes(&self.attestation.signature);
-        key.verify_strict(&message, &signature)
+        key.verify_strict(message, &signature)
             .map_err(|_| AttestError::BadSignature(self.attestation.replica))
     }
 }
 
 /// The replicas whose signatures count: the genesis replica set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Clones share a memory of root signatures already verified, so the receipts of one block
+/// cost one signature check per replica, not one per transaction.
+#[derive(Clone, Debug)]
 pub struct ReplicaSet {
     /// Each key with its parsed form, parsed once here rather than at every verification.
     keys: BTreeMap<[u8; 32], VerifyingKey>,
+    roots: std::sync::Arc<std::sync::Mutex<VerifiedRoots>>,
+}
+
+impl PartialEq for ReplicaSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys == other.keys
+    }
+}
+
+impl Eq for ReplicaSet {}
+
+/// Root signatures verified recently, by digest of (replica, signature, signed message).
+#[derive(Debug, Default)]
+struct VerifiedRoots {
+    known: std::collections::HashSet<[u8; 32]>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+/// Root signatures a [`ReplicaSet`] remembers: a few seconds of blocks at any load.
+const VERIFIED_ROOTS: usize = 4_096;
+
+impl VerifiedRoots {
+    fn digest(replica: &[u8; 32], signature: &[u8; 64], message: &[u8]) -> [u8; 32] {
+        let mut engine = sha256::HashEngine::default();
+        engine.input(replica);
+        engine.input(signature);
+        engine.input(message);
+        sha256::Hash::from_engine(engine).to_byte_array()
+    }
+
+    fn insert(&mut self, digest: [u8; 32]) {
+        if self.known.insert(digest) {
+            self.order.push_back(digest);
+            if self.order.len() > VERIFIED_ROOTS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.known.remove(&old);
+            }
+        }
+    }
 }
 
 /// Most replicas in a set, as in the genesis.
@@ -537,7 +714,10 @@ impl ReplicaSet {
         if set.is_empty() {
             return Err(AttestError::BadReplicaSet("no replicas".into()));
         }
-        Ok(ReplicaSet { keys: set })
+        Ok(ReplicaSet {
+            keys: set,
+            roots: std::sync::Arc::default(),
+        })
     }
 
     /// Number of replicas, n.
@@ -575,14 +755,26 @@ impl ReplicaSet {
         self.keys.keys()
     }
 
-    /// Checks `signed`'s signature against its replica's key, which must be in the set.
+    /// Checks `signed`'s signature (and inclusion proof) against its replica's key, which must
+    /// be in the set. A root signature verified before is not verified again.
     pub fn verify<S: Statement>(&self, signed: &Signed<S>) -> Result<(), AttestError> {
         let replica = &signed.attestation.replica;
         let key = self
             .keys
             .get(replica)
             .ok_or(AttestError::BadPublicKey(*replica))?;
-        signed.verify_with(key)
+        if signed.attestation.proof.is_none() {
+            return signed.verify_with(key);
+        }
+        let message = signed.signed_message()?;
+        let digest = VerifiedRoots::digest(replica, &signed.attestation.signature, &message);
+        let roots = || self.roots.lock().unwrap_or_else(|e| e.into_inner());
+        if roots().known.contains(&digest) {
+            return Ok(());
+        }
+        signed.verify_message(key, &message)?;
+        roots().insert(digest);
+        Ok(())
     }
 }
 
@@ -1016,6 +1208,38 @@ mod hex_array {
         hex::decode_to_slice(s.as_bytes(), &mut out)
             .map_err(|e| D::Error::custom(format!("want {} hex characters: {e}", N * 2)))?;
         Ok(out)
+    }
+}
+
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::SerializeSeq as _};
+
+    pub fn serialize<S: Serializer>(list: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(list.len()))?;
+        for item in list {
+            seq.serialize_element(&hex::encode(item))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        let strings = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if strings.len() > crate::merkle::MAX_DEPTH {
+            return Err(D::Error::custom(format!(
+                "path of {} hashes, above {}",
+                strings.len(),
+                crate::merkle::MAX_DEPTH
+            )));
+        }
+        strings
+            .iter()
+            .map(|s| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s.as_bytes(), &mut out)
+                    .map_err(|e| D::Error::custom(format!("want 64 hex characters: {e}")))?;
+                Ok(out)
+            })
+            .collect()
     }
 }
 
@@ -1541,5 +1765,235 @@ mod tests {
         assert!(ReplicaSet::new([]).is_err());
         let k = key(1).verifying_key().to_bytes();
         assert!(ReplicaSet::new([k, k]).is_err());
+    }
+
+    /// The receipts of one block: `n` transactions, the third one rejected.
+    fn block_receipts(n: u8) -> Vec<ReceiptStatement> {
+        (0..n)
+            .map(|i| ReceiptStatement {
+                txid: [i; 32],
+                code: if i == 2 {
+                    "input_already_spent"
+                } else {
+                    CODE_OK
+                }
+                .into(),
+                ..receipt()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_signature_per_block_attests_every_receipt() {
+        let (keys, set) = replicas(4);
+        let by_replica: Vec<Vec<Signed<ReceiptStatement>>> = keys
+            .iter()
+            .map(|k| sign_receipts(block_receipts(5), k).expect("signable"))
+            .collect();
+        for signed in &by_replica {
+            assert_eq!(signed.len(), 5);
+            // One signature for the block, a distinct proof per receipt.
+            assert!(
+                signed
+                    .iter()
+                    .all(|s| s.attestation.signature == signed[0].attestation.signature)
+            );
+            for (i, s) in signed.iter().enumerate() {
+                let proof = s.attestation.proof.as_ref().expect("proof");
+                assert_eq!((proof.index as usize, proof.count), (i, 5));
+                assert!(s.verify_signature().is_ok());
+                assert!(set.verify(s).is_ok());
+            }
+        }
+        for i in 0..5 {
+            let of_tx: Vec<_> = by_replica.iter().map(|r| r[i].clone()).collect();
+            let v = verify_quorum(&of_tx, &set, CHAIN, set.strong_quorum()).expect("quorum");
+            assert_eq!(v.statement, block_receipts(5)[i]);
+            assert_eq!(v.signers.len(), 4);
+            let fast = accept_quorum(&of_tx, &set, CHAIN, set.weak_quorum()).expect("quorum");
+            assert_eq!(fast.statement, block_receipts(5)[i]);
+        }
+        assert_eq!(sign_receipts(Vec::new(), &keys[0]), Ok(Vec::new()));
+    }
+
+    /// The signed bytes, rebuilt here from the documented layout: a two-receipt block's root is
+    /// the node over the two leaf hashes.
+    #[test]
+    fn the_root_signature_covers_the_documented_bytes() {
+        let k = key(1);
+        let receipts = block_receipts(2);
+        let signed = sign_receipts(receipts.clone(), &k).expect("signable");
+        let leaf = |s: &ReceiptStatement| {
+            tagged_hash("coffer/receipt-leaf/v1", &s.encode().expect("valid"))
+        };
+        let root = crate::merkle::node(&leaf(&receipts[0]), &leaf(&receipts[1]));
+        let mut message = Vec::new();
+        message.push(23);
+        message.extend_from_slice(b"coffer/receipts-root/v1");
+        message.push(11);
+        message.extend_from_slice(CHAIN.as_bytes());
+        message.extend_from_slice(&7u64.to_be_bytes());
+        message.extend_from_slice(&[0x22; 32]);
+        message.extend_from_slice(&2u32.to_be_bytes());
+        message.extend_from_slice(&root);
+        let signature = Signature::from_bytes(&signed[0].attestation.signature);
+        assert!(
+            k.verifying_key()
+                .verify_strict(&message, &signature)
+                .is_ok()
+        );
+        assert_eq!(
+            signed[1].attestation.proof.as_ref().map(|p| p.path.clone()),
+            Some(vec![leaf(&receipts[0])])
+        );
+    }
+
+    #[test]
+    fn a_receipt_moved_altered_or_resized_in_its_tree_does_not_verify() {
+        let (keys, set) = replicas(4);
+        let signed = sign_receipts(block_receipts(6), &keys[0]).expect("signable");
+        // The honest ones first, so their root is remembered: tampering must still fail.
+        assert!(signed.iter().all(|s| set.verify(s).is_ok()));
+        let mut altered = signed[2].clone();
+        CODE_OK.clone_into(&mut altered.statement.code);
+        let mut moved = signed[2].clone();
+        if let Some(p) = moved.attestation.proof.as_mut() {
+            p.index = 3;
+        }
+        let mut swapped = signed[2].clone();
+        swapped.attestation.proof = signed[3].attestation.proof.clone();
+        let mut resized = signed[5].clone();
+        if let Some(p) = resized.attestation.proof.as_mut() {
+            p.count = 7;
+        }
+        let mut bent = signed[0].clone();
+        if let Some(p) = bent.attestation.proof.as_mut() {
+            p.path[0][5] ^= 0x40;
+        }
+        let mut unproven = signed[0].clone();
+        unproven.attestation.proof = None;
+        let mut other_height = signed[0].clone();
+        other_height.statement.height += 1;
+        for (what, bad) in [
+            ("altered code", &altered),
+            ("moved", &moved),
+            ("another's proof", &swapped),
+            ("resized", &resized),
+            ("bent path", &bent),
+            ("proof dropped", &unproven),
+            ("other height", &other_height),
+        ] {
+            assert!(set.verify(bad).is_err(), "{what}");
+            assert!(bad.verify_signature().is_err(), "{what}");
+        }
+        // A forged receipt from one replica does not join the honest quorum of the others.
+        let mut of_tx: Vec<_> = keys[1..]
+            .iter()
+            .map(|k| sign_receipts(block_receipts(6), k).expect("signable")[2].clone())
+            .collect();
+        of_tx.push(altered);
+        let v = verify_quorum(&of_tx, &set, CHAIN, set.weak_quorum()).expect("quorum");
+        assert_eq!(v.statement, block_receipts(6)[2]);
+        assert_eq!(v.discarded.len(), 1);
+    }
+
+    #[test]
+    fn receipts_of_different_blocks_cannot_share_a_signature() {
+        let mut mixed = block_receipts(3);
+        mixed[1].height = 8;
+        assert!(sign_receipts(mixed, &key(1)).is_err());
+        let mut other_commitment = block_receipts(3);
+        other_commitment[2].commitment = [0x33; 32];
+        assert!(sign_receipts(other_commitment, &key(1)).is_err());
+    }
+
+    #[test]
+    fn only_receipts_carry_proofs() {
+        let (keys, set) = replicas(4);
+        let proof = sign_receipts(block_receipts(2), &keys[0]).expect("signable")[0]
+            .attestation
+            .proof
+            .clone();
+        let mut read = sign(read_statement(), &keys[0]).expect("valid");
+        read.attestation.proof = proof;
+        assert!(set.verify(&read).is_err());
+        assert!(read.verify_signature().is_err());
+    }
+
+    #[test]
+    fn proven_receipts_roundtrip_through_json() {
+        let signed = sign_receipts(block_receipts(3), &key(1)).expect("signable");
+        let json = serde_json::to_string(&signed[1]).expect("serializable");
+        assert!(json.contains("\"proof\":{\"index\":1,\"count\":3,\"path\":[\""));
+        let back: Signed<ReceiptStatement> = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, signed[1]);
+        assert!(back.verify_signature().is_ok());
+        // A statement signed alone has no proof field at all.
+        let alone =
+            serde_json::to_string(&sign(receipt(), &key(1)).expect("valid")).expect("serializable");
+        assert!(!alone.contains("proof"));
+        // Unknown fields and overlong paths are refused.
+        let extra = json.replace("\"count\":3", "\"count\":3,\"depth\":2");
+        assert!(serde_json::from_str::<Signed<ReceiptStatement>>(&extra).is_err());
+        let hash = format!("\"{}\"", "ab".repeat(32));
+        let long = vec![hash; crate::merkle::MAX_DEPTH + 1].join(",");
+        let overlong = format!("{{\"index\":0,\"count\":2,\"path\":[{long}]}}");
+        assert!(serde_json::from_str::<InclusionProof>(&overlong).is_err());
+    }
+
+    #[test]
+    fn clones_of_a_replica_set_remember_verified_roots_together_within_a_bound() {
+        let (keys, set) = replicas(4);
+        let other = set.clone();
+        let signed = sign_receipts(block_receipts(4), &keys[0]).expect("signable");
+        assert!(other.verify(&signed[0]).is_ok());
+        assert_eq!(set.roots.lock().expect("lock").known.len(), 1);
+        // The block's other receipts hit the remembered root.
+        assert!(signed.iter().all(|s| set.verify(s).is_ok()));
+        assert_eq!(set.roots.lock().expect("lock").known.len(), 1);
+        // Statements signed alone are not remembered.
+        assert!(
+            set.verify(&sign(receipt(), &keys[1]).expect("valid"))
+                .is_ok()
+        );
+        assert_eq!(set.roots.lock().expect("lock").known.len(), 1);
+        let mut roots = VerifiedRoots::default();
+        for i in 0..=VERIFIED_ROOTS {
+            roots.insert(VerifiedRoots::digest(&[0; 32], &[0; 64], &i.to_be_bytes()));
+        }
+        assert_eq!(roots.known.len(), VERIFIED_ROOTS);
+        assert!(!roots.known.contains(&VerifiedRoots::digest(
+            &[0; 32],
+            &[0; 64],
+            &0usize.to_be_bytes()
+        )));
+    }
+
+    /// The receipts-root vector in the fixture file, computed outside this code base.
+    #[test]
+    fn receipts_root_vector_matches_an_independent_computation() {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../fixtures/vectors/attest_v1.json"))
+                .expect("vector file");
+        let v = &v["receipts_root"];
+        let receipts = block_receipts(2);
+        let signed = sign_receipts(receipts.clone(), &key(1)).expect("signable");
+        let leaf = |s: &ReceiptStatement| {
+            hex::encode(tagged_hash(RECEIPT_LEAF_TAG, &s.encode().expect("valid")))
+        };
+        assert_eq!(v["leaf_hashes"][0], leaf(&receipts[0]));
+        assert_eq!(v["leaf_hashes"][1], leaf(&receipts[1]));
+        let proof: InclusionProof =
+            serde_json::from_value(v["proof_of_leaf_1"].clone()).expect("proof");
+        assert_eq!(signed[1].attestation.proof, Some(proof.clone()));
+        let message = receipts[1].proven_message(&proof).expect("valid proof");
+        assert_eq!(v["signed_message"], hex::encode(&message));
+        assert_eq!(
+            v["signed_message"]
+                .as_str()
+                .map(|m| m.ends_with(v["root"].as_str().unwrap_or("-"))),
+            Some(true)
+        );
+        assert_eq!(v["signature"], hex::encode(signed[1].attestation.signature));
     }
 }

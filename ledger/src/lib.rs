@@ -94,6 +94,7 @@ pub mod encoding;
 pub mod genesis;
 pub mod hash;
 pub mod keys;
+pub mod merkle;
 pub mod reject;
 pub mod state;
 pub mod tx;
