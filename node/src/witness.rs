@@ -3,8 +3,9 @@
 //! executed height.
 //!
 //! - **Receipts (push, with pull as a fallback).** After a block is executed (persisted), every
-//!   replica signs one [`ReceiptStatement`] per transaction with its replica key and sends them
-//!   to all peers. Every replica keeps a bounded cache of receipts by txid, from all replicas
+//!   replica attests the block's [`ReceiptStatement`]s with one signature of its replica key,
+//!   over their Merkle root (each receipt carries its inclusion proof), and sends them to all
+//!   peers. Every replica keeps a bounded cache of receipts by txid, from all replicas
 //!   (one per replica per txid; the p2p sender must be the signer). A peer's signature is
 //!   checked only when this replica needs the receipt (a client waits for that txid here), once:
 //!   most receipts are never asked for at this gateway, and verifying all of them cost three
@@ -29,7 +30,8 @@ use crate::executor::ExecutedBlock;
 use crate::ledger::LedgerView;
 use crate::storage::{Storage, Store as _, ledger as stored};
 use coffer_ledger::attest::{
-    ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _, sign,
+    InclusionProof, ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _,
+    sign,
 };
 use coffer_ledger::{ChainId, Txid};
 use ed25519_dalek::SigningKey;
@@ -173,7 +175,8 @@ const RECEIPTS_TAG: u8 = 0x01;
 
 /// Encodes a message for the wire. Receipts, the bulk of the traffic (one per transaction per
 /// replica), travel in binary: a count, then per receipt the statement's canonical encoding
-/// (length-prefixed), the replica key and the signature. JSON with hex fields cost a replica
+/// (length-prefixed), the replica key, the signature, and a flag byte: 0, or 1 followed by the
+/// inclusion proof (index u32, count u32, path length u8, path hashes). JSON with hex fields cost a replica
 /// several percent of its CPU. The rest is JSON.
 fn encode_message(message: &Message) -> Option<Vec<u8>> {
     let Message::Receipts { receipts } = message else {
@@ -189,6 +192,18 @@ fn encode_message(message: &Message) -> Option<Vec<u8>> {
         out.extend_from_slice(&statement);
         out.extend_from_slice(&signed.attestation.replica);
         out.extend_from_slice(&signed.attestation.signature);
+        match &signed.attestation.proof {
+            None => out.push(0),
+            Some(proof) => {
+                out.push(1);
+                out.extend_from_slice(&proof.index.to_be_bytes());
+                out.extend_from_slice(&proof.count.to_be_bytes());
+                out.push(u8::try_from(proof.path.len()).ok()?);
+                for hash in &proof.path {
+                    out.extend_from_slice(hash);
+                }
+            }
+        }
     }
     Some(out)
 }
@@ -227,9 +242,31 @@ fn decode_message(bytes: &[u8]) -> Result<Message, String> {
             ReceiptStatement::decode(take(&mut rest, len)?).map_err(|e| e.to_string())?;
         let replica = array(&mut rest)?;
         let signature = array(&mut rest)?;
+        let proof = match array::<1>(&mut rest)? {
+            [0] => None,
+            [1] => {
+                let index = u32::from_be_bytes(array(&mut rest)?);
+                let count = u32::from_be_bytes(array(&mut rest)?);
+                let [depth] = array::<1>(&mut rest)?;
+                let depth = usize::from(depth);
+                if depth > coffer_ledger::merkle::MAX_DEPTH {
+                    return Err(format!("inclusion path of {depth} hashes"));
+                }
+                let mut path = Vec::with_capacity(depth);
+                for _ in 0..depth {
+                    path.push(array(&mut rest)?);
+                }
+                Some(InclusionProof { index, count, path })
+            }
+            [other] => return Err(format!("proof flag {other}")),
+        };
         receipts.push(Signed {
             statement,
-            attestation: coffer_ledger::attest::Attestation { replica, signature },
+            attestation: coffer_ledger::attest::Attestation {
+                replica,
+                signature,
+                proof,
+            },
         });
     }
     if !rest.is_empty() {
@@ -495,11 +532,13 @@ impl Witness {
         }
     }
 
+    /// One signature for the whole block: over the Merkle root of its receipts, each receipt
+    /// carrying its inclusion proof.
     fn sign_block(&self, block: &ExecutedBlock) -> Vec<Signed<ReceiptStatement>> {
-        block
+        let statements = block
             .receipts
             .iter()
-            .filter_map(|r| {
+            .map(|r| {
                 let mut statement = ReceiptStatement {
                     chain_id: self.chain_id.as_str().to_owned(),
                     txid: r.txid.0,
@@ -511,9 +550,13 @@ impl Witness {
                     commitment: block.commitment,
                 };
                 crate::byzantine::receipt(&mut statement);
-                sign(statement, &self.key).ok()
+                statement
             })
-            .collect()
+            .collect();
+        coffer_ledger::attest::sign_receipts(statements, &self.key).unwrap_or_else(|e| {
+            warn!(height = block.height, error = %e, "receipts not signed");
+            Vec::new()
+        })
     }
 
     /// Signs and spreads the receipts of every executed block. Runs until the events end.
@@ -1347,5 +1390,44 @@ mod tests {
         .unwrap();
         w.on_message(k[1].verifying_key().to_bytes(), &bytes);
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_block_is_signed_once_and_its_proven_receipts_travel_and_verify() {
+        let (w, _out) = witness(Patience::default());
+        let k = keys();
+        // A peer's receipts for a block of three transactions.
+        let statements: Vec<_> = (20..23u8).map(|i| statement([i; 32])).collect();
+        let signed = coffer_ledger::attest::sign_receipts(statements, &k[1]).unwrap();
+        assert!(signed.iter().all(|s| s.attestation.proof.is_some()
+            && s.attestation.signature == signed[0].attestation.signature));
+        let bytes = encode_message(&Message::Receipts {
+            receipts: signed.clone(),
+        })
+        .unwrap();
+        let Ok(Message::Receipts { receipts: back }) = decode_message(&bytes) else {
+            panic!("proven receipts did not decode");
+        };
+        assert_eq!(back, signed);
+        for cut in 1..bytes.len() {
+            assert!(decode_message(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        w.on_message(k[1].verifying_key().to_bytes(), &bytes);
+        for i in 20..23u8 {
+            assert_eq!(w.cached_receipts(&Txid([i; 32])).len(), 1, "txid {i}");
+        }
+        // A receipt whose statement is not the leaf its proof was made for is dropped.
+        let mut moved = signed[0].clone();
+        moved.statement.txid = [30; 32];
+        let bytes = encode_message(&Message::Receipts {
+            receipts: vec![moved],
+        })
+        .unwrap();
+        w.on_message(k[1].verifying_key().to_bytes(), &bytes);
+        assert!(w.cached_receipts(&Txid([30; 32])).is_empty());
+        // This replica signs its own blocks the same way.
+        let own = w.sign_block(&block([40; 32]));
+        assert_eq!(own[0].attestation.proof.as_ref().map(|p| p.count), Some(1));
+        assert!(w.replicas().verify(&own[0]).is_ok());
     }
 }

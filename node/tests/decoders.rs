@@ -108,9 +108,10 @@ impl Gen {
     }
 }
 
-/// A binary receipts message (tag 1, count, then length-prefixed statement, replica key and
-/// signature per receipt), the format replicas use for receipts.
-fn binary_receipts(replica: [u8; 32]) -> Vec<u8> {
+/// A binary receipts message (tag 1, count, then length-prefixed statement, replica key,
+/// signature and proof per receipt), the format replicas use for receipts; with `proof`, an
+/// inclusion proof (index 1 of 2, one path hash).
+fn binary_receipts(replica: [u8; 32], proof: bool) -> Vec<u8> {
     use coffer_ledger::attest::{ReceiptStatement, Statement as _};
     let statement = ReceiptStatement {
         chain_id: "fuzz".into(),
@@ -126,6 +127,15 @@ fn binary_receipts(replica: [u8; 32]) -> Vec<u8> {
     out.extend_from_slice(&statement);
     out.extend_from_slice(&replica);
     out.extend_from_slice(&[0x55; 64]);
+    if proof {
+        out.push(1);
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(&2u32.to_be_bytes());
+        out.push(1);
+        out.extend_from_slice(&[0x66; 32]);
+    } else {
+        out.push(0);
+    }
     out
 }
 
@@ -305,7 +315,7 @@ async fn witness_message_handler_never_panics() {
     ]
     .into_iter()
     .map(String::into_bytes)
-    .chain(std::iter::once(binary_receipts(peer)))
+    .chain([binary_receipts(peer, false), binary_receipts(peer, true)])
     .collect();
     for input in Gen(5).inputs(&valid) {
         witness.on_message(peer, &input);
