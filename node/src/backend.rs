@@ -223,9 +223,9 @@ impl Backend for NodeBackend {
                 },
             });
         }
-        let g = self.gather(txid, self.deadlines.submit).await?;
+        let gathered = self.gather(txid, self.deadlines.submit).await?;
         tracing::debug!(%txid, "submission answered");
-        match g {
+        match gathered {
             Some(bundle) => Ok(SubmitOutcome {
                 replayed: false,
                 bundle,

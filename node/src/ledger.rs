@@ -375,33 +375,63 @@ pub(crate) mod tests {
         }
     }
 
+    /// Test chain `chain`: an issuer, a wallet (alice) and a mint of `coins` 10-unit coins to
+    /// alice.
+    struct Chain {
+        issuer: Keypair,
+        alice: Keypair,
+        genesis: Genesis,
+        mint: coffer_ledger::SignedTransaction,
+    }
+
+    impl Chain {
+        fn new(chain: &str, coins: usize) -> Self {
+            let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
+            let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
+            let genesis = single_replica_genesis(&ChainId::new(chain).unwrap(), &issuer);
+            let mint = issuer.sign_tx(Transaction::Mint(Mint {
+                chain_id: genesis.chain_id.clone(),
+                issuer: issuer.public_key(),
+                nonce: 1,
+                outputs: vec![TxOut::to_address(Amount(10), alice.address()); coins],
+            }));
+            Chain {
+                issuer,
+                alice,
+                genesis,
+                mint,
+            }
+        }
+
+        /// Alice spends mint output `vout`: `to_issuer` to the issuer and `change` back to
+        /// herself (no change output for 0).
+        fn spend(&self, vout: u32, to_issuer: u64, change: u64) -> Bytes {
+            let mut outputs = vec![TxOut::to_address(Amount(to_issuer), self.issuer.address())];
+            if change > 0 {
+                outputs.push(TxOut::to_address(Amount(change), self.alice.address()));
+            }
+            Bytes::from(
+                self.alice
+                    .sign_tx(Transaction::Transfer(Transfer {
+                        chain_id: self.genesis.chain_id.clone(),
+                        signer: self.alice.public_key(),
+                        inputs: vec![OutPoint {
+                            txid: self.mint.txid(),
+                            vout,
+                        }],
+                        outputs,
+                    }))
+                    .encode(),
+            )
+        }
+    }
+
     #[test]
     fn ledger_through_the_seams() {
-        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
-        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
-        let genesis = single_replica_genesis(&ChainId::new("seam").unwrap(), &issuer);
+        let chain = Chain::new("seam", 1);
+        let (genesis, mint) = (chain.genesis.clone(), &chain.mint);
         let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: genesis.chain_id.clone(),
-            issuer: issuer.public_key(),
-            nonce: 1,
-            outputs: vec![TxOut::to_address(Amount(10), alice.address())],
-        }));
-        let spend = |amount| {
-            alice.sign_tx(Transaction::Transfer(Transfer {
-                chain_id: genesis.chain_id.clone(),
-                signer: alice.public_key(),
-                inputs: vec![OutPoint {
-                    txid: mint.txid(),
-                    vout: 0,
-                }],
-                outputs: vec![TxOut::to_address(Amount(amount), issuer.address())],
-            }))
-        };
-        let (a, b) = (
-            Bytes::from(spend(10).encode()),
-            Bytes::from(spend(9).encode()),
-        );
+        let (a, b) = (chain.spend(0, 10, 0), chain.spend(0, 9, 0));
         let m = Bytes::from(mint.encode());
         assert_eq!(verifier.check(&m).unwrap(), Txid(mint.txid().0));
         assert!(matches!(
@@ -430,38 +460,14 @@ pub(crate) mod tests {
         use commonware_cryptography::Digestible as _;
         use std::sync::Mutex;
 
-        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
-        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
-        let genesis = single_replica_genesis(&ChainId::new("decode-once").unwrap(), &issuer);
+        let chain = Chain::new("decode-once", 3);
+        let (genesis, mint) = (chain.genesis.clone(), &chain.mint);
         let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
         let sigs = verifier.signatures();
         let mut machine = LedgerMachine::new(genesis.clone())
             .unwrap()
             .with_signatures(sigs.clone());
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: genesis.chain_id.clone(),
-            issuer: issuer.public_key(),
-            nonce: 1,
-            outputs: vec![TxOut::to_address(Amount(10), alice.address()); 3],
-        }));
-        let spend = |vout, amount| {
-            Bytes::from(
-                alice
-                    .sign_tx(Transaction::Transfer(Transfer {
-                        chain_id: genesis.chain_id.clone(),
-                        signer: alice.public_key(),
-                        inputs: vec![OutPoint {
-                            txid: mint.txid(),
-                            vout,
-                        }],
-                        outputs: vec![
-                            TxOut::to_address(Amount(amount), issuer.address()),
-                            TxOut::to_address(Amount(10 - amount), alice.address()),
-                        ],
-                    }))
-                    .encode(),
-            )
-        };
+        let spend = |vout, amount| chain.spend(vout, amount, 10 - amount);
         let m = Bytes::from(mint.encode());
         // `c` conflicts with `a` (same input); `b` stays pending throughout; `d` is never
         // admitted here (it first shows up in a proposal).
@@ -563,35 +569,14 @@ pub(crate) mod tests {
 
     #[test]
     fn each_signature_is_verified_once_and_tampering_is_still_caught() {
-        let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
-        let alice = Keypair::from_secret_bytes([8; 32]).unwrap();
-        let genesis = single_replica_genesis(&ChainId::new("once").unwrap(), &issuer);
+        let chain = Chain::new("once", 2);
+        let (genesis, mint) = (chain.genesis.clone(), &chain.mint);
         let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
         let sigs = verifier.signatures();
         let mut machine = LedgerMachine::new(genesis.clone())
             .unwrap()
             .with_signatures(sigs.clone());
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: genesis.chain_id.clone(),
-            issuer: issuer.public_key(),
-            nonce: 1,
-            outputs: vec![TxOut::to_address(Amount(10), alice.address()); 2],
-        }));
-        let spend = |vout| {
-            Bytes::from(
-                alice
-                    .sign_tx(Transaction::Transfer(Transfer {
-                        chain_id: genesis.chain_id.clone(),
-                        signer: alice.public_key(),
-                        inputs: vec![OutPoint {
-                            txid: mint.txid(),
-                            vout,
-                        }],
-                        outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
-                    }))
-                    .encode(),
-            )
-        };
+        let spend = |vout| chain.spend(vout, 10, 0);
         let m = Bytes::from(mint.encode());
         let (a, b) = (spend(0), spend(1));
         // Admission verifies; a second check of the same bytes does not.

@@ -1154,6 +1154,15 @@ mod tests {
         }
     }
 
+    /// The receipts a request for `txid` gets within 2 s; this replica must have executed it.
+    async fn gathered(w: &Witness, txid: [u8; 32]) -> Vec<Signed<ReceiptStatement>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        w.gather_receipts(&Txid(txid), deadline)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
         serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
     }
@@ -1225,12 +1234,7 @@ mod tests {
             k[1].verifying_key().to_bytes(),
             &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
         );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let got = w
-            .gather_receipts(&Txid(txid), deadline)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = gathered(&w, txid).await;
         assert_eq!(got.len(), 2);
     }
 
@@ -1253,12 +1257,7 @@ mod tests {
             &receipts_message(vec![broken]),
         );
         // 2f+1 = 3 match: answered at once, without checking (the broken one travels along).
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let got = w
-            .gather_receipts(&Txid(txid), deadline)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = gathered(&w, txid).await;
         assert_eq!(got.len(), 3);
         // The client still finds f+1 valid signatures; a full audit reports the broken one.
         let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();

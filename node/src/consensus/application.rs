@@ -342,6 +342,14 @@ mod tests {
         decision
     }
 
+    /// A window that saw one proposal at the epoch, and a time 10 ms later.
+    fn after_a_first_proposal() -> (BatchWindow, SystemTime) {
+        let mut window = BatchWindow::default();
+        let t = SystemTime::UNIX_EPOCH;
+        window.decide(t, 0, 1, WINDOW);
+        (window, t + Duration::from_millis(10))
+    }
+
     #[test]
     fn a_leader_waits_only_when_arrivals_would_fill_the_window() {
         // 20/s: one transaction per 25 views; waiting would only add latency.
@@ -371,10 +379,7 @@ mod tests {
 
     #[test]
     fn a_full_block_is_proposed_at_once() {
-        let mut window = BatchWindow::default();
-        let t = SystemTime::UNIX_EPOCH;
-        window.decide(t, 0, 1, WINDOW);
-        let busy = t + Duration::from_millis(10);
+        let (mut window, busy) = after_a_first_proposal();
         assert_eq!(
             window.decide(busy, 100, BATCH_FEW + 1, WINDOW),
             Duration::ZERO
@@ -387,10 +392,7 @@ mod tests {
 
     #[test]
     fn the_rate_decays_when_the_load_stops() {
-        let mut window = BatchWindow::default();
-        let t = SystemTime::UNIX_EPOCH;
-        window.decide(t, 0, 1, WINDOW);
-        let busy = t + Duration::from_millis(10);
+        let (mut window, busy) = after_a_first_proposal();
         assert_eq!(window.decide(busy, 100, 1, WINDOW), WINDOW);
         // A long quiet spell, then one transaction: no wait for it.
         let quiet = busy + Duration::from_secs(2);
