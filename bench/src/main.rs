@@ -140,6 +140,10 @@ struct CompareArgs {
     common: Common,
 }
 
+/// mimalloc, as in `coffer-node`: the replicas this binary runs and its clients allocate per request.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Replica { home } = &cli.command {
