@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod mempool;
 pub mod metrics;
 pub mod node;
+pub mod origins;
 pub mod shutdown;
 pub mod sigcache;
 pub mod storage;

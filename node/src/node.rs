@@ -215,6 +215,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             store: store.clone(),
             events: handle.event_sender(),
             patience: Patience::default(),
+            origins: handle.origins(),
         })
         .map_err(RunError::Peers)?;
         tokio::spawn(witness.clone().run_signer());

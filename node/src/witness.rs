@@ -4,14 +4,16 @@
 //!
 //! - **Receipts (push, with pull as a fallback).** After a block is executed (persisted), every
 //!   replica attests the block's [`ReceiptStatement`]s with one signature of its replica key,
-//!   over their Merkle root (each receipt carries its inclusion proof), and sends them to all
-//!   peers. Every replica keeps a bounded cache of receipts by txid, from all replicas
+//!   over their Merkle root (each receipt carries its inclusion proof), and sends each receipt
+//!   to the replicas that gossiped its transaction ([`Origins`]: the gateway its client waits
+//!   at), or to every peer when it does not know where the transaction came from. Every
+//!   replica keeps a bounded cache of receipts by txid, from all replicas
 //!   (one per replica per txid; the p2p sender must be the signer). A peer's signature is
-//!   checked only when this replica needs the receipt (a client waits for that txid here), once:
-//!   most receipts are never asked for at this gateway, and verifying all of them cost three
-//!   ed25519 verifications per transaction per replica. A
-//!   gateway missing receipts (a restart emptied its cache, a broadcast lagged) asks its peers
-//!   with [`Message::ReceiptRequest`]; they answer from their cache or re-sign from their store.
+//!   checked only when this replica needs the receipt (a client waits for that txid here), once,
+//!   and usually not at all (see [`Witness::gather_receipts`]). A gateway missing receipts (a
+//!   restart emptied its cache, a message was dropped, or the transaction was not submitted
+//!   here) asks its peers with [`Message::ReceiptRequest`]; they answer from their cache or
+//!   re-sign from their store.
 //! - **Reads (request/response).** The gateway answers a query from its own state at its
 //!   persisted height `h`, signs it, and asks every peer for a statement about the same query at
 //!   `h`. A peer at `h` answers at once; a peer behind waits (at most [`READ_WAIT`]) until it
@@ -28,6 +30,7 @@ use crate::api::answer::{answer_read, read_statement};
 use crate::api::{AttestedRead, BackendError};
 use crate::executor::ExecutedBlock;
 use crate::ledger::LedgerView;
+use crate::origins::Origins;
 use crate::storage::{Storage, Store as _, ledger as stored};
 use coffer_ledger::attest::{
     InclusionProof, ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _,
@@ -385,6 +388,7 @@ pub struct Witness {
     serving: Arc<AtomicU64>,
     heard: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
     patience: Patience,
+    origins: Arc<Origins>,
 }
 
 impl std::fmt::Debug for Witness {
@@ -411,6 +415,9 @@ pub struct WitnessParts {
     pub events: broadcast::Sender<Arc<ExecutedBlock>>,
     /// Gathering parameters.
     pub patience: Patience,
+    /// Where this replica heard of each transaction: receipts go to the replicas that
+    /// gossiped it.
+    pub origins: Arc<Origins>,
 }
 
 impl Witness {
@@ -441,6 +448,7 @@ impl Witness {
                 serving: Arc::new(AtomicU64::new(0)),
                 heard: Mutex::new(HashMap::new()),
                 patience: parts.patience,
+                origins: parts.origins,
             }),
             rx,
         ))
@@ -581,15 +589,57 @@ impl Witness {
                 }
             }
             self.wake(signed.iter().map(|s| Txid(s.statement.txid)));
-            for chunk in signed.chunks(MAX_RECEIPTS_PER_MESSAGE) {
-                self.send(
-                    To::All,
-                    &Message::Receipts {
-                        receipts: chunk.to_vec(),
-                    },
-                );
+            for (to, receipts) in self.route(signed) {
+                for chunk in receipts.chunks(MAX_RECEIPTS_PER_MESSAGE) {
+                    self.send(
+                        to,
+                        &Message::Receipts {
+                            receipts: chunk.to_vec(),
+                        },
+                    );
+                }
             }
         }
+    }
+
+    /// Who gets which of this replica's receipts: each receipt goes to the replicas that
+    /// gossiped its transaction (a client waits at the one it submitted to; this replica's own
+    /// submissions need no one's push), and to every peer when its origin is unknown (heard of
+    /// only in a block, or forgotten). A gateway missing receipts still asks for them.
+    fn route(
+        &self,
+        signed: Vec<Signed<ReceiptStatement>>,
+    ) -> Vec<(To, Vec<Signed<ReceiptStatement>>)> {
+        let mut everyone = Vec::new();
+        let mut by_peer: BTreeMap<[u8; 32], Vec<Signed<ReceiptStatement>>> = BTreeMap::new();
+        for s in signed {
+            match self.origins.get(&s.statement.txid) {
+                None => everyone.push(s),
+                Some(origin) => {
+                    let peers: Vec<_> = origin
+                        .peers
+                        .into_iter()
+                        .filter(|p| *p != self.me && self.replicas.contains(p))
+                        .collect();
+                    if let Some((last, rest)) = peers.split_last() {
+                        for p in rest {
+                            by_peer.entry(*p).or_default().push(s.clone());
+                        }
+                        by_peer.entry(*last).or_default().push(s);
+                    } else if !origin.local {
+                        everyone.push(s);
+                    }
+                }
+            }
+        }
+        let mut out: Vec<_> = by_peer
+            .into_iter()
+            .map(|(peer, receipts)| (To::One(peer), receipts))
+            .collect();
+        if !everyone.is_empty() {
+            out.push((To::All, everyone));
+        }
+        out
     }
 
     /// Sends this replica's height to every peer, every second, until the process ends.
@@ -848,7 +898,13 @@ impl Witness {
         }
         let mut asked = false;
         let mut weak_since: Option<tokio::time::Instant> = None;
-        let ask_after = tokio::time::Instant::now() + self.patience.quorum;
+        // Peers push receipts only to the replicas a transaction was gossiped from: when it
+        // was not submitted here, ask at once.
+        let ask_after = if self.origins.is_local(&txid.0) {
+            tokio::time::Instant::now() + self.patience.quorum
+        } else {
+            tokio::time::Instant::now()
+        };
         loop {
             let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
@@ -1119,6 +1175,7 @@ mod tests {
             store: machine.store(),
             events,
             patience,
+            origins: Arc::new(Origins::default()),
         })
         .unwrap()
     }
@@ -1428,5 +1485,111 @@ mod tests {
         let own = w.sign_block(&block([40; 32]));
         assert_eq!(own[0].attestation.proof.as_ref().map(|p| p.count), Some(1));
         assert!(w.replicas().verify(&own[0]).is_ok());
+    }
+
+    /// The receipts each recipient got in `out`'s messages, by txid's first byte.
+    fn routed(out: &mut mpsc::Receiver<Outbound>) -> BTreeMap<String, Vec<u8>> {
+        let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        while let Ok(o) = out.try_recv() {
+            let Ok(Message::Receipts { receipts }) = decode_message(&o.bytes) else {
+                continue;
+            };
+            let to = match o.to {
+                To::All => "all".to_owned(),
+                To::One(k) => hex::encode(&k[..2]),
+            };
+            got.entry(to)
+                .or_default()
+                .extend(receipts.iter().map(|r| r.statement.txid[0]));
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn receipts_go_to_the_replicas_that_gossiped_their_transactions() {
+        let (w, mut out) = witness(Patience::default());
+        let k = keys();
+        let (p1, p2) = (
+            k[1].verifying_key().to_bytes(),
+            k[2].verifying_key().to_bytes(),
+        );
+        // 1: gossiped by replica 1. 2: submitted here. 3: never heard of (seen only in the
+        // block). 4: gossiped by replicas 1 and 2 (a Byzantine one raced the gateway). 5:
+        // submitted here and also gossiped by replica 2 (its client tried both). 6: "gossiped"
+        // by this replica itself and by a stranger: neither is a peer to send to.
+        w.origins.gossiped([1; 32], p1);
+        w.origins.local([2; 32]);
+        w.origins.gossiped([4; 32], p1);
+        w.origins.gossiped([4; 32], p2);
+        w.origins.local([5; 32]);
+        w.origins.gossiped([5; 32], p2);
+        w.origins.gossiped([6; 32], w.me());
+        w.origins.gossiped([6; 32], [0xee; 32]);
+        let signer = tokio::spawn(w.clone().run_signer());
+        tokio::task::yield_now().await;
+        let block = ExecutedBlock {
+            receipts: (1..=6u8)
+                .map(|i| Receipt {
+                    txid: NodeTxid([i; 32]),
+                    rejection: None,
+                    code: 0,
+                })
+                .collect(),
+            ..block([0; 32])
+        };
+        w.events.send(Arc::new(block)).unwrap();
+        // The signer caches its own receipts before sending: wait for the last one.
+        for _ in 0..1_000 {
+            if !w.cached_receipts(&Txid([6; 32])).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        signer.abort();
+        let got = routed(&mut out);
+        let expected = BTreeMap::from([
+            (hex::encode(&p1[..2]), vec![1, 4]),
+            (hex::encode(&p2[..2]), vec![4, 5]),
+            ("all".to_owned(), vec![3, 6]),
+        ]);
+        assert_eq!(got, expected);
+        // Every routed receipt is this replica's, proven against one signed root.
+        for i in 1..=6u8 {
+            let own = w.cached_receipts(&Txid([i; 32]));
+            assert_eq!(own.len(), 1, "txid {i}");
+            assert!(w.replicas().verify(&own[0]).is_ok());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gateway_asks_at_once_for_receipts_of_transactions_not_submitted_there() {
+        let patience = Patience {
+            quorum: Duration::from_millis(100),
+            read_round: Duration::from_secs(1),
+        };
+        let (w, mut out) = witness(patience);
+        let asked = |out: &mut mpsc::Receiver<Outbound>| {
+            let mut asked = false;
+            while let Ok(o) = out.try_recv() {
+                asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
+            }
+            asked
+        };
+        // Submitted here: peers push their receipts, so within the patience nobody is asked.
+        w.origins.local([7; 32]);
+        executed_here(&w, [7; 32]);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let err = w.gather_receipts(&Txid([7; 32]), deadline).await;
+        assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
+        assert!(!asked(&mut out));
+        // Gossiped here by a peer (a client retry, a status query): asked at once.
+        w.origins
+            .gossiped([8; 32], keys()[1].verifying_key().to_bytes());
+        executed_here(&w, [8; 32]);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let err = w.gather_receipts(&Txid([8; 32]), deadline).await;
+        assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
+        assert!(asked(&mut out));
     }
 }

@@ -295,6 +295,7 @@ async fn witness_message_handler_never_panics() {
         store: machine.store(),
         events,
         patience: Patience::default(),
+        origins: Default::default(),
     })
     .unwrap();
     let witness: Arc<Witness> = witness;

@@ -26,6 +26,7 @@ pub use stats::ConsensusStats;
 use crate::{
     executor::{ExecutedBlock, Executor, FinalizedBlock, Offered},
     mempool::{Admission, Mempool, MempoolLimits},
+    origins::Origins,
     tx::{MAX_TX_BYTES, StateMachine, TxRejection, TxVerifier, Txid},
 };
 use application::App;
@@ -248,9 +249,15 @@ pub struct ConsensusHandle<V: TxVerifier> {
     events: broadcast::Sender<Arc<ExecutedBlock>>,
     executed: Arc<AtomicU64>,
     tracker: Tracker,
+    origins: Arc<Origins>,
 }
 
 impl<V: TxVerifier> ConsensusHandle<V> {
+    /// Where this replica heard of each transaction (its API or peers' gossip).
+    pub fn origins(&self) -> Arc<Origins> {
+        self.origins.clone()
+    }
+
     /// The stateless check this replica runs (shares its signature cache).
     pub fn verifier(&self) -> &V {
         &self.verifier
@@ -281,6 +288,7 @@ impl<V: TxVerifier> ConsensusHandle<V> {
                 let mut gossip = self.gossip.clone();
                 match gossip.try_send(tx) {
                     Ok(()) => {
+                        self.origins.local(txid.0);
                         self.arrivals.notify_one();
                         Ok(txid)
                     }
@@ -416,6 +424,7 @@ where
     let tracker = Tracker::new(&participants);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
+    let origins = Arc::new(Origins::default());
     let handle = ConsensusHandle {
         verifier: verifier.clone(),
         mempool: mempool.clone(),
@@ -424,6 +433,7 @@ where
         events: events.clone(),
         executed: executed.clone(),
         tracker: tracker.clone(),
+        origins: origins.clone(),
     };
 
     let root = context.child("replica").spawn(move |context| async move {
@@ -563,12 +573,13 @@ where
             let arrivals = arrivals.clone();
             let verifier = verifier.clone();
             let blocker = blocker.clone();
+            let origins = origins.clone();
             move |_| {
                 gossip(
                     gossip_rx,
                     (gossip_sender, gossip_receiver),
                     blocker,
-                    (mempool, arrivals),
+                    (mempool, arrivals, origins),
                     verifier,
                 )
             }
@@ -706,12 +717,13 @@ impl Reporter for Deliveries {
 /// `MAX_GOSSIP_BATCH`) goes out in one message to every replica. Transactions received from
 /// peers are checked and admitted but not re-gossiped: the submitting replica already sent them
 /// to everyone. An honest replica only gossips transactions that passed the same stateless
-/// check, so a peer sending garbage is blocked.
+/// check, so a peer sending garbage is blocked. The sender of every copy that passes (or is
+/// already known) is recorded in `origins`: the witness sends the transaction's receipts there.
 async fn gossip<V, S, R, B>(
     mut local: mpsc::Receiver<Bytes>,
     (mut sender, mut receiver): (S, R),
     mut blocker: B,
-    (mempool, arrivals): (Arc<Mutex<Mempool>>, Arc<tokio::sync::Notify>),
+    (mempool, arrivals, origins): (Arc<Mutex<Mempool>>, Arc<tokio::sync::Notify>, Arc<Origins>),
     verifier: V,
 ) where
     V: TxVerifier,
@@ -745,16 +757,19 @@ async fn gossip<V, S, R, B>(
                     continue;
                 };
                 tracing::debug!(n = batch.len(), "gossiped transactions received");
+                let from = crate::config::genesis_key(&peer).0;
                 for tx in batch {
                     // A copy of a transaction already pending or finalized here (the client
                     // also sent it to us, or gossip lost the race with its block) would not be
                     // admitted: skip its signature check.
                     let txid = verifier.txid(&tx);
                     if mempool.lock().unwrap_or_else(|e| e.into_inner()).knows(&txid) {
+                        origins.gossiped(txid.0, from);
                         continue;
                     }
                     match verifier.check(&tx) {
                         Ok(txid) => {
+                            origins.gossiped(txid.0, from);
                             let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
                             match pool.insert(txid, tx) {
                                 Admission::Busy => break,
