@@ -169,7 +169,6 @@ impl<M: StateMachine> Executor<M> {
             executed.height,
             "persist advances the applied height"
         );
-        self.executed.store(executed.height, Ordering::Release);
         {
             let mut pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
             // Pending transactions this block made inapplicable (a conflicting spend) are not
@@ -179,6 +178,11 @@ impl<M: StateMachine> Executor<M> {
                 pool.finalize(&receipt.txid);
             }
         }
+        // Published only after the pool forgot this block's transactions: a proposer excludes
+        // the transactions of ancestors above the executed height, so a height published first
+        // would let it propose a just-executed transaction again (rejected as a replay, a wasted
+        // slot).
+        self.executed.store(executed.height, Ordering::Release);
         debug!(
             height = executed.height,
             txs = executed.receipts.len(),
@@ -319,6 +323,49 @@ mod tests {
         .unwrap();
         assert_eq!(rejected.height, 3);
         assert!(rejected.outcome.into_result().is_err());
+    }
+
+    #[test]
+    fn the_executed_height_is_published_after_the_pool_forgot_the_block() {
+        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
+        let chain = ChainId::new("exec").unwrap();
+        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: chain.clone(),
+            issuer: issuer.public_key(),
+            nonce: 0,
+            outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
+        }));
+        let bytes = Bytes::from(mint.encode());
+        let txid = crate::tx::Txid(mint.txid().0);
+        let pool = Arc::new(Mutex::new(Mempool::new(MempoolLimits::default())));
+        pool.lock().unwrap().insert(txid, bytes.clone());
+        let executed = Arc::new(AtomicU64::new(0));
+        let (events, _rx) = broadcast::channel(16);
+        let mut exec = Executor::new(
+            LedgerMachine::new(genesis).unwrap(),
+            pool.clone(),
+            executed.clone(),
+            events,
+        );
+        // A proposer that sees height 1 executed stops excluding block 1's transactions: by
+        // then the pool must not offer them. Hold the pool while the block executes.
+        let held = pool.lock().unwrap();
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(exec.offer(block(1, vec![bytes]))).unwrap()
+        });
+        // Applied and persisted by now (or soon); either way not yet published.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(executed.load(Ordering::Acquire), 0);
+        assert!(held.contains(&txid));
+        drop(held);
+        assert_eq!(worker.join().unwrap(), Offered::Applied);
+        assert_eq!(executed.load(Ordering::Acquire), 1);
+        assert!(!pool.lock().unwrap().contains(&txid));
     }
 
     /// Fails the first `failures` persists, then delegates.
