@@ -69,6 +69,9 @@ const MAX_PENDING_READS: usize = 1_024;
 const REACHABLE_WITHIN: Duration = Duration::from_secs(3);
 /// Heartbeat period.
 const HEARTBEAT: Duration = Duration::from_secs(1);
+/// While a request waits for this replica to execute its transaction, how often the store is
+/// asked again (own receipts normally reach the cache when the signer signs each block).
+const OWN_RECHECK: Duration = Duration::from_secs(1);
 
 /// A read query as it travels between replicas.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -389,6 +392,9 @@ pub struct Witness {
     heard: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
     patience: Patience,
     origins: Arc<Origins>,
+    /// How many times the signer fell behind and skipped blocks (their receipts are only in
+    /// the store).
+    lagged: AtomicU64,
 }
 
 impl std::fmt::Debug for Witness {
@@ -449,6 +455,7 @@ impl Witness {
                 heard: Mutex::new(HashMap::new()),
                 patience: parts.patience,
                 origins: parts.origins,
+                lagged: AtomicU64::new(0),
             }),
             rx,
         ))
@@ -574,8 +581,18 @@ impl Witness {
             let block = match events.recv().await {
                 Ok(block) => block,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    // Receipts of the skipped blocks are re-signed from the store on demand.
+                    // Receipts of the skipped blocks are re-signed from the store on demand:
+                    // wake every request, so that each looks there.
                     warn!(skipped = n, "receipt signer lagged");
+                    self.lagged.fetch_add(1, Ordering::Relaxed);
+                    for notify in self
+                        .waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .values()
+                    {
+                        notify.notify_waiters();
+                    }
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -771,15 +788,7 @@ impl Witness {
         &self,
         txid: &Txid,
     ) -> Result<Option<Signed<ReceiptStatement>>, BackendError> {
-        if let Some(own) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_txid
-            .get(txid)
-            .and_then(|m| m.get(&self.me))
-            .map(|c| c.signed.clone())
-        {
+        if let Some(own) = self.cached_own_receipt(txid) {
             return Ok(Some(own));
         }
         let internal = |e: crate::storage::StorageError| BackendError::Internal(e.to_string());
@@ -806,6 +815,17 @@ impl Witness {
             .unwrap_or_else(|e| e.into_inner())
             .insert(signed.clone(), true);
         Ok(Some(signed))
+    }
+
+    /// This replica's receipt for `txid` if it is in the cache.
+    fn cached_own_receipt(&self, txid: &Txid) -> Option<Signed<ReceiptStatement>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_txid
+            .get(txid)
+            .and_then(|m| m.get(&self.me))
+            .map(|c| c.signed.clone())
     }
 
     /// Every cached receipt for `txid`, signatures checked or not.
@@ -884,15 +904,30 @@ impl Witness {
         deadline: tokio::time::Instant,
     ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
         let waiting = self.wait_for(*txid);
-        // Own execution first.
+        // Own execution first. The signer caches this replica's receipts as it signs each
+        // block, so the store (a Redis round trip) is asked only at first (the transaction may
+        // have executed long ago, or before a restart), after the signer skipped blocks, and
+        // every OWN_RECHECK as a safety net; not on every peer receipt that wakes the request.
+        let mut store_asked: Option<(tokio::time::Instant, u64)> = None;
         loop {
             let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if self.own_receipt(txid).await?.is_some() {
+            if self.cached_own_receipt(txid).is_some() {
                 break;
             }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            let now = tokio::time::Instant::now();
+            let lagged = self.lagged.load(Ordering::Relaxed);
+            if store_asked.is_none_or(|(at, seen)| now >= at + OWN_RECHECK || lagged != seen) {
+                store_asked = Some((now, lagged));
+                if self.own_receipt(txid).await?.is_some() {
+                    break;
+                }
+            }
+            let wake = deadline.min(tokio::time::Instant::now() + OWN_RECHECK);
+            if tokio::time::timeout_at(wake, arrived).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 return Ok(None);
             }
         }
@@ -1146,6 +1181,15 @@ mod tests {
     }
 
     fn witness(patience: Patience) -> (Arc<Witness>, mpsc::Receiver<Outbound>) {
+        let (w, out, _) = witness_and_machine(patience);
+        (w, out)
+    }
+
+    /// A witness and the state machine whose store it reads (to execute blocks behind the
+    /// signer's back).
+    fn witness_and_machine(
+        patience: Patience,
+    ) -> (Arc<Witness>, mpsc::Receiver<Outbound>, LedgerMachine) {
         let keys = keys();
         let chain_id = ChainId::new("witness").unwrap();
         let replicas: Vec<(String, [u8; 32])> = keys
@@ -1167,7 +1211,7 @@ mod tests {
         };
         let machine = LedgerMachine::new(genesis).unwrap();
         let (events, _) = broadcast::channel(16);
-        Witness::new(WitnessParts {
+        let (w, out) = Witness::new(WitnessParts {
             chain_id,
             key: keys[0].clone(),
             replicas,
@@ -1177,7 +1221,8 @@ mod tests {
             patience,
             origins: Arc::new(Origins::default()),
         })
-        .unwrap()
+        .unwrap();
+        (w, out, machine)
     }
 
     fn block(txid: [u8; 32]) -> ExecutedBlock {
@@ -1485,6 +1530,113 @@ mod tests {
         let own = w.sign_block(&block([40; 32]));
         assert_eq!(own[0].attestation.proof.as_ref().map(|p| p.count), Some(1));
         assert!(w.replicas().verify(&own[0]).is_ok());
+    }
+
+    /// The genesis issuer's mint with `nonce`.
+    fn mint(nonce: u64) -> coffer_ledger::SignedTransaction {
+        let issuer = Keypair::from_secret_bytes([9; 32]).unwrap();
+        issuer.sign_tx(coffer_ledger::Transaction::Mint(coffer_ledger::Mint {
+            chain_id: ChainId::new("witness").unwrap(),
+            issuer: issuer.public_key(),
+            nonce,
+            outputs: vec![coffer_ledger::TxOut::to_address(
+                coffer_ledger::Amount(5),
+                issuer.address(),
+            )],
+        }))
+    }
+
+    /// Executes and persists a block holding one mint at `height`, without the signer hearing
+    /// of it (as when it lagged); returns the mint's txid.
+    async fn executed_behind_the_signer(machine: &mut LedgerMachine, height: u64) -> [u8; 32] {
+        use crate::tx::StateMachine as _;
+        let mint = mint(height);
+        let receipts = machine.apply_block(height, &[bytes::Bytes::from(mint.encode())]);
+        assert_eq!(receipts[0].rejection, None);
+        machine.persist().await.unwrap();
+        mint.txid().0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_reads_the_store_at_first_after_a_lag_or_a_recheck_only() {
+        let patience = Patience {
+            quorum: Duration::from_millis(100),
+            read_round: Duration::from_secs(1),
+        };
+        let (w, mut out, mut machine) = witness_and_machine(patience);
+        let k = keys();
+        // Once this replica holds its own receipt, a request for a transaction not submitted
+        // here asks its peers at once: that request shows the wait for own execution ended.
+        let asked = |out: &mut mpsc::Receiver<Outbound>| {
+            let mut asked = false;
+            while let Ok(o) = out.try_recv() {
+                asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
+            }
+            asked
+        };
+        let wait = |txid: [u8; 32]| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.gather_receipts(&Txid(txid), deadline).await
+            })
+        };
+
+        // Already executed before the request (or before a restart): found in the store.
+        let old = executed_behind_the_signer(&mut machine, 1).await;
+        let request = wait(old);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(asked(&mut out), "own receipt read from the store at once");
+        request.abort();
+
+        // Executed while the request waits, with no signer: a peer's receipt wakes the
+        // request, which looks in the cache only...
+        let next = mint(2).txid().0;
+        let request = wait(next);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(executed_behind_the_signer(&mut machine, 2).await, next);
+        w.on_message(
+            k[1].verifying_key().to_bytes(),
+            &receipts_message(vec![sign(statement(next), &k[1]).unwrap()]),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            !asked(&mut out),
+            "a peer's receipt does not send the request to the store"
+        );
+        // ...until the recheck.
+        tokio::time::sleep(OWN_RECHECK).await;
+        assert!(
+            asked(&mut out),
+            "the periodic recheck found it in the store"
+        );
+        request.abort();
+
+        // Executed while the signer lagged: the lag wakes the request, which reads the store
+        // without waiting for the recheck.
+        let signer = tokio::spawn(w.clone().run_signer());
+        tokio::task::yield_now().await;
+        let request = wait(executed_behind_the_signer(&mut machine, 3).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            asked(&mut out),
+            "found at once: it executed before the request"
+        );
+        request.abort();
+        let fourth = mint(4).txid().0;
+        let request = wait(fourth);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(executed_behind_the_signer(&mut machine, 4).await, fourth);
+        assert!(!asked(&mut out));
+        // More blocks than the event channel holds, sent before the signer runs: it lags.
+        for i in 0..20u8 {
+            w.events.send(Arc::new(block([100 + i; 32]))).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(w.lagged.load(Ordering::Relaxed), 1);
+        assert!(asked(&mut out), "the lag sent the request to the store");
+        request.abort();
+        signer.abort();
     }
 
     /// The receipts each recipient got in `out`'s messages, by txid's first byte.
