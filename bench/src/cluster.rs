@@ -233,7 +233,7 @@ impl LocalCluster {
             )));
         }
         std::fs::create_dir_all(&spec.dir).map_err(|e| io_err(&spec.dir, e))?;
-        let redis_port = spec.base_port + 150;
+        let redis_port = spec.base_port + REDIS_PORT_OFFSET;
         let redis = match spec.store {
             Store::Memory => None,
             store => {
@@ -394,6 +394,49 @@ impl LocalCluster {
     }
 }
 
+/// Port blocks start here, 200 apart; with the Redis ports 150 above a block's base and their
+/// cluster bus ports 10,000 above those, every port stays below Linux's default ephemeral range
+/// (32768 and up), where outgoing connections could already hold one.
+const FIRST_BASE_PORT: u16 = 10_000;
+/// Port blocks to choose from.
+const PORT_BLOCKS: usize = 60;
+/// Redis ports above a block's base (a six-node cluster uses six).
+const REDIS_PORT_OFFSET: u16 = 150;
+/// Redis Cluster's bus port offset.
+const REDIS_BUS_OFFSET: u16 = 10_000;
+
+/// The base port of block `slot` (< [`PORT_BLOCKS`]).
+fn block_base(slot: usize) -> Option<u16> {
+    u16::try_from(slot * 200).ok()?.checked_add(FIRST_BASE_PORT)
+}
+
+/// Every loopback port a local cluster of `replicas` starting at `base` would listen on: REST,
+/// p2p, Redis servers and sentinels, and the Redis Cluster bus.
+pub fn cluster_ports(base: u16, replicas: usize) -> Vec<u16> {
+    let n = u16::try_from(replicas).unwrap_or(u16::MAX);
+    // Six Redis ports: a sentinel group's three servers and three sentinels, or a cluster's six.
+    let redis = (0..6).map(|i| base + REDIS_PORT_OFFSET + i);
+    (0..n)
+        .map(|i| base + i)
+        .chain((0..n).map(|i| base + coffer_node::testnet::P2P_PORT_OFFSET + i))
+        .chain(redis.clone())
+        .chain(redis.map(|p| p + REDIS_BUS_OFFSET))
+        .collect()
+}
+
+/// The first base port, from block `start` on (wrapping), whose every [`cluster_ports`] can be
+/// bound on 127.0.0.1 now. Another process may still take one before the cluster starts; this
+/// avoids the ports that are already taken.
+pub fn free_base_port(start: usize, replicas: usize) -> Option<u16> {
+    (0..PORT_BLOCKS)
+        .filter_map(|k| block_base((start + k) % PORT_BLOCKS))
+        .find(|base| {
+            cluster_ports(*base, replicas)
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        })
+}
+
 /// Writes a testnet whose replica `i` listens on `hosts[i]` (REST `base_port + i`, p2p
 /// `base_port + 100 + i`), with TLS certificates valid for every host, the memory store and
 /// the benchmark's rate limit: the emulated multi-machine setup of `scripts/netns-3host.sh`.
@@ -463,6 +506,30 @@ pub fn generate_on_hosts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_block_with_a_taken_port_is_skipped_and_all_stay_below_the_ephemeral_range() {
+        let last = block_base(PORT_BLOCKS - 1).expect("in range");
+        assert!(cluster_ports(last, 4).iter().all(|p| *p < 32_768));
+        let ports = cluster_ports(12_000, 4);
+        assert_eq!(ports.len(), 4 + 4 + 6 + 6);
+        assert!(ports.contains(&12_003) && ports.contains(&12_103));
+        assert!(ports.contains(&12_155) && ports.contains(&22_150));
+        // Take one port of some free block (its Redis Cluster bus port): that block is skipped.
+        let start = (0..PORT_BLOCKS)
+            .find(|slot| free_base_port(*slot, 4) == block_base(*slot))
+            .expect("a free block");
+        let base = block_base(start).expect("in range");
+        let _held = std::net::TcpListener::bind(("127.0.0.1", base + 150 + REDIS_BUS_OFFSET))
+            .expect("bind a free port");
+        let other = free_base_port(start, 4).expect("another free block");
+        assert_ne!(other, base);
+        assert!(
+            cluster_ports(other, 4)
+                .iter()
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        );
+    }
 
     #[test]
     fn config_rewrite_replaces_storage_and_rate_limit() {

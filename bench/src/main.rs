@@ -331,11 +331,11 @@ async fn measure_local(
     // Measured before the cluster starts, on the otherwise idle machine.
     let sig = sigcost::limit(sigcost::measure_verify_us(), replicas);
     let pid = std::process::id();
-    let base_port = common.base_port.unwrap_or_else(|| {
-        // 30000..49800 in steps of 200, distinct per process (and per run within one).
-        let slot = (pid as usize + run_index) % 100;
-        30_000 + u16::try_from(slot * 200).unwrap_or(0)
-    });
+    let base_port = match common.base_port {
+        Some(port) => port,
+        None => coffer_bench::cluster::free_base_port(pid as usize + run_index, replicas)
+            .ok_or("no free block of loopback ports for the cluster (pass --base-port)")?,
+    };
     let temp = common.work_dir.is_none();
     let parent = common
         .work_dir
