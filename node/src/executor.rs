@@ -250,6 +250,32 @@ mod tests {
     use crate::{ledger::LedgerMachine, mempool::MempoolLimits};
     use coffer_ledger::{Amount, ChainId, Keypair, Mint, OutPoint, Transaction, Transfer, TxOut};
 
+    /// A one-replica chain named `chain` and its issuer's first mint: 10 to `to`, or to the
+    /// issuer itself.
+    fn minted(
+        chain: &str,
+        to: Option<coffer_ledger::Address>,
+    ) -> (
+        Keypair,
+        ChainId,
+        coffer_ledger::Genesis,
+        coffer_ledger::SignedTransaction,
+    ) {
+        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
+        let chain = ChainId::new(chain).unwrap();
+        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
+        let mint = issuer.sign_tx(Transaction::Mint(Mint {
+            chain_id: chain.clone(),
+            issuer: issuer.public_key(),
+            nonce: 0,
+            outputs: vec![TxOut::to_address(
+                Amount(10),
+                to.unwrap_or_else(|| issuer.address()),
+            )],
+        }));
+        (issuer, chain, genesis, mint)
+    }
+
     fn block(height: u64, txs: Vec<Bytes>) -> FinalizedBlock {
         FinalizedBlock {
             height,
@@ -260,17 +286,9 @@ mod tests {
 
     #[tokio::test]
     async fn applies_in_order_exactly_once() {
-        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
         let alice = Keypair::from_secret_bytes([2; 32]).unwrap();
         let bob = Keypair::from_secret_bytes([3; 32]).unwrap();
-        let chain = ChainId::new("exec").unwrap();
-        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: chain.clone(),
-            issuer: issuer.public_key(),
-            nonce: 0,
-            outputs: vec![TxOut::to_address(Amount(10), alice.address())],
-        }));
+        let (issuer, chain, genesis, mint) = minted("exec", Some(alice.address()));
         let pay = |to: &Keypair| {
             Bytes::from(
                 alice
@@ -327,15 +345,7 @@ mod tests {
 
     #[test]
     fn the_executed_height_is_published_after_the_pool_forgot_the_block() {
-        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
-        let chain = ChainId::new("exec").unwrap();
-        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: chain.clone(),
-            issuer: issuer.public_key(),
-            nonce: 0,
-            outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
-        }));
+        let (_, _, genesis, mint) = minted("exec", None);
         let bytes = Bytes::from(mint.encode());
         let txid = crate::tx::Txid(mint.txid().0);
         let pool = Arc::new(Mutex::new(Mempool::new(MempoolLimits::default())));
@@ -403,15 +413,7 @@ mod tests {
     /// never loses or publishes it early, and execution resumes when the store answers.
     #[tokio::test(start_paused = true)]
     async fn persist_failures_are_retried_and_nothing_is_published_before() {
-        let issuer = Keypair::from_secret_bytes([1; 32]).unwrap();
-        let chain = ChainId::new("retry").unwrap();
-        let genesis = crate::ledger::tests::single_replica_genesis(&chain, &issuer);
-        let mint = issuer.sign_tx(Transaction::Mint(Mint {
-            chain_id: chain,
-            issuer: issuer.public_key(),
-            nonce: 0,
-            outputs: vec![TxOut::to_address(Amount(10), issuer.address())],
-        }));
+        let (_, _, genesis, mint) = minted("retry", None);
         let failures = Arc::new(AtomicU64::new(40));
         let (events, mut rx) = broadcast::channel(16);
         let executed = Arc::new(AtomicU64::new(0));

@@ -1265,6 +1265,23 @@ mod tests {
             .unwrap()
     }
 
+    /// Short gathering patience for paused-time tests.
+    fn quick_patience() -> Patience {
+        Patience {
+            quorum: Duration::from_millis(100),
+            read_round: Duration::from_secs(1),
+        }
+    }
+
+    /// Whether any message drained from `out` asked peers for receipts.
+    fn asked(out: &mut mpsc::Receiver<Outbound>) -> bool {
+        let mut asked = false;
+        while let Ok(o) = out.try_recv() {
+            asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
+        }
+        asked
+    }
+
     fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
         serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
     }
@@ -1305,11 +1322,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gathering_settles_for_f_plus_one_and_times_out_below() {
-        let patience = Patience {
-            quorum: Duration::from_millis(100),
-            read_round: Duration::from_secs(1),
-        };
-        let (w, mut out) = witness(patience);
+        let (w, mut out) = witness(quick_patience());
         let k = keys();
         let txid = [4; 32];
         // Not executed here: nothing to gather.
@@ -1326,11 +1339,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let err = w.gather_receipts(&Txid(txid), deadline).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
-        let mut asked = false;
-        while let Ok(o) = out.try_recv() {
-            asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
-        }
-        assert!(asked, "peers were asked for their receipts");
+        assert!(asked(&mut out), "peers were asked for their receipts");
         // One matching peer receipt makes f+1 = 2: returned after the patience.
         w.on_message(
             k[1].verifying_key().to_bytes(),
@@ -1410,11 +1419,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_receipt_with_a_broken_signature_never_makes_f_plus_one() {
-        let patience = Patience {
-            quorum: Duration::from_millis(100),
-            read_round: Duration::from_secs(1),
-        };
-        let (w, _out) = witness(patience);
+        let (w, _out) = witness(quick_patience());
         let k = keys();
         let txid = [8; 32];
         executed_here(&w, txid);
@@ -1559,21 +1564,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_waiting_request_reads_the_store_at_first_after_a_lag_or_a_recheck_only() {
-        let patience = Patience {
-            quorum: Duration::from_millis(100),
-            read_round: Duration::from_secs(1),
-        };
-        let (w, mut out, mut machine) = witness_and_machine(patience);
+        let (w, mut out, mut machine) = witness_and_machine(quick_patience());
         let k = keys();
         // Once this replica holds its own receipt, a request for a transaction not submitted
         // here asks its peers at once: that request shows the wait for own execution ended.
-        let asked = |out: &mut mpsc::Receiver<Outbound>| {
-            let mut asked = false;
-            while let Ok(o) = out.try_recv() {
-                asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
-            }
-            asked
-        };
         let wait = |txid: [u8; 32]| {
             let w = w.clone();
             tokio::spawn(async move {
@@ -1716,18 +1710,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_gateway_asks_at_once_for_receipts_of_transactions_not_submitted_there() {
-        let patience = Patience {
-            quorum: Duration::from_millis(100),
-            read_round: Duration::from_secs(1),
-        };
-        let (w, mut out) = witness(patience);
-        let asked = |out: &mut mpsc::Receiver<Outbound>| {
-            let mut asked = false;
-            while let Ok(o) = out.try_recv() {
-                asked |= String::from_utf8_lossy(&o.bytes).contains("receipt_request");
-            }
-            asked
-        };
+        let (w, mut out) = witness(quick_patience());
         // Submitted here: peers push their receipts, so within the patience nobody is asked.
         w.origins.local([7; 32]);
         executed_here(&w, [7; 32]);
