@@ -20,6 +20,7 @@
 //!   `apply_with_cache` + [`SignatureCache`] to skip signatures the mempool already verified),
 //!   [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`], [`HistoryPage`].
 //! - Mempool: [`verify_stateless`] and [`verify_bytes`] (decode + limits + chain + signature).
+//! - REST shapes: [`rest`] (the JSON the gateway writes and the wallet reads).
 //!
 //! # Rules
 //!
@@ -96,6 +97,7 @@ pub mod hash;
 pub mod keys;
 pub mod merkle;
 pub mod reject;
+pub mod rest;
 pub mod state;
 pub mod tx;
 pub mod validate;

@@ -20,8 +20,8 @@ mod server;
 pub mod tls;
 
 pub use backend::{
-    AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, Health, HealthCheck,
-    ReceiptBundle, ReplicaStatus, SubmitOutcome, TxStatus,
+    AttestedRead, Backend, BackendError, BlockList, BlockTx, BlockView, ClusterStatus, Health,
+    HealthCheck, ReceiptBundle, ReplicaStatus, SubmitOutcome, TxStatus,
 };
 pub use error::ApiError;
 pub use routes::OPENAPI_JSON;

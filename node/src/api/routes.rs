@@ -2,7 +2,7 @@
 //! of backend results to statuses. The route table here and `docs/openapi.json` describe the
 //! same API; a test walks the document against the server.
 
-use super::backend::{Backend, BackendError, SubmitOutcome, TxStatus};
+use super::backend::{Backend, BackendError, BlockList, SubmitOutcome, TxStatus};
 use super::error::{ApiError, codes};
 use super::server::{State, json_response};
 use coffer_ledger::attest::ReadQuery;
@@ -487,11 +487,7 @@ async fn blocks<B: Backend>(state: &Arc<State<B>>, query: Option<&str>) -> Reply
         state.backend.blocks(from, to),
     )
     .await?;
-    #[derive(Serialize)]
-    struct Blocks<T> {
-        blocks: Vec<T>,
-    }
-    ok_json(StatusCode::OK, &Blocks { blocks: found })
+    ok_json(StatusCode::OK, &BlockList { blocks: found })
 }
 
 async fn status<B: Backend>(state: &Arc<State<B>>, query: Option<&str>) -> Reply {
