@@ -33,7 +33,7 @@ pub struct ReceiptBundle {
     pub receipts: Vec<Signed<ReceiptStatement>>,
 }
 
-/// What [`Backend::submit`] did.
+/// What a submission did (`POST /v1/transactions`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitOutcome {
     /// True when the transaction had already been committed before this submission: nothing was
