@@ -847,12 +847,21 @@ impl RedisStore {
     }
 
     async fn members(&self, key: &str) -> Result<Vec<Vec<u8>>, StorageError> {
-        self.with_retry("scan set", || async {
+        self.scan("SSCAN", "scan set", key).await
+    }
+
+    /// Every element of a set (`SSCAN`) or field-value pair of a hash (`HSCAN`), a page at a
+    /// time, retried as a whole.
+    async fn scan<T>(&self, command: &str, what: &str, key: &str) -> Result<Vec<T>, StorageError>
+    where
+        Vec<T>: redis::FromRedisValue,
+    {
+        self.with_retry(what, || async {
             let mut h = self.handle().await?;
             let mut out = Vec::new();
             let mut cursor: u64 = 0;
             loop {
-                let (next, items): (u64, Vec<Vec<u8>>) = redis::cmd("SSCAN")
+                let (next, items): (u64, Vec<T>) = redis::cmd(command)
                     .arg(key)
                     .arg(cursor)
                     .arg("COUNT")
@@ -901,26 +910,7 @@ impl RedisStore {
     }
 
     async fn scan_hash(&self, key: &str) -> Result<Fields, StorageError> {
-        self.with_retry("scan", || async {
-            let mut h = self.handle().await?;
-            let mut out = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, items): (u64, Fields) = redis::cmd("HSCAN")
-                    .arg(key)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(&mut h)
-                    .await?;
-                out.extend(items);
-                if next == 0 {
-                    return Ok(out);
-                }
-                cursor = next;
-            }
-        })
-        .await
+        self.scan("HSCAN", "scan", key).await
     }
 }
 
