@@ -5,143 +5,16 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod redis_harness;
+mod support;
 
 use coffer_ledger::{Amount, Keypair};
 use coffer_wallet::{Client, ClusterConfig};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::{ProcessCluster, tail};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coffer-node");
-
-/// A generated testnet and its running replicas.
-struct Cluster {
-    dir: PathBuf,
-    children: Vec<Option<Child>>,
-    n: usize,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::env::var_os("COFFER_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A base port whose API and p2p ranges are free right now.
-fn free_base(n: usize) -> u16 {
-    for _ in 0..50 {
-        let base = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
-        if base < 1024 || u32::from(base) + 100 + n as u32 > 65_000 {
-            continue;
-        }
-        let all_free = (0..n as u16).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-impl Cluster {
-    fn generate(tag: &str, n: usize, redis: Option<&str>) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("coffer-cluster-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let base = free_base(n).to_string();
-        let replicas = n.to_string();
-        let mut args = vec![
-            "testnet",
-            "--replicas",
-            &replicas,
-            "--out",
-            dir.to_str().expect("utf-8 path"),
-            "--base-port",
-            &base,
-        ];
-        if let Some(url) = redis {
-            args.extend(["--redis", url]);
-        }
-        let out = Command::new(BIN).args(&args).output().expect("run testnet");
-        assert!(
-            out.status.success(),
-            "testnet failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut cluster = Cluster {
-            dir,
-            children: Vec::new(),
-            n,
-        };
-        for i in 0..n {
-            let child = cluster.spawn(i);
-            cluster.children.push(Some(child));
-        }
-        cluster
-    }
-
-    fn home(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("replica{i}"))
-    }
-
-    fn spawn(&self, i: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home(i).join("replica.log"))
-            .expect("log");
-        Command::new(BIN)
-            .args(["start", "--home"])
-            .arg(self.home(i))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn replica")
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self, i: usize) {
-        assert!(self.children[i].is_none(), "replica{i} still running");
-        self.children[i] = Some(self.spawn(i));
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.home(i).join("replica.log")).unwrap_or_default()
-    }
-
-    fn cluster_json(&self) -> PathBuf {
-        self.dir.join("cluster.json")
-    }
-
-    fn client(&self) -> Client {
-        let config = ClusterConfig::load(&self.cluster_json()).expect("cluster.json loads");
-        let mut client = Client::new(config).expect("client");
-        let secret = std::fs::read_to_string(self.dir.join("issuer.key")).expect("issuer.key");
-        client.add_key(
-            "issuer",
-            Keypair::from_secret_hex(secret.trim()).expect("issuer secret"),
-        );
-        client
-    }
-
+/// Helpers only these tests use, on the shared harness.
+impl ProcessCluster {
     /// Waits until every running replica reports at least `height` over HTTPS.
     async fn wait_height(&self, client: &Client, height: u64, within: Duration) {
         let started = Instant::now();
@@ -162,25 +35,18 @@ impl Cluster {
             assert!(
                 started.elapsed() < within,
                 "replicas did not reach height {height} in {within:?}: {heights:?}\n{}",
-                (0..self.n)
-                    .map(|i| format!("--- replica{i}\n{}", tail(&self.log(i))))
-                    .collect::<String>()
+                self.tails()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-async fn mint_send_read(cluster: &Cluster, client: &mut Client) {
+async fn mint_send_read(cluster: &ProcessCluster, client: &mut Client) {
     let alice = Keypair::generate();
     let bob = Keypair::generate();
     client.add_key("alice", alice.clone());
-    let threshold = cluster.n.div_ceil(3).max(1);
+    let threshold = cluster.replicas().div_ceil(3).max(1);
     let nonce = u64::from(std::process::id()) << 16;
     let minted = client
         .mint("issuer", &alice.address(), Amount(1_000), nonce)
@@ -227,7 +93,7 @@ async fn mint_send_read(cluster: &Cluster, client: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_finalize_and_serve_verified_writes_and_reads() {
-    let cluster = Cluster::generate("four", 4, None);
+    let cluster = ProcessCluster::start("cluster-four", 4, None, |t| t);
     let mut client = cluster.client();
     cluster
         .wait_height(&client, 2, Duration::from_secs(60))
@@ -263,7 +129,7 @@ async fn four_replicas_finalize_and_serve_verified_writes_and_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_replica_is_a_cluster() {
-    let cluster = Cluster::generate("one", 1, None);
+    let cluster = ProcessCluster::start("cluster-one", 1, None, |t| t);
     let mut client = cluster.client();
     cluster
         .wait_height(&client, 1, Duration::from_secs(60))
@@ -275,7 +141,7 @@ async fn a_single_replica_is_a_cluster() {
 async fn a_replica_restarted_on_redis_restores_its_state_and_catches_up() {
     let redis = redis_harness::Standalone::start();
     let url = redis.server.url();
-    let mut cluster = Cluster::generate("redis", 4, Some(&url));
+    let mut cluster = ProcessCluster::start("cluster-redis", 4, Some(&url), |t| t);
     let mut client = cluster.client();
     cluster
         .wait_height(&client, 2, Duration::from_secs(60))
@@ -293,7 +159,7 @@ async fn a_replica_restarted_on_redis_restores_its_state_and_catches_up() {
     cluster
         .wait_height(&client, minted.height + 1, Duration::from_secs(30))
         .await;
-    cluster.kill(0);
+    cluster.kill9(0);
     let before = cluster.log(0);
     assert!(before.contains("state restored"), "{}", tail(&before));
     // The others keep finalizing while replica0 is down.

@@ -8,203 +8,59 @@
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
 mod redis_harness;
+mod support;
 
 use coffer_ledger::{Address, Amount, Keypair, Txid};
-use coffer_wallet::{Client, ClusterConfig, TxInfo};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use coffer_wallet::{Client, TxInfo};
+use rustix::process::Signal;
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use std::time::{Duration, Instant};
+use support::ProcessCluster;
 
-const BIN: &str = env!("CARGO_BIN_EXE_coffer-node");
 const N: usize = 4;
 /// Wallets sending concurrently.
 const SENDERS: usize = 3;
 /// The testnet's consensus timeouts (see `coffer-node testnet`): leader 1 s, certification 2 s.
 const PAUSE: Duration = Duration::from_secs(4);
 
-/// A generated four-replica testnet; every process is killed (and resumed first if paused)
-/// when the test ends, even on panic.
-struct Cluster {
-    dir: PathBuf,
-    children: Vec<Option<Child>>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = signal(child, "CONT");
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::env::var_os("COFFER_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn signal(child: &Child, name: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-}
-
-fn free_base() -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind")
-            .port();
-        if base < 1024 || u32::from(base) + 100 + N as u32 > 65_000 {
-            continue;
-        }
-        let free = (0..N as u16).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
 /// The tests here each run a whole cluster on a 2-core machine: one at a time, so that the
 /// measured gaps are not another test's load.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-impl Cluster {
-    fn generate(tag: &str) -> Cluster {
-        Self::generate_with(tag, None)
-    }
+/// A generated four-replica testnet named `tag`, started. `storage`: the `[storage]` lines
+/// (Redis mode and addresses) every replica gets, its `prefix` line excepted.
+fn generate(tag: &str, storage: Option<&str>) -> ProcessCluster {
+    // A placeholder URL: it makes `testnet` write Redis storage sections (each replica with its
+    // own prefix), whose mode and address lines `with_storage` then replaces.
+    let redis = storage.map(|_| "redis://127.0.0.1:1");
+    ProcessCluster::start(&format!("faults-{tag}"), N, redis, |text| match storage {
+        Some(storage) => with_storage(&text, storage),
+        None => text,
+    })
+}
 
-    /// `storage`: the `[storage]` lines (Redis mode and addresses) every replica gets, its
-    /// `prefix` line excepted.
-    fn generate_with(tag: &str, storage: Option<&str>) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("coffer-faults-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = Command::new(BIN)
-            .args(["testnet", "--replicas", "4", "--out"])
-            .arg(&dir)
-            .args(["--base-port", &free_base().to_string()])
-            .args(storage.map_or(vec![], |_| vec!["--redis", "redis://127.0.0.1:1"]))
-            .output()
-            .expect("run testnet");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut cluster = Cluster {
-            dir,
-            children: Vec::new(),
-        };
-        if let Some(storage) = storage {
-            for i in 0..N {
-                let path = cluster.home(i).join("config.toml");
-                let text = std::fs::read_to_string(&path).expect("config.toml");
-                let mut out = String::new();
-                for line in text.lines() {
-                    let key = line.split('=').next().unwrap_or("").trim();
-                    match key {
-                        "mode" => {
-                            out.push_str(storage);
-                            out.push('\n');
-                        }
-                        // Replaced by the test's own storage lines (TOML rejects duplicate keys).
-                        "url" | "retry" | "durability" => {}
-                        _ => {
-                            out.push_str(line);
-                            out.push('\n');
-                        }
-                    }
-                }
-                std::fs::write(&path, out).expect("config.toml");
+/// `config` with its storage lines replaced by `storage`.
+fn with_storage(config: &str, storage: &str) -> String {
+    let mut out = String::new();
+    for line in config.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "mode" => {
+                out.push_str(storage);
+                out.push('\n');
+            }
+            // Replaced by the test's own storage lines (TOML rejects duplicate keys).
+            "url" | "retry" | "durability" => {}
+            _ => {
+                out.push_str(line);
+                out.push('\n');
             }
         }
-        for i in 0..N {
-            let child = cluster.spawn(i);
-            cluster.children.push(Some(child));
-        }
-        cluster
     }
-
-    fn home(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("replica{i}"))
-    }
-
-    fn spawn(&self, i: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home(i).join("replica.log"))
-            .expect("log");
-        Command::new(BIN)
-            .args(["start", "--home"])
-            .arg(self.home(i))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn replica")
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill9(&mut self, i: usize) {
-        let mut child = self.children[i].take().expect("running");
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
-    }
-
-    fn restart(&mut self, i: usize) {
-        assert!(self.children[i].is_none());
-        self.children[i] = Some(self.spawn(i));
-    }
-
-    fn pause(&self, i: usize, name: &str) {
-        let status = signal(self.children[i].as_ref().expect("running"), name).expect("kill");
-        assert!(status.success(), "kill -{name} replica{i}");
-    }
-
-    fn config(&self) -> ClusterConfig {
-        ClusterConfig::load(&self.dir.join("cluster.json")).expect("cluster.json")
-    }
-
-    fn client(&self) -> Client {
-        let mut client = Client::new(self.config()).expect("client");
-        let secret = std::fs::read_to_string(self.dir.join("issuer.key")).expect("issuer.key");
-        client.add_key(
-            "issuer",
-            Keypair::from_secret_hex(secret.trim()).expect("issuer key"),
-        );
-        client
-    }
-
-    /// A client that asks replica `i` alone (f = 0), for its own unsigned status.
-    fn solo(&self, i: usize) -> Client {
-        let mut config = self.config();
-        config.replicas = vec![config.replicas[i].clone()];
-        config.f = 0;
-        config.request_timeout_ms = 1_000;
-        Client::new(config).expect("solo client")
-    }
-
-    fn tail(&self, i: usize) -> String {
-        let log = std::fs::read_to_string(self.home(i).join("replica.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(12)..].join("\n")
-    }
-
-    fn tails(&self) -> String {
-        (0..N)
-            .map(|i| format!("--- replica{i}\n{}\n", self.tail(i)))
-            .collect()
-    }
+    out
 }
 
 async fn height_of(solo: &Client) -> Option<u64> {
@@ -227,7 +83,7 @@ struct Load {
 }
 
 impl Load {
-    async fn start(cluster: &Cluster) -> Load {
+    async fn start(cluster: &ProcessCluster) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(AtomicU64::new(0));
@@ -342,7 +198,7 @@ impl Drop for Heights {
 async fn wait_for(
     what: &str,
     within: Duration,
-    cluster: &Cluster,
+    cluster: &ProcessCluster,
     mut done: impl AsyncFnMut() -> bool,
 ) {
     let start = Instant::now();
@@ -358,7 +214,7 @@ async fn wait_for(
 
 /// Index of the current leader if the replicas report one, else replica 0 (leaders rotate
 /// round-robin every view, so every replica leads every fourth view anyway).
-async fn current_leader(cluster: &Cluster, client: &Client) -> usize {
+async fn current_leader(cluster: &ProcessCluster, client: &Client) -> usize {
     let config = cluster.config();
     for report in client.status().await {
         if let Some(leader) = report.status.and_then(|s| s.leader)
@@ -373,7 +229,7 @@ async fn current_leader(cluster: &Cluster, client: &Client) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::generate("crash");
+    let mut cluster = generate("crash", None);
     let client = cluster.client();
     wait_for(
         "first blocks",
@@ -419,7 +275,7 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
 
     // 2. restart it and let it catch up (until then it cannot vote: a second crash now would
     // exceed f), then kill -9 a follower and restart that too.
-    let catch_up = async |cluster: &Cluster, restarted: usize| {
+    let catch_up = async |cluster: &ProcessCluster, restarted: usize| {
         let solo = cluster.solo(restarted);
         let target = heights.last();
         let started = Instant::now();
@@ -442,10 +298,10 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     let follower_catch_up = catch_up(&cluster, follower).await;
 
     // 3. SIGSTOP one replica for longer than the leader and certification timeouts.
-    cluster.pause(paused, "STOP");
+    cluster.signal(paused, Signal::STOP);
     let paused_at = Instant::now();
     tokio::time::sleep(PAUSE).await;
-    cluster.pause(paused, "CONT");
+    cluster.signal(paused, Signal::CONT);
     let pause_gap = heights.longest_gap(paused_at, Instant::now());
     let solo = cluster.solo(paused);
     let target = heights.last();
@@ -533,7 +389,7 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
 
 /// Transfers under load while `fail` takes down Redis' master; then every replica is killed
 /// and restarted from Redis, and every acknowledged transfer must still be there.
-async fn redis_master_failover(mut cluster: Cluster, fail: impl AsyncFnOnce()) {
+async fn redis_master_failover(mut cluster: ProcessCluster, fail: impl AsyncFnOnce()) {
     let client = cluster.client();
     let all_at = async |height: u64, client: &Client| {
         client
@@ -636,7 +492,7 @@ async fn sentinel_master_killed_under_load_loses_no_acknowledged_transfer() {
         redis_harness::MASTER_NAME,
         urls(&group.lock().unwrap().sentinels)
     ));
-    let cluster = Cluster::generate_with("sentinel", Some(&storage));
+    let cluster = generate("sentinel", Some(&storage));
     let g = group.clone();
     redis_master_failover(cluster, async move || {
         g.lock().unwrap().master.kill();
@@ -662,7 +518,7 @@ async fn cluster_master_killed_under_load_loses_no_acknowledged_transfer() {
         "mode = \"cluster\"\nseeds = [{}]",
         urls(&redis.lock().unwrap().nodes)
     ));
-    let cluster = Cluster::generate_with("rcluster", Some(&storage));
+    let cluster = generate("rcluster", Some(&storage));
     let r = redis.clone();
     redis_master_failover(cluster, async move || {
         let victim = r.lock().unwrap().masters()[0];

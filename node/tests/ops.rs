@@ -6,149 +6,23 @@
 #![allow(clippy::cast_possible_truncation, clippy::unwrap_used)]
 
 mod redis_harness;
+mod support;
 
 use coffer_ledger::{Amount, Keypair, OutPoint, Transaction, Transfer, TxOut, Txid};
-use coffer_wallet::{Client, ClientError, ClusterConfig, TxInfo};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use coffer_wallet::{Client, ClientError, TxInfo};
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::ProcessCluster;
 
-/// The node binary: `COFFER_NODE_BIN` when set (a target directory shared between work trees
-/// may hold another tree's build at the uplifted path), else the one cargo built for this test.
-fn bin() -> String {
-    std::env::var("COFFER_NODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_coffer-node").into())
-}
-
-/// A generated testnet and its running replicas; killed on drop.
-struct Net {
-    dir: PathBuf,
-    children: Vec<Option<Child>>,
-    urls: Vec<String>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::env::var_os("COFFER_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A base port whose API and p2p ranges are free right now.
-fn free_base(n: usize) -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base < 1024 || u32::from(base) + 100 + n as u32 > 65_000 {
-            continue;
-        }
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if (0..n as u16).all(|i| free(base + i) && free(base + 100 + i)) {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-impl Net {
-    /// Generates a testnet; `edit` rewrites each replica's config text before anything runs.
-    fn generate(tag: &str, n: usize, redis: Option<&str>, edit: impl Fn(String) -> String) -> Net {
-        let dir = std::env::temp_dir().join(format!("coffer-ops-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let base = free_base(n);
-        let mut args = vec![
-            "testnet".to_owned(),
-            "--replicas".into(),
-            n.to_string(),
-            "--out".into(),
-            dir.to_str().unwrap().into(),
-            "--base-port".into(),
-            base.to_string(),
-        ];
-        if let Some(url) = redis {
-            args.extend(["--redis".into(), url.into()]);
-        }
-        let out = Command::new(bin())
-            .args(&args)
-            .output()
-            .expect("run testnet");
-        assert!(
-            out.status.success(),
-            "testnet failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for i in 0..n {
-            let path = dir.join(format!("replica{i}/config.toml"));
-            let text = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, edit(text)).unwrap();
-        }
-        let urls = (0..n)
-            .map(|i| format!("https://127.0.0.1:{}", base + i as u16))
-            .collect();
-        let mut net = Net {
-            dir,
-            children: Vec::new(),
-            urls,
-        };
-        for i in 0..n {
-            let child = net.spawn(i);
-            net.children.push(Some(child));
-        }
-        net
-    }
-
-    fn home(&self, i: usize) -> PathBuf {
-        self.dir.join(format!("replica{i}"))
-    }
-
-    fn spawn(&self, i: usize) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.home(i).join("replica.log"))
-            .unwrap();
-        Command::new(bin())
-            .args(["start", "--home"])
-            .arg(self.home(i))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn replica")
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.home(i).join("replica.log")).unwrap_or_default()
-    }
-
-    fn tail(&self, i: usize) -> String {
-        let log = self.log(i);
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
+/// Helpers only these tests use, on the shared harness.
+impl ProcessCluster {
     fn ca(&self) -> Vec<u8> {
         std::fs::read(self.dir.join("tls/ca.pem")).unwrap()
     }
 
-    fn client(&self) -> Client {
-        let config = ClusterConfig::load(&self.dir.join("cluster.json")).expect("cluster.json");
-        let mut client = Client::new(config).expect("client");
-        let secret = std::fs::read_to_string(self.dir.join("issuer.key")).unwrap();
-        client.add_key("issuer", Keypair::from_secret_hex(secret.trim()).unwrap());
-        client
-    }
-
     async fn get(&self, i: usize, path: &str) -> Result<(u16, String), String> {
-        coffer_node::health::probe(&self.urls[i], path, &self.ca(), Duration::from_secs(5)).await
+        let url = format!("https://{}", self.api[i]);
+        coffer_node::health::probe(&url, path, &self.ca(), Duration::from_secs(5)).await
     }
 
     /// Polls `/v1/health` of replica `i` until it answers `want` (200 or 503).
@@ -177,7 +51,7 @@ impl Net {
     }
 
     fn health_cli(&self, i: usize) -> (bool, String) {
-        let out = Command::new(bin())
+        let out = Command::new(support::bin())
             .args(["health", "--home"])
             .arg(self.home(i))
             .output()
@@ -186,30 +60,6 @@ impl Net {
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
-    }
-
-    fn signal(&self, i: usize, signal: rustix::process::Signal) {
-        let child = self.children[i].as_ref().expect("running");
-        rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
-            .expect("signal sent");
-    }
-
-    /// Waits for replica `i` to exit; its exit code.
-    fn wait_exit(&mut self, i: usize, within: Duration) -> Option<i32> {
-        let started = Instant::now();
-        let child = self.children[i].as_mut().expect("running");
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.children[i] = None;
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < within,
-                "replica{i} still running after {within:?}\n{}",
-                self.tail(i)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 
@@ -245,7 +95,7 @@ fn phantom_transfer(client: &Client, from: &Keypair) -> coffer_ledger::SignedTra
 /// `/metrics`, which also carries the consensus engine's view metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_and_named_peers_reach_each_other() {
-    let net = Net::generate("metrics", 4, None, |text| {
+    let net = ProcessCluster::start("ops-metrics", 4, None, |text| {
         text.replace("address = \"127.0.0.1:", "address = \"localhost:")
     });
     let peers = std::fs::read_to_string(net.home(0).join("config.toml")).unwrap();
@@ -363,7 +213,7 @@ fn short_store_budget(text: String) -> String {
 async fn a_redis_outage_is_waited_out_and_reported() {
     let mut redis = redis_harness::Standalone::start();
     let url = redis.server.url();
-    let mut net = Net::generate("outage", 1, Some(&url), short_store_budget);
+    let mut net = ProcessCluster::start("ops-outage", 1, Some(&url), short_store_budget);
     net.wait_health(0, 200, Duration::from_secs(60)).await;
     let mut client = net.client();
     let alice = Keypair::generate();
@@ -455,7 +305,7 @@ async fn a_redis_outage_is_waited_out_and_reported() {
 async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_transfer() {
     let redis = redis_harness::Standalone::start();
     let url = redis.server.url();
-    let mut net = Net::generate("sigterm", 1, Some(&url), |t| t);
+    let mut net = ProcessCluster::start("ops-sigterm", 1, Some(&url), |t| t);
     net.wait_health(0, 200, Duration::from_secs(60)).await;
     const WALLETS: usize = 6;
     let wallets: Vec<Keypair> = (0..WALLETS).map(|_| Keypair::generate()).collect();
@@ -516,7 +366,7 @@ async fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_transfer(
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 10);
 
-    net.children[0] = Some(net.spawn(0));
+    net.restart(0);
     net.wait_health(0, 200, Duration::from_secs(60)).await;
     let client = net.client();
     for txid in &acknowledged {

@@ -1,159 +1,25 @@
-//! Spawns clusters of real `coffer-node` processes on loopback for tests and benchmarks (the
-//! `testnet` generator's keys, dev PKI and configs, in-memory stores), talks to their REST API
-//! over HTTPS (hyper + rustls, keep-alive connections pinned to the generated CA), and builds
-//! ledger transactions for them.
+//! Shared by the tests and benchmarks that run real `coffer-node` processes on loopback: the
+//! process-cluster harness ([`cluster`]), a client of their REST API over HTTPS (hyper + rustls,
+//! keep-alive connections pinned to the generated CA), and builders of ledger transactions.
 
 #![allow(dead_code)]
+
+mod cluster;
+
+// Each test crate (and the benchmark) uses a part of this module, like the rest of it.
+#[allow(unused_imports)]
+pub use cluster::{ProcessCluster, bin, start_cluster, tail};
 
 use coffer_ledger::{
     Amount, ChainId, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut, Txid,
 };
-use coffer_node::testnet::{self, TestnetOptions};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-/// A running cluster; its processes are killed and its directory removed on drop.
-pub struct ProcessCluster {
-    pub children: Vec<Option<Child>>,
-    /// REST address of each replica.
-    pub api: Vec<SocketAddr>,
-    pub configs: Vec<PathBuf>,
-    pub dir: PathBuf,
-    pub chain: ChainId,
-    /// The genesis issuer.
-    pub issuer: Keypair,
-    /// The client TLS configuration (trusts the generated CA only).
-    pub tls: Arc<rustls::ClientConfig>,
-}
-
-impl Drop for ProcessCluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Set COFFER_KEEP_LOGS to inspect the replicas' logs and data after a run.
-        if std::env::var_os("COFFER_KEEP_LOGS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-impl ProcessCluster {
-    /// A keep-alive HTTPS connection to replica `i`, retrying while the process starts.
-    pub async fn connect(&self, i: usize, timeout: Duration) -> Https {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match Https::connect(self.api[i], self.tls.clone()).await {
-                Ok(conn) => return conn,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "cannot connect to replica {i} at {}: {e}",
-                        self.api[i]
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-/// A base port whose API and p2p ranges are free right now.
-fn free_base(n: usize) -> u16 {
-    for _ in 0..50 {
-        let base = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
-        let n16 = u16::try_from(n).expect("few replicas");
-        if base < 1024
-            || u32::from(base) + u32::from(testnet::P2P_PORT_OFFSET) + u32::from(n16) > 65_000
-        {
-            continue;
-        }
-        let all_free = (0..n16).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + testnet::P2P_PORT_OFFSET + i)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-/// Generates a testnet of `n` replicas (memory stores) with `tune` applied to each replica's
-/// generated config text, and starts them.
-pub fn start_cluster(name: &str, n: usize, tune: impl Fn(String) -> String) -> ProcessCluster {
-    let dir = std::env::temp_dir().join(format!("coffer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let net = testnet::generate(&TestnetOptions {
-        replicas: n,
-        out: dir.clone(),
-        base_port: free_base(n),
-        redis: None,
-        host: "127.0.0.1".into(),
-    })
-    .expect("generate testnet");
-    let issuer = Keypair::from_secret_bytes(
-        hex::decode(&net.issuer_secret_hex)
-            .expect("hex")
-            .try_into()
-            .expect("32 bytes"),
-    )
-    .expect("issuer key");
-    let api = net
-        .urls
-        .iter()
-        .map(|url| {
-            url.trim_start_matches("https://")
-                .parse::<SocketAddr>()
-                .expect("loopback url")
-        })
-        .collect();
-    let ca = std::fs::read(dir.join("tls/ca.pem")).expect("ca");
-    let tls = coffer_node::api::tls::client_config(&ca).expect("client tls");
-    let mut children = Vec::new();
-    for (i, path) in net.configs.iter().enumerate() {
-        let text = std::fs::read_to_string(path).expect("config");
-        std::fs::write(path, tune(text)).expect("write config");
-        children.push(Some(spawn(path, &dir.join(format!("replica{i}.log")))));
-    }
-    ProcessCluster {
-        children,
-        api,
-        configs: net.configs,
-        dir,
-        chain: net.genesis.chain_id,
-        issuer,
-        tls,
-    }
-}
-
-pub fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_coffer-node"))
-        .arg("start")
-        .arg("--config")
-        .arg(config)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn coffer-node")
-}
 
 /// One keep-alive HTTP/1.1 connection over TLS to a replica's REST API.
 pub struct Https {
