@@ -24,6 +24,45 @@ pub const MAX_REPLICAS: usize = 64;
 /// Offset of the p2p ports from the API ports.
 pub const P2P_PORT_OFFSET: u16 = 100;
 
+/// First base port [`free_base_port`] hands out.
+pub const LOCAL_PORTS_FIRST: u16 = 10_000;
+/// Base ports [`free_base_port`] hands out, [`P2P_PORT_OFFSET`] × 2 apart: 10000, 10200, ...,
+/// 19800. Every port of every block stays below 20000, under Linux's ephemeral range (from
+/// 32768) and under the ports the Redis test harness takes (from 20000).
+pub const LOCAL_PORT_BLOCKS: u16 = 50;
+
+/// A base port for a loopback testnet of `replicas` (at most [`P2P_PORT_OFFSET`]) whose REST
+/// and p2p ports can all be bound now, or `None` when every block has a taken port.
+///
+/// The ports lie below the kernel's ephemeral range. A port picked by binding port 0 lies inside
+/// it, and between the pick and the replica's bind, any outgoing connection (a replica dialing
+/// a peer, a client, a Redis connection) may take it as its source port. Successive calls in
+/// one process take successive blocks, starting from a block derived from the process id, so
+/// clusters started at once by parallel tests, or by concurrent test processes, do not pick
+/// the same block before either binds it.
+pub fn free_base_port(replicas: usize) -> Option<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    let n = u16::try_from(replicas)
+        .ok()
+        .filter(|n| *n <= P2P_PORT_OFFSET)?;
+    let _ = NEXT.compare_exchange(
+        u16::MAX,
+        // Below LOCAL_PORT_BLOCKS, so it fits.
+        u16::try_from(std::process::id() % u32::from(LOCAL_PORT_BLOCKS)).unwrap_or(0),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    (0..LOCAL_PORT_BLOCKS).find_map(|_| {
+        let block = NEXT.fetch_add(1, Ordering::SeqCst) % LOCAL_PORT_BLOCKS;
+        let base = LOCAL_PORTS_FIRST + block * 2 * P2P_PORT_OFFSET;
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        (0..n)
+            .all(|i| free(base + i) && free(base + P2P_PORT_OFFSET + i))
+            .then_some(base)
+    })
+}
+
 /// Why a testnet could not be generated.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -297,6 +336,36 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
 mod tests {
     use super::*;
     use crate::config::NodeConfig;
+
+    #[test]
+    fn base_ports_are_distinct_blocks_below_the_ephemeral_range_and_skip_taken_ports() {
+        assert_eq!(
+            free_base_port(usize::from(P2P_PORT_OFFSET) + 1),
+            None,
+            "more replicas than a block holds"
+        );
+        // Hold every base port handed out: each later call must move to another block, and
+        // once every block is held there is none left.
+        let mut held = Vec::new();
+        let mut bases = Vec::new();
+        while let Some(base) = free_base_port(4) {
+            assert!(
+                bases.len() < usize::from(LOCAL_PORT_BLOCKS),
+                "more bases than blocks: {bases:?}"
+            );
+            assert!((LOCAL_PORTS_FIRST..20_000).contains(&base), "{base}");
+            assert!(base + P2P_PORT_OFFSET + 3 < 20_000, "{base}");
+            assert_eq!(
+                (base - LOCAL_PORTS_FIRST) % (2 * P2P_PORT_OFFSET),
+                0,
+                "{base}"
+            );
+            assert!(!bases.contains(&base), "{base} handed out twice");
+            held.push(std::net::TcpListener::bind(("127.0.0.1", base)).expect("it was free"));
+            bases.push(base);
+        }
+        assert!(!bases.is_empty(), "no free block at all");
+    }
 
     #[test]
     fn generated_configs_load_and_agree() {

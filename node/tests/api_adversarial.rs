@@ -38,10 +38,7 @@ impl Drop for Replica {
 fn start_replica() -> (Replica, SocketAddr, Vec<u8>, ChainId, Keypair) {
     let dir = std::env::temp_dir().join(format!("coffer-adversarial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = coffer_node::testnet::free_base_port(1).expect("no free port range");
     let out = Command::new(BIN)
         .args(["testnet", "--replicas", "1", "--out"])
         .arg(&dir)

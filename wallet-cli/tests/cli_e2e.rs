@@ -176,17 +176,7 @@ impl RealCluster {
         );
         let dir = tempfile::tempdir().expect("temp dir");
         let out_dir = dir.path().join("testnet");
-        let base = loop {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port();
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if port < 60_000 && (0..4).all(|i| free(port + i) && free(port + 100 + i)) {
-                break port;
-            }
-        };
+        let base = coffer_node::testnet::free_base_port(4).expect("no free port range");
         let out = std::process::Command::new(&bin)
             .args([
                 "testnet",

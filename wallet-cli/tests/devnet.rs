@@ -30,18 +30,7 @@ impl Drop for Devnet {
 }
 
 fn free_base() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if (1024..60_000).contains(&port) && (0..4).all(|i| free(port + i) && free(port + 100 + i))
-        {
-            return port;
-        }
-    }
+    coffer_node::testnet::free_base_port(4).expect("no free port range")
 }
 
 /// Runs one `coffer ...` command line from the banner (`< FILE` feeds stdin).

@@ -27,17 +27,25 @@ use coffer_node::storage::{
 
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
+/// First and last port handed out: 20000..=22767, so that a port and its cluster bus port
+/// (+10000, at most 32767) both lie below Linux's ephemeral range (from 32768), where an
+/// outgoing connection could take them between this check and the server's bind, and above
+/// the replicas' ports (`coffer_node::testnet::free_base_port`, below 20000).
+const FIRST_PORT: u16 = 20_000;
+const LAST_PORT: u16 = 22_767;
+
 /// A port whose cluster bus port (+10000) is free too.
 pub fn free_port() -> u16 {
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
-        // Spread processes over 20000..50000 so parallel test binaries start far apart.
-        let seed = 20_000 + (std::process::id() % 1_000) as u16 * 30;
+        // Spread processes over the range so that concurrent test binaries start far apart.
+        let span = u32::from(LAST_PORT - FIRST_PORT);
+        let seed = FIRST_PORT + u16::try_from(std::process::id() % span).unwrap_or(0);
         let _ = NEXT_PORT.compare_exchange(0, seed, Ordering::SeqCst, Ordering::SeqCst);
     }
     loop {
         let p = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        if p >= 55_000 {
-            NEXT_PORT.store(20_000, Ordering::SeqCst);
+        if p > LAST_PORT {
+            NEXT_PORT.store(FIRST_PORT, Ordering::SeqCst);
             continue;
         }
         let ok = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();

@@ -7,11 +7,10 @@
 
 use super::Https;
 use coffer_ledger::{ChainId, Keypair};
-use coffer_node::testnet::P2P_PORT_OFFSET;
 use coffer_wallet::{Client, ClusterConfig};
 use rustix::process::{Pid, Signal, kill_process};
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -58,26 +57,10 @@ impl Drop for ProcessCluster {
     }
 }
 
-/// A base port whose API and p2p ranges are free right now.
+/// A base port whose API and p2p ranges are free right now, below the ephemeral port range
+/// (see [`coffer_node::testnet::free_base_port`]).
 fn free_base(n: usize) -> u16 {
-    for _ in 0..50 {
-        let base = {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
-        let n16 = u16::try_from(n).expect("few replicas");
-        if base < 1024 || u32::from(base) + u32::from(P2P_PORT_OFFSET) + u32::from(n16) > 65_000 {
-            continue;
-        }
-        let all_free = (0..n16).all(|i| {
-            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                && TcpListener::bind(("127.0.0.1", base + P2P_PORT_OFFSET + i)).is_ok()
-        });
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port range");
+    coffer_node::testnet::free_base_port(n).expect("no free port range")
 }
 
 /// The last lines of a log.
