@@ -394,21 +394,15 @@ impl LocalCluster {
     }
 }
 
-/// Port blocks start here, 200 apart; with the Redis ports 150 above a block's base and their
-/// cluster bus ports 10,000 above those, every port stays below Linux's default ephemeral range
-/// (32768 and up), where outgoing connections could already hold one.
-const FIRST_BASE_PORT: u16 = 10_000;
-/// Port blocks to choose from.
-const PORT_BLOCKS: usize = 60;
+/// Port blocks: `coffer_node::testnet`'s local blocks (bases 10000 to 19800, 200 apart). With
+/// the Redis ports 150 above a block's base and their cluster bus ports 10,000 above those,
+/// every port stays below Linux's default ephemeral range (32768 and up), where outgoing
+/// connections could already hold one.
+const PORT_BLOCKS: usize = coffer_node::testnet::LOCAL_PORT_BLOCKS as usize;
 /// Redis ports above a block's base (a six-node cluster uses six).
 const REDIS_PORT_OFFSET: u16 = 150;
 /// Redis Cluster's bus port offset.
 const REDIS_BUS_OFFSET: u16 = 10_000;
-
-/// The base port of block `slot` (< [`PORT_BLOCKS`]).
-fn block_base(slot: usize) -> Option<u16> {
-    u16::try_from(slot * 200).ok()?.checked_add(FIRST_BASE_PORT)
-}
 
 /// Every loopback port a local cluster of `replicas` starting at `base` would listen on: REST,
 /// p2p, Redis servers and sentinels, and the Redis Cluster bus.
@@ -428,13 +422,9 @@ pub fn cluster_ports(base: u16, replicas: usize) -> Vec<u16> {
 /// bound on 127.0.0.1 now. Another process may still take one before the cluster starts; this
 /// avoids the ports that are already taken.
 pub fn free_base_port(start: usize, replicas: usize) -> Option<u16> {
-    (0..PORT_BLOCKS)
-        .filter_map(|k| block_base((start + k) % PORT_BLOCKS))
-        .find(|base| {
-            cluster_ports(*base, replicas)
-                .iter()
-                .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        })
+    coffer_node::testnet::first_free_block((0..PORT_BLOCKS).map(|k| start + k), |base| {
+        cluster_ports(base, replicas)
+    })
 }
 
 /// Writes a testnet whose replica `i` listens on `hosts[i]` (REST `base_port + i`, p2p
@@ -506,6 +496,11 @@ pub fn generate_on_hosts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The base port of block `slot` (< [`PORT_BLOCKS`]).
+    fn block_base(slot: usize) -> Option<u16> {
+        (slot < PORT_BLOCKS).then(|| coffer_node::testnet::port_block(slot))
+    }
 
     #[test]
     fn a_port_block_with_a_taken_port_is_skipped_and_all_stay_below_the_ephemeral_range() {

@@ -24,42 +24,60 @@ pub const MAX_REPLICAS: usize = 64;
 /// Offset of the p2p ports from the API ports.
 pub const P2P_PORT_OFFSET: u16 = 100;
 
-/// First base port [`free_base_port`] hands out.
+/// First base port of the local port blocks ([`port_block`]).
 pub const LOCAL_PORTS_FIRST: u16 = 10_000;
-/// Base ports [`free_base_port`] hands out, [`P2P_PORT_OFFSET`] × 2 apart: 10000, 10200, ...,
-/// 19800. Every port of every block stays below 20000, under Linux's ephemeral range (from
-/// 32768) and under the ports the Redis test harness takes (from 20000).
+/// Local port blocks, [`P2P_PORT_OFFSET`] × 2 apart: bases 10000, 10200, ..., 19800. A
+/// block's REST and p2p ports stay below 20000: under Linux's ephemeral range (from 32768),
+/// and under the ports the Redis test harness takes (from 20000).
 pub const LOCAL_PORT_BLOCKS: u16 = 50;
+
+/// The base port of local port block `slot` (taken modulo [`LOCAL_PORT_BLOCKS`]).
+pub fn port_block(slot: usize) -> u16 {
+    // Below LOCAL_PORT_BLOCKS, so it fits.
+    let slot = u16::try_from(slot % usize::from(LOCAL_PORT_BLOCKS)).unwrap_or(0);
+    LOCAL_PORTS_FIRST + slot * 2 * P2P_PORT_OFFSET
+}
+
+/// The base of the first block, in the order `slots` names them, whose every port in
+/// `ports(base)` can be bound on 127.0.0.1 now; `None` when each has a taken port. Another
+/// process may still take one before the cluster binds it; this skips those already taken.
+pub fn first_free_block(
+    slots: impl IntoIterator<Item = usize>,
+    ports: impl Fn(u16) -> Vec<u16>,
+) -> Option<u16> {
+    slots.into_iter().map(port_block).find(|base| {
+        ports(*base)
+            .into_iter()
+            .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+    })
+}
 
 /// A base port for a loopback testnet of `replicas` (at most [`P2P_PORT_OFFSET`]) whose REST
 /// and p2p ports can all be bound now, or `None` when every block has a taken port.
 ///
 /// The ports lie below the kernel's ephemeral range. A port picked by binding port 0 lies inside
 /// it, and between the pick and the replica's bind, any outgoing connection (a replica dialing
-/// a peer, a client, a Redis connection) may take it as its source port. Successive calls in
-/// one process take successive blocks, starting from a block derived from the process id, so
+/// a peer, a client, a Redis connection) may take it as its source port. Every block tried
+/// comes from one per-process sequence starting at a block derived from the process id, so
 /// clusters started at once by parallel tests, or by concurrent test processes, do not pick
 /// the same block before either binds it.
 pub fn free_base_port(replicas: usize) -> Option<u16> {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(u16::MAX);
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
     let n = u16::try_from(replicas)
         .ok()
         .filter(|n| *n <= P2P_PORT_OFFSET)?;
     let _ = NEXT.compare_exchange(
-        u16::MAX,
-        // Below LOCAL_PORT_BLOCKS, so it fits.
-        u16::try_from(std::process::id() % u32::from(LOCAL_PORT_BLOCKS)).unwrap_or(0),
+        usize::MAX,
+        std::process::id() as usize % usize::from(LOCAL_PORT_BLOCKS),
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
-    (0..LOCAL_PORT_BLOCKS).find_map(|_| {
-        let block = NEXT.fetch_add(1, Ordering::SeqCst) % LOCAL_PORT_BLOCKS;
-        let base = LOCAL_PORTS_FIRST + block * 2 * P2P_PORT_OFFSET;
-        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let slots = (0..LOCAL_PORT_BLOCKS).map(|_| NEXT.fetch_add(1, Ordering::SeqCst));
+    first_free_block(slots, |base| {
         (0..n)
-            .all(|i| free(base + i) && free(base + P2P_PORT_OFFSET + i))
-            .then_some(base)
+            .flat_map(|i| [base + i, base + P2P_PORT_OFFSET + i])
+            .collect()
     })
 }
 
