@@ -57,8 +57,12 @@ impl Origins {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn with<R>(&self, txid: [u8; 32], f: impl FnOnce(&mut Origin) -> R) -> R {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
         let Inner { by_txid, order } = &mut *inner;
         let origin = by_txid.entry(txid).or_insert_with(|| {
             order.push_back(txid);
@@ -89,31 +93,17 @@ impl Origins {
 
     /// What is known of `txid` (`None`: never heard of, or forgotten).
     pub fn get(&self, txid: &[u8; 32]) -> Option<Origin> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_txid
-            .get(txid)
-            .cloned()
+        self.lock().by_txid.get(txid).cloned()
     }
 
     /// Whether `txid` was submitted here (and is still remembered).
     pub fn is_local(&self, txid: &[u8; 32]) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .by_txid
-            .get(txid)
-            .is_some_and(|o| o.local)
+        self.lock().by_txid.get(txid).is_some_and(|o| o.local)
     }
 
     /// Transactions remembered.
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .order
-            .len()
+        self.lock().order.len()
     }
 
     /// Whether nothing is remembered.
