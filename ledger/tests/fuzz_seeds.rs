@@ -8,23 +8,18 @@
 //! `COFFER_BLESS_FUZZ_SEEDS=1 cargo test -p coffer-ledger --test fuzz_seeds`.
 #![allow(clippy::unwrap_used)]
 
+mod fuzz_txs;
+
 use coffer_ledger::*;
+use fuzz_txs::{FUZZ_CHAIN, SampleTxs, key, sample};
 use std::path::{Path, PathBuf};
 
 /// The genesis of `fuzz/fuzz_targets/decode_tx.rs`: the transaction seeds are valid for it, so
 /// `verify_bytes` there runs to the end instead of stopping at the chain or issuer check.
-const FUZZ_CHAIN: &str = "coffer-fuzz";
 const FUZZ_ISSUER_HEX: &str = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
 fn seeds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds")
-}
-
-/// Deterministic key; secret 1 is the fuzz genesis issuer (its x-only key is the generator).
-fn key(secret: u8) -> Keypair {
-    let mut s = [0u8; 32];
-    s[31] = secret;
-    Keypair::from_secret_bytes(s).unwrap()
 }
 
 fn fuzz_genesis() -> Genesis {
@@ -39,61 +34,9 @@ fn fuzz_genesis() -> Genesis {
     }
 }
 
-fn outs(to: &[(Address, u64)]) -> Vec<TxOut> {
-    to.iter()
-        .map(|(a, v)| TxOut::to_address(Amount(*v), *a))
-        .collect()
-}
-
-fn mint(nonce: u64, to: &[(Address, u64)]) -> SignedTransaction {
-    Transaction::Mint(Mint {
-        chain_id: ChainId::new(FUZZ_CHAIN).unwrap(),
-        issuer: key(1).public_key(),
-        nonce,
-        outputs: outs(to),
-    })
-    .sign_with_aux(&key(1), &[0; 32])
-}
-
-fn transfer(from: &Keypair, inputs: &[OutPoint], to: &[(Address, u64)]) -> SignedTransaction {
-    Transaction::Transfer(Transfer {
-        chain_id: ChainId::new(FUZZ_CHAIN).unwrap(),
-        signer: from.public_key(),
-        inputs: inputs.to_vec(),
-        outputs: outs(to),
-    })
-    .sign_with_aux(from, &[0; 32])
-}
-
-fn op(tx: &SignedTransaction, vout: u32) -> OutPoint {
-    OutPoint {
-        txid: tx.txid(),
-        vout,
-    }
-}
-
 /// `(target, file name, bytes)` for every generated seed.
 fn generate() -> Vec<(&'static str, &'static str, Vec<u8>)> {
-    let (alice, bob, carol) = (key(2), key(3), key(4));
-    let m1 = mint(1, &[(alice.address(), 100), (bob.address(), 50)]);
-    let m2 = mint(2, &[(alice.address(), 30)]);
-    // One input, two outputs (payment and change).
-    let t1 = transfer(
-        &alice,
-        &[op(&m1, 0)],
-        &[(bob.address(), 60), (alice.address(), 40)],
-    );
-    // Two inputs, one of them created by the previous transfer.
-    let t2 = transfer(
-        &bob,
-        &[op(&m1, 1), op(&t1, 0)],
-        &[(carol.address(), 100), (bob.address(), 10)],
-    );
-    let t3 = transfer(
-        &alice,
-        &[op(&t1, 1), op(&m2, 0)],
-        &[(carol.address(), 50), (alice.address(), 20)],
-    );
+    let SampleTxs { m1, m2, t1, t2, t3 } = sample();
     let block = |height, txs: &[&SignedTransaction]| {
         Block {
             height,

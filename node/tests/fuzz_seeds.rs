@@ -18,11 +18,11 @@
 //! `COFFER_BLESS_FUZZ_SEEDS=1 cargo test -p coffer-node --test fuzz_seeds`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../ledger/tests/fuzz_txs/mod.rs"]
+mod fuzz_txs;
+
 use bytes::Bytes;
-use coffer_ledger::{
-    Address, Amount, ChainId, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer,
-    TxOut,
-};
+use coffer_ledger::SignedTransaction;
 use coffer_node::{
     consensus::{Scheme, block::Block},
     tx::MAX_TX_BYTES,
@@ -40,12 +40,11 @@ use commonware_cryptography::{
 };
 use commonware_parallel::Sequential;
 use commonware_utils::{non_empty, ordered::Set, test_rng};
+use fuzz_txs::{FUZZ_CHAIN, SampleTxs, sample};
 use std::path::{Path, PathBuf};
 
 /// The fuzz target's namespace; signatures under another one would not verify there.
 const NAMESPACE: &[u8] = b"coffer/fuzz/consensus";
-/// The genesis of the `decode_tx` target (see `ledger/tests/fuzz_seeds.rs`).
-const FUZZ_CHAIN: &str = "coffer-fuzz";
 /// The fuzz target's gossip batch limit (the node's `MAX_GOSSIP_BATCH`).
 const MAX_GOSSIP_BATCH: usize = 256;
 
@@ -69,50 +68,6 @@ fn schemes() -> Vec<Scheme> {
         .collect()
 }
 
-/// Deterministic ledger key; secret 1 is the fuzz genesis issuer.
-fn key(secret: u8) -> Keypair {
-    let mut s = [0u8; 32];
-    s[31] = secret;
-    Keypair::from_secret_bytes(s).unwrap()
-}
-
-fn chain() -> ChainId {
-    ChainId::new(FUZZ_CHAIN).unwrap()
-}
-
-fn outs(to: &[(Address, u64)]) -> Vec<TxOut> {
-    to.iter()
-        .map(|(a, v)| TxOut::to_address(Amount(*v), *a))
-        .collect()
-}
-
-fn mint(nonce: u64, to: &[(Address, u64)]) -> SignedTransaction {
-    Transaction::Mint(Mint {
-        chain_id: chain(),
-        issuer: key(1).public_key(),
-        nonce,
-        outputs: outs(to),
-    })
-    .sign_with_aux(&key(1), &[0; 32])
-}
-
-fn transfer(from: &Keypair, inputs: &[OutPoint], to: &[(Address, u64)]) -> SignedTransaction {
-    Transaction::Transfer(Transfer {
-        chain_id: chain(),
-        signer: from.public_key(),
-        inputs: inputs.to_vec(),
-        outputs: outs(to),
-    })
-    .sign_with_aux(from, &[0; 32])
-}
-
-fn op(tx: &SignedTransaction, vout: u32) -> OutPoint {
-    OutPoint {
-        txid: tx.txid(),
-        vout,
-    }
-}
-
 fn wire(txs: &[&SignedTransaction]) -> Vec<Bytes> {
     txs.iter().map(|t| Bytes::from(t.encode())).collect()
 }
@@ -126,24 +81,7 @@ fn seed(selector: u8, encoding: &[u8]) -> Vec<u8> {
 
 /// `(file name, bytes)` for every generated seed.
 fn generate() -> Vec<(&'static str, Vec<u8>)> {
-    let (alice, bob, carol) = (key(2), key(3), key(4));
-    let m1 = mint(1, &[(alice.address(), 100), (bob.address(), 50)]);
-    let m2 = mint(2, &[(alice.address(), 30)]);
-    let t1 = transfer(
-        &alice,
-        &[op(&m1, 0)],
-        &[(bob.address(), 60), (alice.address(), 40)],
-    );
-    let t2 = transfer(
-        &bob,
-        &[op(&m1, 1), op(&t1, 0)],
-        &[(carol.address(), 100), (bob.address(), 10)],
-    );
-    let t3 = transfer(
-        &alice,
-        &[op(&t1, 1), op(&m2, 0)],
-        &[(carol.address(), 50), (alice.address(), 20)],
-    );
+    let SampleTxs { m1, m2, t1, t2, t3 } = sample();
 
     // A chain the way consensus builds it: each block links its parent's digest.
     let genesis = Block::genesis(FUZZ_CHAIN);
