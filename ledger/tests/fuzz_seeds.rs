@@ -11,8 +11,8 @@
 mod fuzz_txs;
 
 use coffer_ledger::*;
-use fuzz_txs::{FUZZ_CHAIN, SampleTxs, key, sample};
-use std::path::{Path, PathBuf};
+use fuzz_txs::{FUZZ_CHAIN, SampleTxs, key, read_dir_sorted, sample};
+use std::path::PathBuf;
 
 /// The genesis of `fuzz/fuzz_targets/decode_tx.rs`: the transaction seeds are valid for it, so
 /// `verify_bytes` there runs to the end instead of stopping at the chain or issuer check.
@@ -53,15 +53,6 @@ fn generate() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("decode_tx", "transfer.bin", t1.encode()),
         ("decode_tx", "transfer_two_inputs.bin", t2.encode()),
     ]
-}
-
-fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]

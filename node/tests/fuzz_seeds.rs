@@ -40,8 +40,8 @@ use commonware_cryptography::{
 };
 use commonware_parallel::Sequential;
 use commonware_utils::{non_empty, ordered::Set, test_rng};
-use fuzz_txs::{FUZZ_CHAIN, SampleTxs, sample};
-use std::path::{Path, PathBuf};
+use fuzz_txs::{FUZZ_CHAIN, SampleTxs, read_dir_sorted, sample};
+use std::path::PathBuf;
 
 /// The fuzz target's namespace; signatures under another one would not verify there.
 const NAMESPACE: &[u8] = b"coffer/fuzz/consensus";
@@ -167,15 +167,6 @@ fn generate() -> Vec<(&'static str, Vec<u8>)> {
         ("gossip-1.bin", gossip(&[&m1])),
         ("gossip-3.bin", gossip(&[&t1, &t2, &t3])),
     ]
-}
-
-fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
 }
 
 /// Decodes one seed the way `fuzz_targets/decode_consensus.rs` does and returns its

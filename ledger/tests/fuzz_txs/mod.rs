@@ -1,4 +1,4 @@
-//! The transactions of the fuzz seed corpora, shared by `ledger/tests/fuzz_seeds.rs`
+//! The transactions of the fuzz seed corpora, and a directory helper, shared by `ledger/tests/fuzz_seeds.rs`
 //! (`decode_block`, `decode_tx`) and `node/tests/fuzz_seeds.rs` (`decode_consensus`, which
 //! includes this file by path). They are valid on the `decode_tx` target's genesis: chain
 //! `coffer-fuzz`, issuer secret key 1. Signatures take fixed auxiliary randomness, so the
@@ -9,6 +9,17 @@ use coffer_ledger::{
     Address, Amount, ChainId, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer,
     TxOut,
 };
+use std::path::{Path, PathBuf};
+
+/// The files of a seed directory, sorted by name.
+pub fn read_dir_sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .collect();
+    files.sort();
+    files
+}
 
 /// The chain of the `decode_tx` target's genesis.
 pub const FUZZ_CHAIN: &str = "coffer-fuzz";
