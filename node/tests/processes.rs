@@ -103,11 +103,12 @@ fn four_processes_agree_on_loopback() {
             .enumerate()
             .map(|(i, w)| support::mint(&chain, &cluster.issuer, i as u64, w, 1, 100))
             .collect();
-        for (i, (status, answer)) in submit_all(&cluster, &mints).await.into_iter().enumerate() {
-            assert_eq!(status, StatusCode::OK, "mint {i}: {answer}");
-            assert_eq!(bundle(&answer)["code"], "ok", "mint {i}: {answer}");
+        let minted = submit_all(&cluster, &mints).await;
+        for (i, (status, answer)) in minted.iter().enumerate() {
+            assert_eq!(*status, StatusCode::OK, "mint {i}: {answer}");
+            assert_eq!(bundle(answer)["code"], "ok", "mint {i}: {answer}");
             assert!(
-                bundle(&answer)["receipts"].as_array().unwrap().len() >= 2,
+                bundle(answer)["receipts"].as_array().unwrap().len() >= 2,
                 "f+1 signed receipts: {answer}"
             );
         }
@@ -145,12 +146,30 @@ fn four_processes_agree_on_loopback() {
             "the other is rejected by the ledger: {codes:?}"
         );
 
-        // Every replica executed the same blocks with the same outcomes and commitments.
-        let mut height = u64::MAX;
+        // Every replica executed the same blocks with the same outcomes and commitments, up to
+        // the height of the last commit. An answer needs only f+1 replicas' receipts, so a
+        // replica may still be behind that height: wait for it.
+        let height = minted
+            .iter()
+            .chain(&answers)
+            .map(|(_, answer)| bundle(answer)["height"].as_u64().expect("commit height"))
+            .max()
+            .expect("answers");
         for i in 0..N {
             let mut conn = cluster.connect(i, Duration::from_secs(10)).await;
-            let status = conn.get_json("/v1/status").await.unwrap();
-            height = height.min(status["height"].as_u64().unwrap());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let status = conn.get_json("/v1/status").await.unwrap();
+                let at = status["height"].as_u64().unwrap();
+                if at >= height {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {i} still at height {at}, below the last commit at {height}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let first = blocks(&cluster, 0, height).await;
         assert_eq!(first.len() as u64, height, "replica 0 serves every block");
@@ -163,7 +182,20 @@ fn four_processes_agree_on_loopback() {
             .values()
             .flat_map(|(_, txs)| txs.iter().map(|(id, _)| id))
             .collect();
-        assert_eq!(included.len(), all.len(), "each transaction executed once");
+        let mut seen: BTreeMap<&String, Vec<(u64, &String)>> = BTreeMap::new();
+        for (height, (_, txs)) in &first {
+            for (id, code) in txs {
+                seen.entry(id).or_default().push((*height, code));
+            }
+        }
+        let repeated: Vec<_> = seen.iter().filter(|(_, at)| at.len() > 1).collect();
+        assert_eq!(
+            included.len(),
+            all.len(),
+            "each transaction executed once; repeated (txid, [(height, code)]): {repeated:?}; \
+             replica logs under {} with COFFER_KEEP_LOGS set",
+            cluster.dir.display()
+        );
         assert_eq!(included.into_iter().cloned().collect::<HashSet<_>>(), all);
         for i in 1..N {
             assert_eq!(

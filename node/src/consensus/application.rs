@@ -262,8 +262,22 @@ where
         let mut exclude = HashSet::new();
         let mut cursor = Some(parent.clone());
         let mut walked = 0;
-        while let Some(block) = cursor {
-            if block.height().get() <= executed || walked >= MAX_ANCESTRY_WALK {
+        loop {
+            let Some(block) = cursor else {
+                warn!(
+                    parent = parent.height().get(),
+                    executed, walked, "ancestry ended above the executed height"
+                );
+                break;
+            };
+            if block.height().get() <= executed {
+                break;
+            }
+            if walked >= MAX_ANCESTRY_WALK {
+                debug!(
+                    parent = parent.height().get(),
+                    executed, "ancestor walk stopped at its limit"
+                );
                 break;
             }
             exclude.extend(block.inner().txs.iter().map(|tx| self.verifier.txid(tx)));
@@ -293,7 +307,11 @@ where
         let block = self.build(&parent, context.round.view().get(), &exclude);
         debug!(
             height = block.height,
+            view = block.view,
             txs = block.txs.len(),
+            executed,
+            excluded = exclude.len(),
+            walked,
             "proposing block"
         );
         let digest = block.digest();
