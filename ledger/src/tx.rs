@@ -547,6 +547,10 @@ pub struct SignedTransaction {
 }
 
 impl SignedTransaction {
+    /// The HTTP media type under which the REST API accepts a transaction in its canonical
+    /// encoding ([`SignedTransaction::encode`]).
+    pub const MEDIA_TYPE: &'static str = "application/octet-stream";
+
     /// The txid (signature excluded, so it cannot be malleated by re-signing).
     pub fn txid(&self) -> Txid {
         self.tx.txid()

@@ -9,7 +9,7 @@ use coffer_ledger::attest::{
     Signed, verify_quorum, verify_read,
 };
 use coffer_ledger::{Keypair, OutPoint};
-use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome};
+use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome, TX_BINARY_MEDIA_TYPE};
 use common::client::{Client, Reply};
 use common::{
     Byzantine, CHAIN, MemoryCluster, dev_ca, dev_server_tls, mint, replica_set, transfer,
@@ -83,11 +83,25 @@ async fn submit_read_back_and_verify() {
         }],
         vec![(bob.address(), 600), (alice.address(), 400)],
     );
+    // Submitted in its canonical binary encoding this time.
     let reply = client
-        .post_json("/v1/transactions", serde_json::to_vec(&t).expect("json"))
+        .send(
+            Method::POST,
+            "/v1/transactions",
+            Some(TX_BINARY_MEDIA_TYPE),
+            t.encode(),
+        )
         .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let height = outcome(&reply).bundle.height.expect("committed");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let out = outcome(&reply);
+    assert_eq!(out.bundle.txid, t.txid());
+    assert_eq!(out.bundle.code.as_deref(), Some("ok"));
+    let height = out.bundle.height.expect("committed");
 
     // The transaction by id: same receipts, verifiable.
     let reply = client.get(&format!("/v1/transactions/{}", t.txid())).await;
@@ -320,6 +334,19 @@ async fn bad_requests_get_their_codes() {
     other_chain["tx"]["chain_id"] = Value::String("coffer-elsewhere".into());
 
     let post = |body: Vec<u8>| client.post_json("/v1/transactions", body);
+    let post_binary = |body: Vec<u8>| {
+        client.send(
+            Method::POST,
+            "/v1/transactions",
+            Some(TX_BINARY_MEDIA_TYPE),
+            body,
+        )
+    };
+    let good_binary = good.encode();
+    let mut trailing = good_binary.clone();
+    trailing.push(0);
+    let mut bad_sig_binary = good_binary.clone();
+    *bad_sig_binary.last_mut().expect("signature bytes") ^= 1;
     let cases: Vec<(&str, Reply, StatusCode, &str)> = vec![
         (
             "truncated json",
@@ -368,6 +395,42 @@ async fn bad_requests_get_their_codes() {
             post(other_chain.to_string().into()).await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_chain",
+        ),
+        (
+            "binary, truncated",
+            post_binary(good_binary[..good_binary.len() - 1].to_vec()).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_transaction",
+        ),
+        (
+            "binary, trailing byte",
+            post_binary(trailing).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_transaction",
+        ),
+        (
+            "binary, empty",
+            post_binary(Vec::new()).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_transaction",
+        ),
+        (
+            "binary, JSON inside",
+            post_binary(good_json.to_string().into()).await,
+            StatusCode::BAD_REQUEST,
+            "malformed_transaction",
+        ),
+        (
+            "binary, bad signature",
+            post_binary(bad_sig_binary).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_signature",
+        ),
+        (
+            "oversized binary",
+            post_binary(vec![0; 10_000]).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
         ),
         (
             "oversized",

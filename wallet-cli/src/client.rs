@@ -7,7 +7,7 @@
 use crate::coins::{self, Selection};
 use crate::config::ClusterConfig;
 use crate::error::{ClientError, ProblemKind, ReplicaProblem};
-use crate::net::{Endpoint, NetError, Reply, Transport};
+use crate::net::{Body, Endpoint, NetError, Reply, Transport};
 use crate::wire::{
     AttestedRead, BlockList, BlockView, ClusterStatus, ErrorEnvelope, ReceiptBundle, SubmitOutcome,
     TxStatus,
@@ -318,7 +318,7 @@ impl Client {
         index: usize,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Body>,
         timeout: Duration,
     ) -> Answer {
         let Some(endpoint) = self.endpoints.get(index) else {
@@ -731,8 +731,7 @@ impl Client {
     /// same refusal from f+1 replicas before ordering.
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<Committed, ClientError> {
         let txid = tx.txid();
-        let body = serde_json::to_vec(tx)
-            .map_err(|e| ClientError::Usage(format!("cannot encode transaction: {e}")))?;
+        let body = Body::transaction(tx);
         let timeout = Duration::from_millis(self.config.submit_timeout_ms);
         let mut problems = Vec::new();
         let mut refusals: BTreeMap<String, (BTreeSet<usize>, String)> = BTreeMap::new();

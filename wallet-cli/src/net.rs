@@ -160,6 +160,26 @@ pub struct Transport {
     idle: Arc<Mutex<HashMap<String, Vec<Sender>>>>,
 }
 
+/// A request body and its media type.
+#[derive(Debug, Clone)]
+pub struct Body {
+    /// The bytes sent.
+    pub bytes: Bytes,
+    /// Their `Content-Type`.
+    pub content_type: &'static str,
+}
+
+impl Body {
+    /// A signed transaction in its canonical encoding, which replicas take without parsing
+    /// JSON.
+    pub fn transaction(tx: &coffer_ledger::SignedTransaction) -> Self {
+        Body {
+            bytes: tx.encode().into(),
+            content_type: coffer_ledger::SignedTransaction::MEDIA_TYPE,
+        }
+    }
+}
+
 impl Transport {
     /// Trusts only the certificates in `ca_pem`; TLS 1.3 only, ALPN http/1.1.
     pub fn new(ca_pem: &[u8]) -> Result<Transport, NetError> {
@@ -194,13 +214,13 @@ impl Transport {
         endpoint: &Endpoint,
         method: Method,
         path_and_query: &str,
-        json_body: Option<Vec<u8>>,
+        body: Option<Body>,
         timeout: Duration,
     ) -> Result<Reply, NetError> {
         let addr = endpoint.addr();
         match tokio::time::timeout(
             timeout,
-            self.request_inner(endpoint, &addr, method, path_and_query, json_body),
+            self.request_inner(endpoint, &addr, method, path_and_query, body),
         )
         .await
         {
@@ -277,21 +297,22 @@ impl Transport {
         addr: &str,
         method: Method,
         path_and_query: &str,
-        json_body: Option<Vec<u8>>,
+        body: Option<Body>,
     ) -> Result<Reply, NetError> {
         let http = |e: hyper::Error| NetError::Http {
             addr: addr.to_owned(),
             reason: e.to_string(),
         };
-        let body = Bytes::from(json_body.unwrap_or_default());
+        let content_type = body.as_ref().map(|b| b.content_type);
+        let body = body.map(|b| b.bytes).unwrap_or_default();
         let build = |body: Bytes| {
             let mut req = Request::builder()
                 .method(method.clone())
                 .uri(path_and_query)
                 .header(header::HOST, endpoint.host.as_str())
                 .header(header::ACCEPT, "application/json");
-            if !body.is_empty() {
-                req = req.header(header::CONTENT_TYPE, "application/json");
+            if let Some(content_type) = content_type {
+                req = req.header(header::CONTENT_TYPE, content_type);
             }
             req.body(Full::new(body)).map_err(|e| NetError::Http {
                 addr: addr.to_owned(),

@@ -24,6 +24,8 @@ pub struct ApiError {
 pub mod codes {
     /// Body is not valid JSON.
     pub const MALFORMED_JSON: &str = "malformed_json";
+    /// Body that is not a canonically encoded signed transaction (binary submissions).
+    pub const MALFORMED_TRANSACTION: &str = "malformed_transaction";
     /// JSON object with a field the endpoint does not know, or an unknown query parameter.
     pub const UNKNOWN_FIELD: &str = "unknown_field";
     /// Anything else wrong with the request (bad path parameter, bad query value, ...).
@@ -34,7 +36,8 @@ pub mod codes {
     pub const BAD_TXID: &str = "bad_txid";
     /// Body above the configured limit.
     pub const BODY_TOO_LARGE: &str = "body_too_large";
-    /// `Content-Type` other than `application/json` on a request with a body.
+    /// `Content-Type` other than `application/json` (or, for a transaction,
+    /// `application/octet-stream`) on a request with a body.
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
     /// No such route or no such object.
     pub const NOT_FOUND: &str = "not_found";

@@ -226,23 +226,35 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
     })
 }
 
-fn require_json(req: &Request<Incoming>) -> Result<(), ApiError> {
+/// The media type of a transaction submitted in its canonical binary encoding (the bytes
+/// `SignedTransaction::encode` writes, which replicas gossip and order).
+pub const TX_BINARY_MEDIA_TYPE: &str = SignedTransaction::MEDIA_TYPE;
+
+/// How a submitted transaction is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxEncoding {
+    Json,
+    Binary,
+}
+
+/// The submission's encoding, from its `Content-Type` (parameters such as `charset` ignored).
+fn tx_encoding(req: &Request<Incoming>) -> Result<TxEncoding, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let media_type = content_type.map(|v| v.split(';').next().unwrap_or("").trim());
-    if media_type.is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+    match media_type {
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(TxEncoding::Json),
+        Some(m) if m.eq_ignore_ascii_case(TX_BINARY_MEDIA_TYPE) => Ok(TxEncoding::Binary),
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             codes::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "content type {:?}, want application/json",
+                "content type {:?}, want application/json or {TX_BINARY_MEDIA_TYPE}",
                 content_type.unwrap_or("")
             ),
-        ))
+        )),
     }
 }
 
@@ -310,14 +322,23 @@ async fn submit<B: Backend>(
         .map(|v| parse_bool("wait", v))
         .transpose()?
         .unwrap_or(true);
-    require_json(&req)?;
+    let encoding = tx_encoding(&req)?;
     let body = read_body(
         req,
         state.config.max_body_bytes,
         state.config.body_read_timeout,
     )
     .await?;
-    let tx: SignedTransaction = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let tx: SignedTransaction = match encoding {
+        TxEncoding::Json => serde_json::from_slice(&body).map_err(|e| json_error(&e))?,
+        TxEncoding::Binary => SignedTransaction::decode(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::MALFORMED_TRANSACTION,
+                format!("transaction encoding: {e}"),
+            )
+        })?,
+    };
     let limit = if wait {
         state.config.submit_timeout
     } else {
