@@ -488,9 +488,13 @@ impl RedisStore {
             zadd.entry(k.addr_history(&h.address))
                 .or_default()
                 .push((h.seq, history_member(h.seq, &h.entry)));
-            sadd.entry(k.shard_addrs(keys::shard_of_address(&h.address)))
-                .or_default()
-                .push(h.address.as_bytes().to_vec());
+            // An address enters the registry with its first entry (sequence numbers start at
+            // zero and are contiguous), so later entries need no write to it.
+            if h.seq == 0 {
+                sadd.entry(k.shard_addrs(keys::shard_of_address(&h.address)))
+                    .or_default()
+                    .push(h.address.as_bytes().to_vec());
+            }
         }
         for (key, members) in zadd {
             let mut cmd = redis::cmd("ZADD");
