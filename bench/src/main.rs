@@ -289,9 +289,15 @@ fn write_run(out: &Path, r: &RunReport) -> Result<(), String> {
 
 fn summary(r: &RunReport) -> String {
     let m = &r.measurement;
+    let hiccups = m.hiccups.map_or(String::new(), |h| {
+        format!(
+            "; machine hiccups p99 {:.1} ms max {:.0} ms",
+            h.p99_ms, h.max_ms
+        )
+    });
     format!(
         "{}: {} verified transfers in {:.0} s = {:.0}/s; p50 {:.1} ms p90 {:.1} ms p99 {:.1} ms max {:.0} ms; \
-         {} rejected, {} failed; {:.1} µs/verify, limit {:.0}/s, {:.1}% of it",
+         {} rejected, {} failed; {:.1} µs/verify, limit {:.0}/s, {:.1}% of it{hiccups}",
         r.name,
         m.transfers,
         m.duration_s,

@@ -11,6 +11,7 @@
 //! outputs paid to another client's wallet are handed over through that client's inbox once
 //! verified), so no transfer ever conflicts with another and no reads are needed.
 
+use crate::hiccup::Hiccups;
 use coffer_ledger::{
     Address, Amount, ChainId, Keypair, Mint, OutPoint, Transaction, Transfer, TxOut,
 };
@@ -117,6 +118,9 @@ pub struct Measurement {
     /// Where the CPU went during the run (funding, warm-up and window), when measurable.
     #[serde(default)]
     pub cpu: Option<CpuUse>,
+    /// The machine's own scheduling stalls during the window (see [`crate::hiccup`]).
+    #[serde(default)]
+    pub hiccups: Option<Hiccups>,
 }
 
 /// Average cores busy during a run, by whom: the replicas, the benchmark's clients, and the
@@ -317,6 +321,7 @@ pub async fn run(
         counted: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    let hiccups = crate::hiccup::measure(measure_start.into_std(), shared.measure_end.into_std());
     let interval = spec
         .rate
         .map(|rate| Duration::from_secs_f64(threads as f64 / rate));
@@ -392,6 +397,7 @@ pub async fn run(
             }
         }
     }
+    m.hiccups = hiccups.await.ok();
     m.throughput_tps = m.transfers as f64 / window_s;
     let ms = |us: u64| us as f64 / 1000.0;
     if m.transfers > 0 {
