@@ -35,6 +35,19 @@ fn outcome(reply: &Reply) -> SubmitOutcome {
     serde_json::from_slice(&reply.body).expect("SubmitOutcome JSON")
 }
 
+/// The outcome of a submission that must have committed with code `ok`.
+fn committed_ok(reply: &Reply) -> SubmitOutcome {
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let out = outcome(reply);
+    assert_eq!(out.bundle.code.as_deref(), Some("ok"));
+    out
+}
+
 fn receipts(bundle_json: &Value) -> Vec<Signed<ReceiptStatement>> {
     serde_json::from_value(bundle_json["receipts"].clone()).expect("receipts")
 }
@@ -60,15 +73,8 @@ async fn submit_read_back_and_verify() {
     let reply = client
         .post_json("/v1/transactions", serde_json::to_vec(&m).expect("json"))
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let out = outcome(&reply);
+    let out = committed_ok(&reply);
     assert!(!out.replayed);
-    assert_eq!(out.bundle.code.as_deref(), Some("ok"));
     let v = verify_quorum(&out.bundle.receipts, &set, CHAIN, set.strong_quorum()).expect("2f+1");
     assert_eq!(v.statement.txid, m.txid().0);
     assert_eq!(v.statement.code, "ok");
@@ -92,15 +98,8 @@ async fn submit_read_back_and_verify() {
             t.encode(),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let out = outcome(&reply);
+    let out = committed_ok(&reply);
     assert_eq!(out.bundle.txid, t.txid());
-    assert_eq!(out.bundle.code.as_deref(), Some("ok"));
     let height = out.bundle.height.expect("committed");
 
     // The transaction by id: same receipts, verifiable.
