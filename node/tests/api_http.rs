@@ -1006,6 +1006,7 @@ async fn random_inputs_never_get_5xx() {
         Some("application/json; charset=utf-8"),
         Some("text/plain"),
         Some(""),
+        Some(TX_BINARY_MEDIA_TYPE),
         None,
     ];
     let safe = b"abcXYZ019-._~:@!$&'()*+,;=/";
@@ -1031,8 +1032,14 @@ async fn random_inputs_never_get_5xx() {
         b"\"\\ud800\"".to_vec(),
         vec![b'{'; 9000],
     ];
+    let valid_binary = mint(alice.address(), 5, 3).encode();
+    bodies.push(valid_binary.clone());
     for _ in 0..20 {
-        // A valid transaction with one byte changed.
+        // A valid transaction, in either encoding, with one byte changed.
+        let mut mutated_binary = valid_binary.clone();
+        let at = rng.below(mutated_binary.len());
+        mutated_binary[at] ^= u8::try_from(1 + rng.below(255)).unwrap_or(1);
+        bodies.push(mutated_binary);
         let mut mutated = valid.clone().into_bytes();
         let at = rng.below(mutated.len());
         mutated[at] = *rng.pick(b"{}[]\":,0aZ\\ \x00\xff");
