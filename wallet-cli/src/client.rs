@@ -737,7 +737,7 @@ impl Client {
         let mut refusals: BTreeMap<String, (BTreeSet<usize>, String)> = BTreeMap::new();
         let mut pending = false;
         for index in self.order() {
-            let reply = match self
+            let mut reply = match self
                 .ask(
                     index,
                     Method::POST,
@@ -753,6 +753,23 @@ impl Client {
                 }
                 Answer::Ok(reply) => reply,
             };
+            if reply.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                // A replica from before binary submissions: the same transaction as JSON.
+                let json =
+                    Body::json(serde_json::to_vec(tx).map_err(|e| {
+                        ClientError::Usage(format!("cannot encode transaction: {e}"))
+                    })?);
+                reply = match self
+                    .ask(index, Method::POST, "/v1/transactions", Some(json), timeout)
+                    .await
+                {
+                    Answer::Problem(p) => {
+                        problems.push(p);
+                        continue;
+                    }
+                    Answer::Ok(reply) => reply,
+                };
+            }
             let outcome: Option<SubmitOutcome> = match reply.status {
                 StatusCode::OK | StatusCode::ACCEPTED => serde_json::from_slice(&reply.body).ok(),
                 _ => serde_json::from_slice::<ErrorEnvelope>(&reply.body)

@@ -170,6 +170,14 @@ pub struct Body {
 }
 
 impl Body {
+    /// A JSON document.
+    pub fn json(bytes: impl Into<Bytes>) -> Self {
+        Body {
+            bytes: bytes.into(),
+            content_type: "application/json",
+        }
+    }
+
     /// A signed transaction in its canonical encoding, which replicas take without parsing
     /// JSON.
     pub fn transaction(tx: &coffer_ledger::SignedTransaction) -> Self {

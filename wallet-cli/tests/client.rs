@@ -1,6 +1,7 @@
 //! The client library against four real TLS gateways: verified reads and writes, a lying
 //! replica that fools neither `balance` nor `send`, down and hanging replicas skipped, safe
-//! resubmission, proven rejections, and errors (never success) when nothing can be verified.
+//! resubmission, proven rejections, errors (never success) when nothing can be verified, and
+//! JSON submissions to replicas from before binary ones.
 
 mod common;
 
@@ -468,5 +469,138 @@ async fn other_ca_is_refused() {
         "{:?}",
         err.problems()
     );
+    cluster.stop().await;
+}
+
+/// Counts of what an [`old_replica`] front saw.
+#[derive(Default)]
+struct OldReplicaLog {
+    binary_refused: std::sync::atomic::AtomicUsize,
+    json_passed: std::sync::atomic::AtomicUsize,
+}
+
+/// A replica from before binary submissions, in front of the current gateway at `upstream`:
+/// it answers `415 unsupported_media_type` to a transaction in its canonical encoding and
+/// passes every other request on. Returns its URL and what it saw.
+async fn old_replica(
+    index: usize,
+    upstream: std::net::SocketAddr,
+) -> (String, std::sync::Arc<OldReplicaLog>) {
+    use coffer_wallet::net::{Body, Endpoint, Transport};
+    use http_body_util::{BodyExt as _, Full};
+    use hyper::{Request, Response, StatusCode, body::Incoming, header};
+    use std::sync::{Arc, atomic::Ordering};
+
+    let tls = coffer_node::api::tls::TlsSettings::dev(&common::repo_root(), index)
+        .load()
+        .expect("dev TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let ca = std::fs::read(common::ca_path()).expect("ca");
+    let transport = Arc::new(Transport::new(&ca).expect("transport"));
+    let upstream = Arc::new(Endpoint::parse(&format!("https://{upstream}")).expect("endpoint"));
+    let log = Arc::new(OldReplicaLog::default());
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, transport, upstream, seen) = (
+                acceptor.clone(),
+                transport.clone(),
+                upstream.clone(),
+                seen.clone(),
+            );
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (transport, upstream, seen) =
+                        (transport.clone(), upstream.clone(), seen.clone());
+                    async move {
+                        let method = req.method().clone();
+                        let path = req.uri().to_string();
+                        let content_type = req
+                            .headers()
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let bytes = req.into_body().collect().await?.to_bytes();
+                        if content_type.as_deref() == Some("application/octet-stream") {
+                            seen.binary_refused.fetch_add(1, Ordering::SeqCst);
+                            let envelope = r#"{"error":{"code":"unsupported_media_type","message":"content type \"application/octet-stream\", want application/json"}}"#;
+                            return Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                                    .header(header::CONTENT_TYPE, "application/json")
+                                    .body(Full::new(hyper::body::Bytes::from(envelope)))
+                                    .expect("response"),
+                            );
+                        }
+                        if content_type.is_some() {
+                            seen.json_passed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let body = content_type.map(|_| Body::json(bytes));
+                        let reply = transport
+                            .request(
+                                &upstream,
+                                method,
+                                &path,
+                                body,
+                                std::time::Duration::from_secs(5),
+                            )
+                            .await
+                            .expect("upstream answers");
+                        Ok(Response::builder()
+                            .status(reply.status)
+                            .header(header::CONTENT_TYPE, "application/json")
+                            .body(Full::new(reply.body))
+                            .expect("response"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, log)
+}
+
+#[tokio::test]
+async fn replicas_without_binary_submissions_get_json() {
+    let cluster = TestCluster::start([Honest; 4]).await;
+    let mut config = cluster.config();
+    let mut logs = Vec::new();
+    for (i, replica) in config.replicas.iter_mut().enumerate() {
+        let (url, log) = old_replica(i, cluster.servers[i].local_addr()).await;
+        replica.url = url;
+        logs.push(log);
+    }
+    let (alice, bob) = (Keypair::generate(), Keypair::generate());
+    let client = client_with_keys(config, &[("issuer", &issuer()), ("alice", &alice)]);
+    let minted = client
+        .mint("issuer", &alice.address(), Amount(500), 1)
+        .await
+        .expect("mint committed through old replicas");
+    assert_eq!(minted.code, "ok");
+    let sent = client
+        .send("alice", &bob.address(), Amount(200))
+        .await
+        .expect("send committed through old replicas");
+    assert_eq!(sent.code, "ok");
+    let count = |f: fn(&OldReplicaLog) -> usize| logs.iter().map(|l| f(l)).sum::<usize>();
+    let refused = count(|l| l.binary_refused.load(std::sync::atomic::Ordering::SeqCst));
+    let passed = count(|l| l.json_passed.load(std::sync::atomic::Ordering::SeqCst));
+    // Each submission was tried in binary first, refused, and sent again as JSON.
+    assert!(refused >= 2, "binary refused {refused} times");
+    assert_eq!(passed, refused, "each refusal was followed by JSON");
+    let balance = client.balance(&bob.address()).await.expect("balance");
+    assert_eq!(balance.value.amount, Amount(200));
     cluster.stop().await;
 }
