@@ -5,6 +5,7 @@
 //! contention, or the hypervisor taking the virtual CPU away). A transfer's latency cannot be
 //! reliably below the machine's own hiccups, so the report shows them next to the latencies.
 
+use crate::workload::histogram;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -49,12 +50,6 @@ impl Hiccups {
             stalls_over_10ms: h.count_between(stall_us + 1, h.max().max(stall_us + 1)),
         }
     }
-}
-
-/// A histogram of overshoots: 1 µs to 10 min, 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000, 3)
-        .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
 }
 
 /// Measures from `start` to `end` on a thread of its own; the result arrives on the returned

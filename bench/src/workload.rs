@@ -173,7 +173,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn histogram() -> Histogram<u64> {
+/// A latency histogram in microseconds (also the hiccup meter's).
+pub(crate) fn histogram() -> Histogram<u64> {
     // 1 µs .. 10 min at 3 significant digits; the bounds are constants that are valid.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
         unreachable!("constant histogram bounds are valid");

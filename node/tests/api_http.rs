@@ -8,8 +8,8 @@ use coffer_ledger::attest::{
     self, DiscardReason, QuorumError, ReadQuery, ReadResult, ReadStatement, ReceiptStatement,
     Signed, verify_quorum, verify_read,
 };
-use coffer_ledger::{Keypair, OutPoint};
-use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome, TX_BINARY_MEDIA_TYPE};
+use coffer_ledger::{Keypair, OutPoint, SignedTransaction};
+use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome};
 use common::client::{Client, Reply};
 use common::{
     Byzantine, CHAIN, MemoryCluster, dev_ca, dev_server_tls, mint, replica_set, transfer,
@@ -94,7 +94,7 @@ async fn submit_read_back_and_verify() {
         .send(
             Method::POST,
             "/v1/transactions",
-            Some(TX_BINARY_MEDIA_TYPE),
+            Some(SignedTransaction::MEDIA_TYPE),
             t.encode(),
         )
         .await;
@@ -337,7 +337,7 @@ async fn bad_requests_get_their_codes() {
         client.send(
             Method::POST,
             "/v1/transactions",
-            Some(TX_BINARY_MEDIA_TYPE),
+            Some(SignedTransaction::MEDIA_TYPE),
             body,
         )
     };
@@ -1006,7 +1006,7 @@ async fn random_inputs_never_get_5xx() {
         Some("application/json; charset=utf-8"),
         Some("text/plain"),
         Some(""),
-        Some(TX_BINARY_MEDIA_TYPE),
+        Some(SignedTransaction::MEDIA_TYPE),
         None,
     ];
     let safe = b"abcXYZ019-._~:@!$&'()*+,;=/";

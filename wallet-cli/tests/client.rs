@@ -5,7 +5,7 @@
 
 mod common;
 
-use coffer_ledger::{Amount, Keypair, OutPoint, Transaction, Transfer, TxOut};
+use coffer_ledger::{Amount, Keypair, OutPoint, SignedTransaction, Transaction, Transfer, TxOut};
 use coffer_wallet::error::exit;
 use coffer_wallet::{Client, ClientError, ClusterConfig, ProblemKind, TxInfo};
 use common::{Behaviour, TestCluster, blackhole, closed_port_url, issuer};
@@ -531,7 +531,7 @@ async fn old_replica(
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned);
                         let bytes = req.into_body().collect().await?.to_bytes();
-                        if content_type.as_deref() == Some("application/octet-stream") {
+                        if content_type.as_deref() == Some(SignedTransaction::MEDIA_TYPE) {
                             seen.binary_refused.fetch_add(1, Ordering::SeqCst);
                             let envelope = r#"{"error":{"code":"unsupported_media_type","message":"content type \"application/octet-stream\", want application/json"}}"#;
                             return Ok::<_, hyper::Error>(

@@ -24,5 +24,5 @@ pub use backend::{
     HealthCheck, ReceiptBundle, ReplicaStatus, SubmitOutcome, TxStatus,
 };
 pub use error::ApiError;
-pub use routes::{OPENAPI_JSON, TX_BINARY_MEDIA_TYPE};
+pub use routes::OPENAPI_JSON;
 pub use server::{ApiConfig, ApiServer};

@@ -226,10 +226,6 @@ fn parse_address(s: &str) -> Result<Address, ApiError> {
     })
 }
 
-/// The media type of a transaction submitted in its canonical binary encoding (the bytes
-/// `SignedTransaction::encode` writes, which replicas gossip and order).
-pub const TX_BINARY_MEDIA_TYPE: &str = SignedTransaction::MEDIA_TYPE;
-
 /// How a submitted transaction is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxEncoding {
@@ -246,13 +242,14 @@ fn tx_encoding(req: &Request<Incoming>) -> Result<TxEncoding, ApiError> {
     let media_type = content_type.map(|v| v.split(';').next().unwrap_or("").trim());
     match media_type {
         Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(TxEncoding::Json),
-        Some(m) if m.eq_ignore_ascii_case(TX_BINARY_MEDIA_TYPE) => Ok(TxEncoding::Binary),
+        Some(m) if m.eq_ignore_ascii_case(SignedTransaction::MEDIA_TYPE) => Ok(TxEncoding::Binary),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             codes::UNSUPPORTED_MEDIA_TYPE,
             format!(
-                "content type {:?}, want application/json or {TX_BINARY_MEDIA_TYPE}",
-                content_type.unwrap_or("")
+                "content type {:?}, want application/json or {}",
+                content_type.unwrap_or(""),
+                SignedTransaction::MEDIA_TYPE
             ),
         )),
     }
