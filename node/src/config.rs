@@ -35,6 +35,7 @@
 //! mempool_max_bytes = 67108864
 //! idle_block_ms = 300
 //! batch_wait_ms = 2
+//! # retain_blocks = 1000000           # unset: keep every finalized block (Redis store only)
 //!
 //! [health]                             # optional; see `health::HealthConfig`
 //! stall_after_ms = 10000
@@ -146,6 +147,12 @@ pub struct ConsensusSection {
     /// See [`ProposalLimits::batch_wait`]: how long a leader with only a few new transactions
     /// waits for more before proposing.
     pub batch_wait_ms: u64,
+    /// See [`ConsensusConfig::retain_blocks`]: finalized blocks kept in the local archive
+    /// below the executed height, at least
+    /// [`MIN_RETAIN_BLOCKS`](crate::consensus::MIN_RETAIN_BLOCKS). Unset: every block is kept.
+    /// Needs a Redis store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain_blocks: Option<u64>,
 }
 
 impl Default for ConsensusSection {
@@ -169,6 +176,7 @@ impl Default for ConsensusSection {
             // Measured on 2 cores, n=4 (docs/EVALUATION.md, run 5): at half load p50 24 -> 18 ms,
             // at saturation +20% throughput.
             batch_wait_ms: 2,
+            retain_blocks: None,
         }
     }
 }
@@ -601,6 +609,14 @@ impl NodeConfig {
             idle_wait: Duration::from_millis(c.idle_block_ms),
             batch_wait: Duration::from_millis(c.batch_wait_ms),
         };
+        if c.retain_blocks.is_some() && matches!(self.storage, StorageConfig::Memory) {
+            return Err(ConfigFileError::Toml(
+                "consensus.retain_blocks needs a Redis store: a replica with the memory store \
+                 rebuilds its state from every finalized block at each start"
+                    .into(),
+            ));
+        }
+        cfg.retain_blocks = c.retain_blocks;
         cfg.mempool = MempoolLimits {
             max_txs: c.mempool_max_txs,
             max_bytes: c.mempool_max_bytes,
@@ -731,8 +747,28 @@ mod tests {
         assert_eq!(set[0].1.port(), 7000);
         assert!(resolve_peer("no-port", Duration::from_millis(10)).is_err());
         assert!(resolve_peer(":7000", Duration::from_millis(10)).is_err());
-        let mut stranger = back;
+        let mut stranger = back.clone();
         stranger.peers[0].public_key = public_key_hex(&PrivateKey::from_seed(8).public_key());
         assert!(stranger.peer_set(&genesis).is_err());
+
+        // Block retention: absent by default, read from the file, Redis stores only.
+        assert_eq!(consensus.retain_blocks, None);
+        assert!(
+            !back.to_toml().contains("retain_blocks"),
+            "unset is not written"
+        );
+        let mut pruned = back.clone();
+        pruned.consensus.retain_blocks = Some(50_000);
+        let mut reparsed = NodeConfig::parse(&pruned.to_toml()).expect("parses");
+        assert_eq!(reparsed.consensus.retain_blocks, Some(50_000));
+        let refused = reparsed
+            .consensus(&genesis)
+            .expect_err("memory store refused");
+        assert!(refused.to_string().contains("retain_blocks"), "{refused}");
+        reparsed.storage = env.storage.clone();
+        assert_eq!(
+            reparsed.consensus(&genesis).unwrap().retain_blocks,
+            Some(50_000)
+        );
     }
 }

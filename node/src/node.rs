@@ -156,6 +156,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             let registry = context.child("metrics");
             let _ = ops.metrics.register_text(move || registry.encode());
         }
+        consensus::check_archives(&context, &consensus_cfg).await?;
         let started = consensus::start(
             context.child("consensus"),
             consensus_cfg,

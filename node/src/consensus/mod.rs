@@ -17,10 +17,12 @@
 //! - the [`Executor`] that applies finalized blocks exactly once and publishes the results.
 
 pub(crate) mod application;
+mod archives;
 pub mod block;
 mod stats;
 
 pub use application::ProposalLimits;
+pub use archives::MIN_RETAIN_BLOCKS;
 pub use stats::ConsensusStats;
 
 use crate::{
@@ -30,6 +32,7 @@ use crate::{
     tx::{MAX_TX_BYTES, StateMachine, TxRejection, TxVerifier, Txid},
 };
 use application::App;
+use archives::Archives;
 use block::Block;
 use bytes::Bytes;
 use commonware_broadcast::buffered;
@@ -54,7 +57,6 @@ use commonware_macros::select;
 use commonware_p2p::{Blocker, Provider, Receiver, Recipients, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::{Clock, Handle, Metrics, Spawner, Storage, buffer::paged::CacheRef};
-use commonware_storage::archive::immutable;
 use commonware_utils::{
     Acknowledgement as _, NZU16, NZU64, NZUsize, acknowledgement::Exact, ordered::Set,
 };
@@ -166,6 +168,11 @@ pub struct ConsensusConfig {
     pub mempool: MempoolLimits,
     /// Capacity of the engines' internal mailboxes.
     pub mailbox_size: usize,
+    /// Finalized blocks kept in the local block archive below the executed height; `None`
+    /// keeps every block (see [`archives`]). Only for a replica whose state machine is durable:
+    /// an ephemeral one rebuilds its state from the archive at every start. Blocks below the
+    /// retention can no longer be served to a replica that is further behind.
+    pub retain_blocks: Option<u64>,
     /// Test hook for Byzantine scenarios: when leading, propose blocks that carry an invalid
     /// transaction. Honest replicas must refuse to vote for them. Never set in production.
     #[doc(hidden)]
@@ -185,6 +192,7 @@ impl ConsensusConfig {
             proposal: ProposalLimits::default(),
             mempool: MempoolLimits::default(),
             mailbox_size: 1_024,
+            retain_blocks: None,
             byzantine_proposer: false,
         }
     }
@@ -211,6 +219,9 @@ pub enum ConfigError {
     /// A limit is zero or above its protocol maximum.
     #[error("invalid limit: {0}")]
     Limit(String),
+    /// The block archives on disk do not match the configured retention.
+    #[error("block archives: {0}")]
+    Archives(String),
 }
 
 /// Why a submission was refused.
@@ -360,6 +371,17 @@ pub fn max_message_size(participants: usize) -> u32 {
     u32::try_from(size + 1024).unwrap_or(u32::MAX)
 }
 
+/// Refuses a data directory whose block archives were written with the other retention
+/// setting (kept whole vs pruned, see [`ConsensusConfig::retain_blocks`]).
+pub async fn check_archives<E: Storage>(
+    context: &E,
+    config: &ConsensusConfig,
+) -> Result<(), ConfigError> {
+    archives::check_layout(context, &config.partition_prefix, config.retain_blocks)
+        .await
+        .map_err(ConfigError::Archives)
+}
+
 /// Validates `config` and starts a replica under `context`.
 ///
 /// Returns the seam and the handle of the replica's root task: aborting it stops every actor
@@ -402,6 +424,13 @@ where
     }
     if config.mempool.max_txs == 0 || config.mempool.max_bytes < MAX_TX_BYTES {
         return Err(ConfigError::Limit(format!("mempool {:?}", config.mempool)));
+    }
+    if let Some(retain) = config.retain_blocks
+        && retain < MIN_RETAIN_BLOCKS
+    {
+        return Err(ConfigError::Limit(format!(
+            "retain_blocks {retain} is below {MIN_RETAIN_BLOCKS}"
+        )));
     }
     let mailbox_size = NonZeroUsize::new(config.mailbox_size)
         .ok_or_else(|| ConfigError::Limit("mailbox_size must be positive".into()))?;
@@ -471,19 +500,23 @@ where
         );
         broadcast_engine.start(networks.blocks);
 
-        let finalizations = immutable::Archive::init(
+        let retain = config.retain_blocks;
+        let finalizations = Archives::open(
             context.child("finalizations"),
-            archive_config(
-                &prefix,
-                "finalizations",
-                &page_cache,
-                Scheme::certificate_codec_config_unbounded(),
-            ),
+            &prefix,
+            "finalizations",
+            &page_cache,
+            Scheme::certificate_codec_config_unbounded(),
+            retain,
         )
         .await;
-        let blocks = immutable::Archive::<_, _, Arc<Block>>::init(
+        let blocks = Archives::<_, _, Arc<Block>>::open(
             context.child("finalized_blocks"),
-            archive_config(&prefix, "blocks", &page_cache, ()),
+            &prefix,
+            "blocks",
+            &page_cache,
+            (),
+            retain,
         )
         .await;
         let (finalizations, blocks) = match (finalizations, blocks) {
@@ -530,6 +563,7 @@ where
         let executed_for_app = executed.clone();
         let mut executor = Executor::new(machine, mempool.clone(), executed, events);
         let replay_mailbox = marshal_mailbox.clone();
+        let prune_mailbox = marshal_mailbox.clone();
         context.child("executor").spawn(move |_| async move {
             let from = executor.applied_height() + 1;
             for height in from..=processed {
@@ -555,6 +589,12 @@ where
                 // Acknowledge only once applied and recorded: marshal then advances its
                 // processed height, which bounds what a restart must replay.
                 ack.acknowledge();
+                if let Some(below) =
+                    retain.and_then(|r| archives::prune_point(executor.applied_height(), r))
+                {
+                    info!(below, "pruning finalized blocks");
+                    prune_mailbox.prune(Height::new(below));
+                }
             }
         });
         marshal_actor.start(
@@ -652,33 +692,6 @@ fn finalized(block: &commonware_cryptography::Digested<Block>) -> FinalizedBlock
         height: block.inner().height,
         digest,
         txs: block.inner().txs.clone(),
-    }
-}
-
-fn archive_config<C>(
-    prefix: &str,
-    name: &str,
-    page_cache: &CacheRef,
-    codec_config: C,
-) -> immutable::Config<C> {
-    immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-freezer-table"),
-        freezer_table_initial_size: 1024,
-        freezer_table_resize_frequency: 10,
-        freezer_table_resize_chunk_size: 128,
-        freezer_key_partition: format!("{prefix}-{name}-freezer-key"),
-        freezer_key_page_cache: page_cache.clone(),
-        freezer_value_partition: format!("{prefix}-{name}-freezer-value"),
-        freezer_value_target_size: 64 * 1024 * 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(4096),
-        codec_config,
-        replay_buffer: NZUsize!(1 << 20),
-        freezer_key_write_buffer: NZUsize!(1 << 20),
-        freezer_value_write_buffer: NZUsize!(1 << 20),
-        ordinal_write_buffer: NZUsize!(1 << 20),
     }
 }
 
