@@ -128,12 +128,6 @@ pub struct ReplicaReport {
     pub error: Option<String>,
 }
 
-/// What one replica answered, classified.
-enum Answer {
-    Ok(Reply),
-    Problem(ReplicaProblem),
-}
-
 /// The client. Cheap to share by reference; every method takes `&self`.
 pub struct Client {
     config: ClusterConfig,
@@ -311,8 +305,8 @@ impl Client {
         Duration::from_millis(self.config.request_timeout_ms)
     }
 
-    /// One request to replica `index`; transport failures and overload statuses become
-    /// problems, any other answer is returned for the caller to judge.
+    /// One request to replica `index`; transport failures and overload statuses are recorded in
+    /// `problems` (and give `None`), any other answer is returned for the caller to judge.
     async fn ask(
         &self,
         index: usize,
@@ -320,38 +314,51 @@ impl Client {
         path: &str,
         body: Option<Body>,
         timeout: Duration,
-    ) -> Answer {
+        problems: &mut Vec<ReplicaProblem>,
+    ) -> Option<Reply> {
         let Some(endpoint) = self.endpoints.get(index) else {
-            return Answer::Problem(self.problem(
-                index,
-                ProblemKind::Unreachable,
-                "no such replica",
-            ));
+            problems.push(self.problem(index, ProblemKind::Unreachable, "no such replica"));
+            return None;
         };
-        match self
+        let problem = match self
             .transport
             .request(endpoint, method, path, body, timeout)
             .await
         {
             Err(e @ NetError::TooLarge { .. }) => {
-                Answer::Problem(self.problem(index, ProblemKind::Unverified, e.to_string()))
+                self.problem(index, ProblemKind::Unverified, e.to_string())
             }
-            Err(e) => Answer::Problem(self.problem(index, ProblemKind::Unreachable, e.to_string())),
+            Err(e) => self.problem(index, ProblemKind::Unreachable, e.to_string()),
             Ok(reply)
                 if reply.status == StatusCode::TOO_MANY_REQUESTS
                     || reply.status.is_server_error() =>
             {
                 let detail = error_text(&reply);
-                Answer::Problem(self.problem(index, ProblemKind::Busy, detail))
+                self.problem(index, ProblemKind::Busy, detail)
             }
             Ok(reply) => {
                 // Any HTTP answer that is not an overload means the replica is alive; whether
                 // its content is provable is judged by the caller, and a lying replica stays
                 // cheap to skip (it answers fast).
                 self.prefer(index);
-                Answer::Ok(reply)
+                return Some(reply);
             }
-        }
+        };
+        problems.push(problem);
+        None
+    }
+
+    /// Asks replica `index` to GET `path` ([`ask`](Self::ask)) within the configured request
+    /// timeout.
+    async fn get(
+        &self,
+        index: usize,
+        path: &str,
+        problems: &mut Vec<ReplicaProblem>,
+    ) -> Option<Reply> {
+        let timeout = self.request_timeout();
+        self.ask(index, Method::GET, path, None, timeout, problems)
+            .await
     }
 
     /// The error to return once every replica was tried without a verified answer.
@@ -410,15 +417,8 @@ impl Client {
     ) -> Option<Result<Verified<ReadResult>, ClientError>> {
         let mut refusals: BTreeMap<String, (usize, String)> = BTreeMap::new();
         for index in self.order() {
-            let reply = match self
-                .ask(index, Method::GET, path, None, self.request_timeout())
-                .await
-            {
-                Answer::Problem(p) => {
-                    problems.push(p);
-                    continue;
-                }
-                Answer::Ok(reply) => reply,
+            let Some(reply) = self.get(index, path, problems).await else {
+                continue;
             };
             if reply.status != StatusCode::OK {
                 let (code, message) = error_code(&reply);
@@ -502,22 +502,33 @@ impl Client {
         None
     }
 
+    /// Reads `query` and takes the typed value out of its verified result; `value_of` answers
+    /// `None` for a result of another kind.
+    async fn read_as<T>(
+        &self,
+        query: &ReadQuery,
+        value_of: impl FnOnce(&ReadResult) -> Option<T>,
+    ) -> Result<Verified<T>, ClientError> {
+        let v = self.read(query).await?;
+        match value_of(&v.value) {
+            Some(value) => Ok(map(v, value)),
+            None => Err(kind_mismatch(&v)),
+        }
+    }
+
     /// Verified balance of `address`.
     pub async fn balance(&self, address: &Address) -> Result<Verified<Balance>, ClientError> {
         let query = ReadQuery::Balance {
             address: address.to_string(),
         };
-        let v = self.read(&query).await?;
-        match v.value {
-            ReadResult::Balance { amount, utxo_count } => Ok(map(
-                v,
-                Balance {
-                    amount: Amount(amount),
-                    utxo_count,
-                },
-            )),
-            _ => Err(kind_mismatch(&v)),
-        }
+        self.read_as(&query, |result| match result {
+            ReadResult::Balance { amount, utxo_count } => Some(Balance {
+                amount: Amount(*amount),
+                utxo_count: *utxo_count,
+            }),
+            _ => None,
+        })
+        .await
     }
 
     /// One verified page of `address`'s unspent outputs.
@@ -532,20 +543,14 @@ impl Client {
             cursor: cursor.map(str::to_owned),
             limit: limit.clamp(1, MAX_PAGE),
         };
-        let v = self.read(&query).await?;
-        match &v.value {
+        self.read_as(&query, |result| match result {
             ReadResult::Utxos {
                 entries,
                 next_cursor,
-            } => {
-                let page = Page {
-                    entries: entries.clone(),
-                    next_cursor: next_cursor.clone(),
-                };
-                Ok(map(v, page))
-            }
-            _ => Err(kind_mismatch(&v)),
-        }
+            } => Some(page(entries, next_cursor.as_deref())),
+            _ => None,
+        })
+        .await
     }
 
     /// Every unspent output of `address`, each page verified (at most [`MAX_UTXO_PAGES`]).
@@ -591,29 +596,23 @@ impl Client {
             cursor: cursor.map(str::to_owned),
             limit: limit.clamp(1, MAX_PAGE),
         };
-        let v = self.read(&query).await?;
-        match &v.value {
+        self.read_as(&query, |result| match result {
             ReadResult::History {
                 entries,
                 next_cursor,
-            } => {
-                let page = Page {
-                    entries: entries.clone(),
-                    next_cursor: next_cursor.clone(),
-                };
-                Ok(map(v, page))
-            }
-            _ => Err(kind_mismatch(&v)),
-        }
+            } => Some(page(entries, next_cursor.as_deref())),
+            _ => None,
+        })
+        .await
     }
 
     /// Verified total supply.
     pub async fn supply(&self) -> Result<Verified<Amount>, ClientError> {
-        let v = self.read(&ReadQuery::Supply).await?;
-        match v.value {
-            ReadResult::Supply { total } => Ok(map(v, Amount(total))),
-            _ => Err(kind_mismatch(&v)),
-        }
+        self.read_as(&ReadQuery::Supply, |result| match result {
+            ReadResult::Supply { total } => Some(Amount(*total)),
+            _ => None,
+        })
+        .await
     }
 
     // ---- building and signing ------------------------------------------------------------
@@ -737,21 +736,18 @@ impl Client {
         let mut refusals: BTreeMap<String, (BTreeSet<usize>, String)> = BTreeMap::new();
         let mut pending = false;
         for index in self.order() {
-            let mut reply = match self
+            let Some(mut reply) = self
                 .ask(
                     index,
                     Method::POST,
                     "/v1/transactions",
                     Some(body.clone()),
                     timeout,
+                    &mut problems,
                 )
                 .await
-            {
-                Answer::Problem(p) => {
-                    problems.push(p);
-                    continue;
-                }
-                Answer::Ok(reply) => reply,
+            else {
+                continue;
             };
             if reply.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
                 // A replica from before binary submissions: the same transaction as JSON.
@@ -760,14 +756,18 @@ impl Client {
                         ClientError::Usage(format!("cannot encode transaction: {e}"))
                     })?);
                 reply = match self
-                    .ask(index, Method::POST, "/v1/transactions", Some(json), timeout)
+                    .ask(
+                        index,
+                        Method::POST,
+                        "/v1/transactions",
+                        Some(json),
+                        timeout,
+                        &mut problems,
+                    )
                     .await
                 {
-                    Answer::Problem(p) => {
-                        problems.push(p);
-                        continue;
-                    }
-                    Answer::Ok(reply) => reply,
+                    Some(reply) => reply,
+                    None => continue,
                 };
             }
             let outcome: Option<SubmitOutcome> = match reply.status {
@@ -923,15 +923,8 @@ impl Client {
         let mut pending_claims = Vec::new();
         let mut not_found = 0usize;
         for index in self.order() {
-            let reply = match self
-                .ask(index, Method::GET, &path, None, self.request_timeout())
-                .await
-            {
-                Answer::Problem(p) => {
-                    problems.push(p);
-                    continue;
-                }
-                Answer::Ok(reply) => reply,
+            let Some(reply) = self.get(index, &path, &mut problems).await else {
+                continue;
             };
             if reply.status == StatusCode::NOT_FOUND {
                 not_found += 1;
@@ -989,15 +982,8 @@ impl Client {
         let mut problems = Vec::new();
         let mut groups: Vec<(Vec<BlockView>, Vec<usize>)> = Vec::new();
         for index in self.order() {
-            let reply = match self
-                .ask(index, Method::GET, &path, None, self.request_timeout())
-                .await
-            {
-                Answer::Problem(p) => {
-                    problems.push(p);
-                    continue;
-                }
-                Answer::Ok(reply) => reply,
+            let Some(reply) = self.get(index, &path, &mut problems).await else {
+                continue;
             };
             let list: BlockList = match (reply.status, serde_json::from_slice(&reply.body)) {
                 (StatusCode::OK, Ok(l)) => l,
@@ -1149,6 +1135,14 @@ fn map<T, U>(v: Verified<T>, value: U) -> Verified<U> {
         answered_by: v.answered_by,
         signers: v.signers,
         problems: v.problems,
+    }
+}
+
+/// A page of a read result's entries.
+fn page<T: Clone>(entries: &[T], next_cursor: Option<&str>) -> Page<T> {
+    Page {
+        entries: entries.to_vec(),
+        next_cursor: next_cursor.map(str::to_owned),
     }
 }
 
