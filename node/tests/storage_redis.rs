@@ -9,9 +9,82 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_node::storage::{
-    FailPoint, MemoryStore, RedisConfig, RedisStore, Storage, StorageError, Store,
+    BlockChange, FailPoint, MemoryStore, RedisConfig, RedisStore, Snapshot, Storage, StorageError,
+    Store,
 };
 use redis_harness::{Cluster, Model, SentinelGroup, Standalone, assert_snapshot_consistent, cli};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+/// Persists `blocks` more blocks of `txs` transactions each from `model` to `store`.
+async fn persist_blocks(store: &impl Store, model: &mut Model, blocks: usize, txs: usize) {
+    for _ in 0..blocks {
+        let (h, block, change) = model.next_block(txs);
+        store.persist(h, &block, &change).await.unwrap();
+    }
+}
+
+/// Persists block `h` through a fresh connection that fails after `n` commands (the write
+/// must report the failpoint), then reconnects as a restarted replica would. Returns the new
+/// connection and the state it loaded.
+async fn crash_persist(
+    config: &RedisConfig,
+    n: usize,
+    h: u64,
+    block: &[u8],
+    change: &BlockChange,
+) -> (RedisStore, Snapshot) {
+    let store = RedisStore::connect(config).await.unwrap();
+    store.set_failpoint(Some(FailPoint::AfterCommands(n)));
+    assert!(matches!(
+        store.persist(h, block, change).await,
+        Err(StorageError::Failpoint(_))
+    ));
+    drop(store);
+    let store = RedisStore::connect(config).await.unwrap();
+    let snap = store.load().await.unwrap().unwrap();
+    (store, snap)
+}
+
+/// Blocks written in a background task, one every 10ms, while the test breaks Redis.
+struct Writer {
+    task: JoinHandle<Model>,
+    acked: mpsc::UnboundedReceiver<u64>,
+}
+
+impl Writer {
+    /// Writes blocks of `txs` transactions from `model` to `store` for `duration`.
+    fn start(store: Arc<RedisStore>, mut model: Model, txs: usize, duration: Duration) -> Writer {
+        let (tx, acked) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            while started.elapsed() < duration {
+                let (h, block, change) = model.next_block(txs);
+                store.persist(h, &block, &change).await.unwrap();
+                tx.send(h).unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            model
+        });
+        Writer { task, acked }
+    }
+
+    /// Waits until the block at `height` was acknowledged.
+    async fn reached(&mut self, height: u64) {
+        while self.acked.recv().await.unwrap() < height {}
+    }
+
+    /// Waits for the writer to stop; checks it saw every block it wrote acknowledged, and
+    /// returns its model.
+    async fn finish(mut self) -> Model {
+        let model = self.task.await.unwrap();
+        let mut acked = 0;
+        while let Ok(h) = self.acked.try_recv() {
+            acked = h;
+        }
+        assert_eq!(acked, model.height);
+        model
+    }
+}
 
 /// Applies `blocks` blocks to `store` and to a memory store, checking every read path agrees.
 async fn exercise(store: &impl Store, model: &mut Model, blocks: usize, txs: usize) {
@@ -122,10 +195,7 @@ async fn standalone_appendfsync_always_survives_redis_sigkill() {
     let config = redis.config("coffer:r0");
     let mut model = Model::new(5);
     let store = RedisStore::connect(&config).await.unwrap();
-    for _ in 0..20 {
-        let (h, block, change) = model.next_block(3);
-        store.persist(h, &block, &change).await.unwrap();
-    }
+    persist_blocks(&store, &mut model, 20, 3).await;
     drop(store);
     // Killed without a chance to flush: only what was fsynced per write survives.
     redis.server.restart();
@@ -143,12 +213,8 @@ async fn replicas_sharing_a_deployment_are_isolated() {
     let sb = RedisStore::connect(&redis.config("coffer:rb"))
         .await
         .unwrap();
-    for _ in 0..5 {
-        let (h, block, change) = a.next_block(2);
-        sa.persist(h, &block, &change).await.unwrap();
-    }
-    let (h, block, change) = b.next_block(1);
-    sb.persist(h, &block, &change).await.unwrap();
+    persist_blocks(&sa, &mut a, 5, 2).await;
+    persist_blocks(&sb, &mut b, 1, 1).await;
     reload_matches(&redis.config("coffer:ra"), &a).await;
     reload_matches(&redis.config("coffer:rb"), &b).await;
 }
@@ -159,22 +225,11 @@ async fn crash_mid_block_atomic(config: &RedisConfig) {
     let config = config.clone();
     let mut model = Model::new(3);
     let store = RedisStore::connect(&config).await.unwrap();
-    for _ in 0..3 {
-        let (h, block, change) = model.next_block(3);
-        store.persist(h, &block, &change).await.unwrap();
-    }
+    persist_blocks(&store, &mut model, 3, 3).await;
     let before = model.commitment();
     let (h, block, change) = model.next_block(3);
     for n in [1, 4, 1_000] {
-        let store = RedisStore::connect(&config).await.unwrap();
-        store.set_failpoint(Some(FailPoint::AfterCommands(n)));
-        assert!(matches!(
-            store.persist(h, &block, &change).await,
-            Err(StorageError::Failpoint(_))
-        ));
-        drop(store);
-        let store = RedisStore::connect(&config).await.unwrap();
-        let snap = store.load().await.unwrap().unwrap();
+        let (store, snap) = crash_persist(&config, n, h, &block, &change).await;
         assert_eq!(snap.height, h - 1, "failpoint after {n} commands");
         assert_eq!(snap.commitment, before);
         assert_snapshot_consistent(&snap);
@@ -225,31 +280,12 @@ async fn sentinel_master_killed_during_writes_loses_nothing_acknowledged() {
     let config = group.config("coffer:r0");
     let old_master = group.master.port;
     let store = Arc::new(RedisStore::connect(&config).await.unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut model = Model::new(7);
-            let started = std::time::Instant::now();
-            // Keep writing until well after the failover.
-            while started.elapsed() < Duration::from_secs(8) {
-                let (h, block, change) = model.next_block(3);
-                store.persist(h, &block, &change).await.unwrap();
-                tx.send(h).unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            model
-        })
-    };
+    // Keep writing until well after the failover.
+    let mut writer = Writer::start(store, Model::new(7), 3, Duration::from_secs(8));
     // Let some blocks land, then crash the master.
-    while rx.recv().await.unwrap() < 20 {}
+    writer.reached(20).await;
     group.master.kill();
-    let model = writer.await.unwrap();
-    let mut acked = 0;
-    while let Ok(h) = rx.try_recv() {
-        acked = h;
-    }
-    assert_eq!(acked, model.height);
+    let model = writer.finish().await;
     let new_master = group.current_master_port().unwrap();
     assert_ne!(new_master, old_master, "sentinels failed over");
     reload_matches(&config, &model).await;
@@ -272,22 +308,8 @@ async fn cluster_master_killed_during_writes_loses_nothing_acknowledged() {
     let mut cluster = Cluster::start();
     let config = cluster.config("coffer:r0");
     let store = Arc::new(RedisStore::connect(&config).await.unwrap());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut model = Model::new(16);
-            let started = std::time::Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                let (h, block, change) = model.next_block(4);
-                store.persist(h, &block, &change).await.unwrap();
-                tx.send(h).unwrap();
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            model
-        })
-    };
-    while rx.recv().await.unwrap() < 20 {}
+    let mut writer = Writer::start(store, Model::new(16), 4, Duration::from_secs(10));
+    writer.reached(20).await;
     let victim = cluster.masters()[0];
     let idx = cluster.nodes.iter().position(|n| n.port == victim).unwrap();
     cluster.nodes[idx].kill();
@@ -295,12 +317,7 @@ async fn cluster_master_killed_during_writes_loses_nothing_acknowledged() {
     // would; it rejoins as a replica.
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::task::block_in_place(|| cluster.nodes[idx].restart());
-    let model = writer.await.unwrap();
-    let mut acked = 0;
-    while let Ok(h) = rx.try_recv() {
-        acked = h;
-    }
-    assert_eq!(acked, model.height);
+    let model = writer.finish().await;
     assert!(!cluster.masters().contains(&victim), "a replica took over");
     reload_matches(&config, &model).await;
 }
@@ -313,23 +330,12 @@ async fn cluster_crash_mid_block_recovers() {
     let config = cluster.config("coffer:r0");
     let mut model = Model::new(6);
     let store = RedisStore::connect(&config).await.unwrap();
-    for _ in 0..3 {
-        let (h, block, change) = model.next_block(4);
-        store.persist(h, &block, &change).await.unwrap();
-    }
+    persist_blocks(&store, &mut model, 3, 4).await;
     drop(store);
     for n in [0usize, 1, 3, 6, 1_000] {
         let before = model.commitment();
         let (h, block, change) = model.next_block(4);
-        let store = RedisStore::connect(&config).await.unwrap();
-        store.set_failpoint(Some(FailPoint::AfterCommands(n)));
-        assert!(matches!(
-            store.persist(h, &block, &change).await,
-            Err(StorageError::Failpoint(_))
-        ));
-        drop(store);
-        let store = RedisStore::connect(&config).await.unwrap();
-        let snap = store.load().await.unwrap().unwrap();
+        let (store, snap) = crash_persist(&config, n, h, &block, &change).await;
         if n == 0 {
             // Nothing reached Redis: the block is simply not there and is persisted again.
             assert_eq!(snap.height, h - 1);
