@@ -2,8 +2,9 @@
 //! process (a real `LedgerState`, real ed25519 replica keys signing every receipt and read
 //! statement, optionally one Byzantine replica), the dev TLS files and an HTTPS client.
 //!
-//! Consensus is not simulated: each submission is applied at once as a one-transaction block.
-//! The live 4-replica cluster replaces this backend when the node wires consensus.
+//! Consensus is not simulated: each submission is applied at once as a one-transaction block
+//! (`coffer_testkit::InstantLedger`, shared with the wallet's tests). The live 4-replica cluster
+//! replaces this backend when the node wires consensus.
 
 #![allow(dead_code, missing_docs)]
 
@@ -11,16 +12,15 @@ pub mod client;
 
 use coffer_ledger::attest::{self, ReadQuery, Signed};
 use coffer_ledger::{
-    Address, Amount, Block, ChainId, Genesis, Keypair, Mint, OutPoint, ReplicaInfo, ReplicaKey,
-    SignedTransaction, Transaction, Transfer, TxOut, Txid,
+    Address, Amount, ChainId, Genesis, Keypair, Mint, OutPoint, SignedTransaction, Transaction,
+    Transfer, TxOut, Txid,
 };
 use coffer_node::api::answer;
 use coffer_node::api::{
-    AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus, ReceiptBundle,
-    ReplicaStatus, SubmitOutcome, TxStatus,
+    AttestedRead, Backend, BackendError, BlockView, ClusterStatus, ReceiptBundle, SubmitOutcome,
 };
+use coffer_testkit::InstantLedger;
 use ed25519_dalek::SigningKey;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -66,20 +66,7 @@ pub fn issuer() -> Keypair {
 }
 
 pub fn genesis() -> Genesis {
-    let replicas = replica_keys()
-        .iter()
-        .enumerate()
-        .map(|(i, k)| ReplicaInfo {
-            name: format!("replica-{i}"),
-            public_key: ReplicaKey(k.verifying_key().to_bytes()),
-        })
-        .collect();
-    Genesis {
-        chain_id: ChainId::new(CHAIN).expect("chain id"),
-        issuers: vec![issuer().public_key()],
-        replicas,
-        limits: Default::default(),
-    }
+    coffer_testkit::genesis(CHAIN, &issuer(), &replica_keys())
 }
 
 pub fn replica_set() -> attest::ReplicaSet {
@@ -116,32 +103,21 @@ pub fn transfer(
     .sign(from)
 }
 
-struct Inner {
-    ledger: coffer_ledger::LedgerState,
-    txs: HashMap<Txid, ReceiptBundle>,
-    blocks: Vec<BlockView>,
-}
-
 pub struct MemoryCluster {
     keys: Vec<SigningKey>,
     byzantine: Byzantine,
     /// When set, `status` takes this long (to exercise the gateway's deadline).
     pub stall_status: Option<std::time::Duration>,
-    inner: Mutex<Inner>,
+    chain: Mutex<InstantLedger>,
 }
 
 impl MemoryCluster {
     pub fn new(byzantine: Byzantine) -> Self {
-        let ledger = coffer_ledger::LedgerState::new(genesis()).expect("valid genesis");
         MemoryCluster {
             keys: replica_keys(),
             byzantine,
             stall_status: None,
-            inner: Mutex::new(Inner {
-                ledger,
-                txs: HashMap::new(),
-                blocks: Vec::new(),
-            }),
+            chain: Mutex::new(InstantLedger::new(genesis())),
         }
     }
 
@@ -174,84 +150,41 @@ impl Backend for MemoryCluster {
         tx: SignedTransaction,
         wait: bool,
     ) -> Result<SubmitOutcome, BackendError> {
-        let mut inner = self.inner.lock().expect("lock");
+        let mut chain = self.chain.lock().expect("lock");
         let txid = tx.txid();
-        if let Some(bundle) = inner.txs.get(&txid) {
+        if let Some(bundle) = chain.bundle(&txid) {
             return Ok(SubmitOutcome {
                 replayed: true,
                 bundle: bundle.clone(),
             });
         }
-        inner
-            .ledger
-            .verify_stateless(&tx)
-            .map_err(|code| BackendError::Rejected {
-                code,
-                message: format!("transaction {txid}"),
-            })?;
-        let height = inner.ledger.height() + 1;
-        let applied = inner
-            .ledger
-            .apply(&Block {
-                height,
-                txs: vec![tx],
+        let bundle = chain.apply(tx, |statement| {
+            self.attest_all(statement, |s| {
+                s.code = if s.code == attest::CODE_OK {
+                    "insufficient_funds".into()
+                } else {
+                    attest::CODE_OK.into()
+                };
             })
-            .map_err(|e| BackendError::Internal(e.to_string()))?;
-        let commitment = applied.commitment.state_hash.0;
-        let statement = answer::receipt_statement(
-            &inner.ledger.genesis().chain_id,
-            &applied.receipts[0],
-            &applied.commitment,
-        );
-        let code = statement.code.clone();
-        let receipts = self.attest_all(&statement, |s| {
-            s.code = if s.code == attest::CODE_OK {
-                "insufficient_funds".into()
+        })?;
+        Ok(SubmitOutcome {
+            replayed: false,
+            // Without `wait`, as if the answer left before the commit.
+            bundle: if wait {
+                bundle
             } else {
-                attest::CODE_OK.into()
-            };
-        });
-        let bundle = ReceiptBundle {
-            txid,
-            status: TxStatus::Committed,
-            height: Some(height),
-            code: Some(code.clone()),
-            receipts,
-        };
-        inner.txs.insert(txid, bundle.clone());
-        inner.blocks.push(BlockView {
-            height,
-            commitment: hex::encode(commitment),
-            transactions: vec![BlockTx { txid, code }],
-        });
-        if wait {
-            Ok(SubmitOutcome {
-                replayed: false,
-                bundle,
-            })
-        } else {
-            // As if the answer left before the commit: pending, no receipts yet.
-            let pending = ReceiptBundle {
-                txid,
-                status: TxStatus::Pending,
-                height: None,
-                code: None,
-                receipts: Vec::new(),
-            };
-            Ok(SubmitOutcome {
-                replayed: false,
-                bundle: pending,
-            })
-        }
+                coffer_testkit::pending(txid)
+            },
+        })
     }
 
     async fn transaction(&self, txid: Txid) -> Result<Option<ReceiptBundle>, BackendError> {
-        Ok(self.inner.lock().expect("lock").txs.get(&txid).cloned())
+        Ok(self.chain.lock().expect("lock").bundle(&txid).cloned())
     }
 
     async fn read(&self, query: ReadQuery) -> Result<AttestedRead, BackendError> {
-        let inner = self.inner.lock().expect("lock");
-        let ledger = &inner.ledger;
+        let chain = self.chain.lock().expect("lock");
+        let ledger = chain.ledger();
         let result = answer::answer_read(ledger, &query)?;
         let commitment = ledger.commitment();
         let chain_id = &ledger.genesis().chain_id;
@@ -266,38 +199,19 @@ impl Backend for MemoryCluster {
     }
 
     async fn block(&self, height: u64) -> Result<Option<BlockView>, BackendError> {
-        let inner = self.inner.lock().expect("lock");
-        let index = usize::try_from(height).ok().and_then(|h| h.checked_sub(1));
-        Ok(index.and_then(|i| inner.blocks.get(i)).cloned())
+        Ok(self.blocks(height, height).await?.pop())
     }
 
     async fn blocks(&self, from: u64, to: u64) -> Result<Vec<BlockView>, BackendError> {
-        let inner = self.inner.lock().expect("lock");
-        Ok(inner
-            .blocks
-            .iter()
-            .filter(|b| (from..=to).contains(&b.height))
-            .cloned()
-            .collect())
+        Ok(self.chain.lock().expect("lock").blocks(from, to))
     }
 
     async fn status(&self) -> Result<ClusterStatus, BackendError> {
         if let Some(stall) = self.stall_status {
             tokio::time::sleep(stall).await;
         }
-        let inner = self.inner.lock().expect("lock");
-        let height = inner.ledger.height();
-        let replicas = self
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ReplicaStatus {
-                name: format!("replica-{i}"),
-                public_key: hex::encode(k.verifying_key().to_bytes()),
-                height: Some(height),
-                reachable: true,
-            })
-            .collect();
+        let height = self.chain.lock().expect("lock").ledger().height();
+        let replicas = coffer_testkit::replica_statuses(&self.keys, height);
         Ok(ClusterStatus {
             chain_id: CHAIN.to_owned(),
             replica: "replica-0".to_owned(),

@@ -6,22 +6,21 @@
 //! accepts TCP connections and never speaks, for client-side timeouts.
 //!
 //! Consensus is not simulated: each submission is applied at once as a one-transaction block,
-//! as the live cluster would after ordering it.
+//! as the live cluster would after ordering it (`coffer_testkit::InstantLedger`, shared with the
+//! node's API tests).
 
 #![allow(dead_code, missing_docs)]
 
 use coffer_ledger::attest::{self, ReadQuery, ReadResult, ReceiptStatement, Signed, UtxoEntry};
-use coffer_ledger::{
-    Block, ChainId, Genesis, Keypair, LedgerState, ReplicaInfo, ReplicaKey, SignedTransaction, Txid,
-};
+use coffer_ledger::{Genesis, Keypair, LedgerState, SignedTransaction, Txid};
 use coffer_node::api::answer;
 use coffer_node::api::{
-    ApiConfig, ApiServer, AttestedRead, Backend, BackendError, BlockTx, BlockView, ClusterStatus,
-    ReceiptBundle, ReplicaStatus, SubmitOutcome, TxStatus,
+    ApiConfig, ApiServer, AttestedRead, Backend, BackendError, BlockView, ClusterStatus,
+    ReceiptBundle, SubmitOutcome, TxStatus,
 };
+use coffer_testkit::InstantLedger;
 use coffer_wallet::{ClusterConfig, ReplicaEndpoint};
 use ed25519_dalek::SigningKey;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,26 +68,12 @@ pub fn issuer() -> Keypair {
 }
 
 pub fn genesis() -> Genesis {
-    Genesis {
-        chain_id: ChainId::new(CHAIN).expect("chain id"),
-        issuers: vec![issuer().public_key()],
-        replicas: replica_keys()
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ReplicaInfo {
-                name: format!("replica-{i}"),
-                public_key: ReplicaKey(k.verifying_key().to_bytes()),
-            })
-            .collect(),
-        limits: Default::default(),
-    }
+    coffer_testkit::genesis(CHAIN, &issuer(), &replica_keys())
 }
 
 struct Inner {
-    ledger: LedgerState,
+    chain: InstantLedger,
     frozen: Option<LedgerState>,
-    txs: HashMap<Txid, ReceiptBundle>,
-    blocks: Vec<BlockView>,
 }
 
 /// The one ledger behind every gateway, and which replica (if any) lies.
@@ -104,10 +89,8 @@ impl Shared {
             keys: replica_keys(),
             liar,
             inner: Mutex::new(Inner {
-                ledger: LedgerState::new(genesis()).expect("genesis"),
+                chain: InstantLedger::new(genesis()),
                 frozen: None,
-                txs: HashMap::new(),
-                blocks: Vec::new(),
             }),
         }
     }
@@ -134,12 +117,12 @@ impl Shared {
     /// From now on, lagging gateways read this state.
     pub fn freeze(&self) {
         let mut inner = self.inner.lock().expect("lock");
-        inner.frozen = Some(inner.ledger.clone());
+        inner.frozen = Some(inner.chain.ledger().clone());
     }
 
     /// Number of blocks applied (each submission that was not a replay makes one).
     pub fn height(&self) -> u64 {
-        self.inner.lock().expect("lock").ledger.height()
+        self.inner.lock().expect("lock").chain.ledger().height()
     }
 }
 
@@ -203,15 +186,9 @@ impl Backend for Gateway {
         }
         let shared = &self.shared;
         let mut inner = shared.inner.lock().expect("lock");
-        if let Some(bundle) = inner.txs.get(&txid) {
+        if let Some(bundle) = inner.chain.bundle(&txid) {
             let bundle = if self.behaviour == Behaviour::AnswersPending {
-                ReceiptBundle {
-                    status: TxStatus::Pending,
-                    height: None,
-                    code: None,
-                    receipts: Vec::new(),
-                    ..bundle.clone()
-                }
+                coffer_testkit::pending(txid)
             } else {
                 bundle.clone()
             };
@@ -220,51 +197,13 @@ impl Backend for Gateway {
                 bundle,
             });
         }
-        inner
-            .ledger
-            .verify_stateless(&tx)
-            .map_err(|code| BackendError::Rejected {
-                code,
-                message: format!("transaction {txid}"),
-            })?;
-        let height = inner.ledger.height() + 1;
-        let applied = inner
-            .ledger
-            .apply(&Block {
-                height,
-                txs: vec![tx],
-            })
-            .map_err(|e| BackendError::Internal(e.to_string()))?;
-        let statement = answer::receipt_statement(
-            &inner.ledger.genesis().chain_id,
-            &applied.receipts[0],
-            &applied.commitment,
-        );
-        let code = statement.code.clone();
-        let receipts = shared.attest_all(&statement, |s| s.commitment[0] ^= 1);
-        let bundle = ReceiptBundle {
-            txid,
-            status: TxStatus::Committed,
-            height: Some(height),
-            code: Some(code.clone()),
-            receipts,
-        };
-        inner.txs.insert(txid, bundle.clone());
-        inner.blocks.push(BlockView {
-            height,
-            commitment: hex::encode(applied.commitment.state_hash.0),
-            transactions: vec![BlockTx { txid, code }],
-        });
+        let bundle = inner.chain.apply(tx, |statement| {
+            shared.attest_all(statement, |s| s.commitment[0] ^= 1)
+        })?;
         let bundle = if wait && self.behaviour != Behaviour::AnswersPending {
             bundle
         } else {
-            ReceiptBundle {
-                txid,
-                status: TxStatus::Pending,
-                height: None,
-                code: None,
-                receipts: Vec::new(),
-            }
+            coffer_testkit::pending(txid)
         };
         Ok(SubmitOutcome {
             replayed: false,
@@ -282,8 +221,8 @@ impl Backend for Gateway {
             .inner
             .lock()
             .expect("lock")
-            .txs
-            .get(&txid)
+            .chain
+            .bundle(&txid)
             .cloned())
     }
 
@@ -292,7 +231,7 @@ impl Backend for Gateway {
         let inner = self.shared.inner.lock().expect("lock");
         let ledger = match (&inner.frozen, self.behaviour) {
             (Some(frozen), Behaviour::Lagging) => frozen,
-            _ => &inner.ledger,
+            _ => inner.chain.ledger(),
         };
         let truth = answer::answer_read(ledger, &query)?;
         let commitment = ledger.commitment();
@@ -361,13 +300,13 @@ impl Backend for Gateway {
 
     async fn blocks(&self, from: u64, to: u64) -> Result<Vec<BlockView>, BackendError> {
         self.gate().await?;
-        let inner = self.shared.inner.lock().expect("lock");
-        let mut found: Vec<BlockView> = inner
-            .blocks
-            .iter()
-            .filter(|b| (from..=to).contains(&b.height))
-            .cloned()
-            .collect();
+        let mut found = self
+            .shared
+            .inner
+            .lock()
+            .expect("lock")
+            .chain
+            .blocks(from, to);
         if self.behaviour == Behaviour::Liar {
             for b in &mut found {
                 b.commitment = "ab".repeat(32);
@@ -385,18 +324,7 @@ impl Backend for Gateway {
             height,
             view: height,
             leader: None,
-            replicas: self
-                .shared
-                .keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| ReplicaStatus {
-                    name: format!("replica-{i}"),
-                    public_key: hex::encode(k.verifying_key().to_bytes()),
-                    height: Some(height),
-                    reachable: true,
-                })
-                .collect(),
+            replicas: coffer_testkit::replica_statuses(&self.shared.keys, height),
             healthy: true,
             max_faulty: 1,
         })
