@@ -12,7 +12,7 @@
 mod common;
 
 use coffer_ledger::Keypair;
-use common::{Behaviour, TestCluster, closed_port_url, issuer};
+use common::{Behaviour, TestCluster, issuer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -127,6 +127,35 @@ impl Env {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Imports the issuer's key (its secret on stdin) into the keystore.
+    async fn import_issuer(&self) {
+        self.run_with(
+            &["keys", "import", "issuer"],
+            Some(&self.issuer_secret),
+            PASSWORD,
+            &self.cluster_path,
+        )
+        .await
+        .ok();
+    }
+
+    /// Imports the issuer, creates the keys `alice` and `bob`, and mints `amount` to alice.
+    async fn fund_alice(&self, amount: &str) {
+        self.import_issuer().await;
+        self.run(&["keys", "new", "alice"]).await.ok();
+        self.run(&["keys", "new", "bob"]).await.ok();
+        self.run(&["mint", "--issuer", "issuer", "--to", "alice", amount])
+            .await
+            .ok();
+    }
+
+    /// Writes `config` to a file in this environment's directory; returns its path.
+    fn write_config(&self, name: &str, config: &coffer_wallet::ClusterConfig) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, serde_json::to_string(config).expect("json")).expect("write");
+        path
     }
 
     async fn balance(&self, who: &str) -> u64 {
@@ -513,19 +542,7 @@ async fn cli_not_fooled_by_a_lying_replica() {
         Behaviour::Honest,
     ])
     .await;
-    env.run_with(
-        &["keys", "import", "issuer"],
-        Some(&env.issuer_secret),
-        PASSWORD,
-        &env.cluster_path,
-    )
-    .await
-    .ok();
-    env.run(&["keys", "new", "alice"]).await.ok();
-    env.run(&["keys", "new", "bob"]).await.ok();
-    env.run(&["mint", "--issuer", "issuer", "--to", "alice", "1000"])
-        .await
-        .ok();
+    env.fund_alice("1000").await;
     let out = env.run(&["balance", "alice", "--json"]).await.ok().json();
     assert_eq!(
         out["balance"]["value"]["amount"], 1000,
@@ -562,23 +579,10 @@ async fn cli_exit_codes_for_unverifiable_and_unavailable() {
     }
     let env = Env::new([Behaviour::Honest; 4]).await;
     let cluster = env.local.as_ref().expect("local cluster");
-    env.run_with(
-        &["keys", "import", "issuer"],
-        Some(&env.issuer_secret),
-        PASSWORD,
-        &env.cluster_path,
-    )
-    .await
-    .ok();
+    env.import_issuer().await;
     let address = issuer().address().to_string();
 
-    let mut wrong_keys = cluster.config();
-    for (i, r) in wrong_keys.replicas.iter_mut().enumerate() {
-        let k = ed25519_dalek::SigningKey::from_bytes(&[u8::try_from(i).expect("small") + 90; 32]);
-        r.public_key = hex::encode(k.verifying_key().to_bytes());
-    }
-    let path = env.dir.path().join("wrong-keys.json");
-    std::fs::write(&path, serde_json::to_string(&wrong_keys).expect("json")).expect("write");
+    let path = env.write_config("wrong-keys.json", &cluster.config_with_wrong_keys());
     let out = env
         .run_with(&["balance", &address, "--json"], None, PASSWORD, &path)
         .await;
@@ -631,12 +635,7 @@ async fn cli_exit_codes_for_unverifiable_and_unavailable() {
     assert_eq!(retried["txid"], err["error"]["txid"]);
     assert_eq!(env.balance(&address).await, 12);
 
-    let mut down = cluster.config();
-    for r in &mut down.replicas {
-        r.url = closed_port_url();
-    }
-    let path = env.dir.path().join("down.json");
-    std::fs::write(&path, serde_json::to_string(&down).expect("json")).expect("write");
+    let path = env.write_config("down.json", &cluster.config_all_down());
     let out = env.run_with(&["supply"], None, PASSWORD, &path).await;
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("unavailable"), "{}", out.stderr);
@@ -671,19 +670,7 @@ async fn cli_reads_are_monotonic_across_runs() {
         Behaviour::Honest,
     ])
     .await;
-    env.run_with(
-        &["keys", "import", "issuer"],
-        Some(&env.issuer_secret),
-        PASSWORD,
-        &env.cluster_path,
-    )
-    .await
-    .ok();
-    env.run(&["keys", "new", "alice"]).await.ok();
-    env.run(&["keys", "new", "bob"]).await.ok();
-    env.run(&["mint", "--issuer", "issuer", "--to", "alice", "100"])
-        .await
-        .ok();
+    env.fund_alice("100").await;
     env.local.as_ref().expect("local").shared.freeze();
     env.run(&["send", "--from", "alice", "--to", "bob", "30"])
         .await

@@ -8,7 +8,7 @@ mod common;
 use coffer_ledger::{Amount, Keypair, OutPoint, SignedTransaction, Transaction, Transfer, TxOut};
 use coffer_wallet::error::exit;
 use coffer_wallet::{Client, ClientError, ClusterConfig, ProblemKind, TxInfo};
-use common::{Behaviour, TestCluster, blackhole, closed_port_url, issuer};
+use common::{Behaviour, TestCluster, blackhole, issuer};
 
 use Behaviour::{AnswersPending, Down, Honest, Lagging, Liar, Stall};
 
@@ -23,14 +23,30 @@ fn client_with_keys(config: ClusterConfig, keys: &[(&str, &Keypair)]) -> Client 
     client
 }
 
-#[tokio::test]
-async fn mint_send_and_read_back_verified() {
-    let cluster = TestCluster::start([Honest; 4]).await;
+/// A cluster of `behaviours`, two fresh wallets (alice, bob) and a client that holds the
+/// issuer's and alice's keys.
+async fn alice_and_bob(behaviours: [Behaviour; 4]) -> (TestCluster, Client, Keypair, Keypair) {
+    let cluster = TestCluster::start(behaviours).await;
     let (alice, bob) = (Keypair::generate(), Keypair::generate());
     let client = client_with_keys(
         cluster.config(),
         &[("issuer", &issuer()), ("alice", &alice)],
     );
+    (cluster, client, alice, bob)
+}
+
+/// The verified balance of `who`'s address.
+async fn amount(client: &Client, who: &Keypair) -> Amount {
+    let address = who.address();
+    match client.balance(&address).await {
+        Ok(balance) => balance.value.amount,
+        Err(e) => panic!("balance of {address}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn mint_send_and_read_back_verified() {
+    let (cluster, client, alice, bob) = alice_and_bob([Honest; 4]).await;
 
     let minted = client
         .mint("issuer", &alice.address(), Amount(1_000), 1)
@@ -126,12 +142,7 @@ async fn mint_send_and_read_back_verified() {
 /// believed, and the payment is applied exactly once.
 #[tokio::test]
 async fn lying_replica_fools_neither_balance_nor_send() {
-    let cluster = TestCluster::start([Liar, Honest, Honest, Honest]).await;
-    let (alice, bob) = (Keypair::generate(), Keypair::generate());
-    let client = client_with_keys(
-        cluster.config(),
-        &[("issuer", &issuer()), ("alice", &alice)],
-    );
+    let (cluster, client, alice, bob) = alice_and_bob([Liar, Honest, Honest, Honest]).await;
 
     // The liar answers first with a commit it never performed; the client goes on to a replica
     // whose receipts verify.
@@ -169,24 +180,8 @@ async fn lying_replica_fools_neither_balance_nor_send() {
         .expect("send");
     assert_eq!(paid.height, 2);
     assert_eq!(cluster.shared.height(), 2, "applied once");
-    assert_eq!(
-        client
-            .balance(&bob.address())
-            .await
-            .expect("bob")
-            .value
-            .amount,
-        Amount(200)
-    );
-    assert_eq!(
-        client
-            .balance(&alice.address())
-            .await
-            .expect("alice")
-            .value
-            .amount,
-        Amount(300)
-    );
+    assert_eq!(amount(&client, &bob).await, Amount(200));
+    assert_eq!(amount(&client, &alice).await, Amount(300));
     // The liar's extra UTXO never reaches coin selection, nor its doubled supply the user.
     assert_eq!(
         client
@@ -288,15 +283,7 @@ async fn resubmitting_is_safe() {
     assert!(again.replayed);
     assert_eq!((again.txid, again.height), (first.txid, first.height));
     assert_eq!(cluster.shared.height(), 1);
-    assert_eq!(
-        client
-            .balance(&alice.address())
-            .await
-            .expect("balance")
-            .value
-            .amount,
-        Amount(10)
-    );
+    assert_eq!(amount(&client, &alice).await, Amount(10));
     cluster.stop().await;
 }
 
@@ -304,12 +291,7 @@ async fn resubmitting_is_safe() {
 /// with a bad signature as a rejection f+1 replicas agree on.
 #[tokio::test]
 async fn rejections_are_proven() {
-    let cluster = TestCluster::start([Honest; 4]).await;
-    let (alice, bob) = (Keypair::generate(), Keypair::generate());
-    let client = client_with_keys(
-        cluster.config(),
-        &[("issuer", &issuer()), ("alice", &alice)],
-    );
+    let (cluster, client, alice, bob) = alice_and_bob([Honest; 4]).await;
     let minted = client
         .mint("issuer", &alice.address(), Amount(100), 3)
         .await
@@ -358,12 +340,7 @@ async fn rejections_are_proven() {
 async fn unverifiable_and_unavailable_are_errors() {
     let cluster = TestCluster::start([Honest; 4]).await;
     let alice = Keypair::generate();
-    let mut config = cluster.config();
-    for (i, r) in config.replicas.iter_mut().enumerate() {
-        let k = ed25519_dalek::SigningKey::from_bytes(&[u8::try_from(i).expect("small") + 90; 32]);
-        r.public_key = hex::encode(k.verifying_key().to_bytes());
-    }
-    let client = client_with_keys(config, &[("issuer", &issuer())]);
+    let client = client_with_keys(cluster.config_with_wrong_keys(), &[("issuer", &issuer())]);
     let err = client
         .balance(&alice.address())
         .await
@@ -376,11 +353,7 @@ async fn unverifiable_and_unavailable_are_errors() {
         .expect_err("unverifiable commit");
     assert_eq!(err.exit_code(), exit::UNVERIFIABLE, "{err}");
 
-    let mut config = cluster.config();
-    for r in &mut config.replicas {
-        r.url = closed_port_url();
-    }
-    let client = Client::new(config).expect("client");
+    let client = Client::new(cluster.config_all_down()).expect("client");
     let err = client.supply().await.expect_err("unavailable");
     assert_eq!(err.exit_code(), exit::UNAVAILABLE, "{err}");
     cluster.stop().await;
@@ -391,12 +364,7 @@ async fn unverifiable_and_unavailable_are_errors() {
 /// real), unless told the height it saw before.
 #[tokio::test]
 async fn reads_never_go_back_in_time() {
-    let cluster = TestCluster::start([Lagging, Honest, Honest, Honest]).await;
-    let (alice, bob) = (Keypair::generate(), Keypair::generate());
-    let client = client_with_keys(
-        cluster.config(),
-        &[("issuer", &issuer()), ("alice", &alice)],
-    );
+    let (cluster, client, alice, bob) = alice_and_bob([Lagging, Honest, Honest, Honest]).await;
     client
         .mint("issuer", &alice.address(), Amount(100), 1)
         .await
@@ -423,15 +391,7 @@ async fn reads_never_go_back_in_time() {
     let old = fresh.balance(&bob.address()).await.expect("old state");
     assert_eq!((old.value.amount, old.height), (Amount(0), 1));
     fresh.observe_height(2);
-    assert_eq!(
-        fresh
-            .balance(&bob.address())
-            .await
-            .expect("bob")
-            .value
-            .amount,
-        Amount(30)
-    );
+    assert_eq!(amount(&fresh, &bob).await, Amount(30));
     cluster.stop().await;
 }
 

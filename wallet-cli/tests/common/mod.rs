@@ -409,6 +409,26 @@ impl TestCluster {
         ClusterConfig::from_json(&text, &repo_root()).expect("valid config")
     }
 
+    /// [`config`](Self::config) with other replica keys than the gateways sign with: no answer
+    /// verifies.
+    pub fn config_with_wrong_keys(&self) -> ClusterConfig {
+        let mut config = self.config();
+        for (i, r) in config.replicas.iter_mut().enumerate() {
+            let k = SigningKey::from_bytes(&[u8::try_from(i).expect("small") + 90; 32]);
+            r.public_key = hex::encode(k.verifying_key().to_bytes());
+        }
+        config
+    }
+
+    /// [`config`](Self::config) with every replica's URL a port nothing listens on.
+    pub fn config_all_down(&self) -> ClusterConfig {
+        let mut config = self.config();
+        for r in &mut config.replicas {
+            r.url = closed_port_url();
+        }
+        config
+    }
+
     pub async fn stop(self) {
         for s in self.servers {
             s.shutdown().await;
