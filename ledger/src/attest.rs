@@ -420,13 +420,7 @@ impl ReadQuery {
                 limit,
             } => {
                 put_field(&mut w, "address", address)?;
-                match cursor {
-                    None => w.push(0),
-                    Some(c) => {
-                        w.push(1);
-                        put_field(&mut w, "cursor", c)?;
-                    }
-                }
+                put_cursor(&mut w, cursor.as_deref())?;
                 w.extend_from_slice(&limit.to_be_bytes());
             }
             ReadQuery::Supply => {}
@@ -528,30 +522,22 @@ impl ReadResult {
             ReadResult::Utxos {
                 entries,
                 next_cursor,
-            } => {
-                put_count(&mut w, entries.len())?;
-                for e in entries {
-                    w.extend_from_slice(&e.txid);
-                    w.extend_from_slice(&e.vout.to_be_bytes());
-                    w.extend_from_slice(&e.amount.to_be_bytes());
-                }
-                put_cursor(&mut w, next_cursor.as_deref())?;
-            }
+            } => put_page(&mut w, entries, next_cursor.as_deref(), |w, e| {
+                w.extend_from_slice(&e.txid);
+                w.extend_from_slice(&e.vout.to_be_bytes());
+                w.extend_from_slice(&e.amount.to_be_bytes());
+            })?,
             ReadResult::History {
                 entries,
                 next_cursor,
-            } => {
-                put_count(&mut w, entries.len())?;
-                for e in entries {
-                    w.extend_from_slice(&e.seq.to_be_bytes());
-                    w.extend_from_slice(&e.txid);
-                    w.extend_from_slice(&e.height.to_be_bytes());
-                    w.extend_from_slice(&e.index.to_be_bytes());
-                    w.extend_from_slice(&e.received.to_be_bytes());
-                    w.extend_from_slice(&e.sent.to_be_bytes());
-                }
-                put_cursor(&mut w, next_cursor.as_deref())?;
-            }
+            } => put_page(&mut w, entries, next_cursor.as_deref(), |w, e| {
+                w.extend_from_slice(&e.seq.to_be_bytes());
+                w.extend_from_slice(&e.txid);
+                w.extend_from_slice(&e.height.to_be_bytes());
+                w.extend_from_slice(&e.index.to_be_bytes());
+                w.extend_from_slice(&e.received.to_be_bytes());
+                w.extend_from_slice(&e.sent.to_be_bytes());
+            })?,
             ReadResult::Supply { total } => w.extend_from_slice(&total.to_be_bytes()),
         }
         Ok(w)
@@ -1072,11 +1058,7 @@ pub fn tagged_hash(tag: &str, data: &[u8]) -> [u8; 32] {
 }
 
 fn check_chain_id(s: &str) -> Result<(), AttestError> {
-    let ok_len = (1..=MAX_CHAIN_ID_LEN).contains(&s.len());
-    let ok_chars = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok_len && ok_chars {
+    if is_name(s, MAX_CHAIN_ID_LEN, b'-') {
         Ok(())
     } else {
         Err(AttestError::BadChainId(s.to_owned()))
@@ -1084,15 +1066,18 @@ fn check_chain_id(s: &str) -> Result<(), AttestError> {
 }
 
 fn check_code(s: &str) -> Result<(), AttestError> {
-    let ok_len = (1..=MAX_CODE_LEN).contains(&s.len());
-    let ok_chars = s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok_len && ok_chars {
+    if is_name(s, MAX_CODE_LEN, b'_') {
         Ok(())
     } else {
         Err(AttestError::BadCode(s.to_owned()))
     }
+}
+
+/// Whether `s` has 1 to `max_len` characters, each of `[a-z0-9]` or `separator`.
+fn is_name(s: &str, max_len: usize, separator: u8) -> bool {
+    (1..=max_len).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == separator)
 }
 
 /// Writes a u8 length and the bytes. Callers have checked the length fits (domain tags are
@@ -1124,6 +1109,20 @@ fn put_cursor(w: &mut Vec<u8>, cursor: Option<&str>) -> Result<(), AttestError> 
         }
     }
     Ok(())
+}
+
+/// Writes a result page: the entry count, each entry with `put_entry`, then the next cursor.
+fn put_page<T>(
+    w: &mut Vec<u8>,
+    entries: &[T],
+    next_cursor: Option<&str>,
+    put_entry: fn(&mut Vec<u8>, &T),
+) -> Result<(), AttestError> {
+    put_count(w, entries.len())?;
+    for e in entries {
+        put_entry(w, e);
+    }
+    put_cursor(w, next_cursor)
 }
 
 fn put_count(w: &mut Vec<u8>, n: usize) -> Result<(), AttestError> {
