@@ -240,6 +240,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The bytes `encode` appends to an empty [`Writer`]: a value's encoding on its own.
+pub(crate) fn encode_to_vec(encode: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::new();
+    encode(&mut w);
+    w.into_bytes()
+}
+
+/// Reads one value with `decode` and refuses any bytes left after it: the value must occupy
+/// all of `bytes`.
+pub(crate) fn decode_exact<'a, T>(
+    bytes: &'a [u8],
+    decode: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let v = decode(&mut r)?;
+    r.finish()?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

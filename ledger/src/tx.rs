@@ -8,7 +8,7 @@
 use crate::amount::Amount;
 use crate::encoding::{
     DecodeError, HARD_MAX_BLOCK_TXS, HARD_MAX_INPUTS, HARD_MAX_OUTPUTS, HARD_MAX_TX_BYTES, Reader,
-    Writer,
+    Writer, decode_exact, encode_to_vec,
 };
 use crate::hash::{Hash32, Txid, tagged_hash, tags};
 use crate::keys::{Address, Keypair, PublicKey, Signature};
@@ -113,17 +113,12 @@ pub struct OutPoint {
 impl OutPoint {
     /// The canonical encoding as a standalone value (e.g. a storage key or value).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.encode(&mut w);
-        w.into_bytes()
+        encode_to_vec(|w| self.encode(w))
     }
 
     /// Decodes a value that occupies all of `bytes`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let v = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        decode_exact(bytes, Self::decode)
     }
 
     /// Encoded size.
@@ -205,17 +200,12 @@ pub struct TxOut {
 impl TxOut {
     /// The canonical encoding as a standalone value (e.g. a storage key or value).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.encode(&mut w);
-        w.into_bytes()
+        encode_to_vec(|w| self.encode(w))
     }
 
     /// Decodes a value that occupies all of `bytes`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let v = Self::decode(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        decode_exact(bytes, Self::decode)
     }
 
     /// Smallest encoded size.
@@ -415,9 +405,7 @@ impl Transaction {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.encode_into(&mut w);
-        w.into_bytes()
+        encode_to_vec(|w| self.encode_into(w))
     }
 
     /// Reads one transaction from `r` (not requiring end of input).
@@ -460,10 +448,7 @@ impl Transaction {
 
     /// Decodes exactly one transaction occupying all of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let tx = Transaction::decode_from(&mut r)?;
-        r.finish()?;
-        Ok(tx)
+        decode_exact(bytes, Transaction::decode_from)
     }
 
     /// The transaction id: `tagged_hash("coffer/txid", encode(tx))`.
@@ -564,9 +549,7 @@ impl SignedTransaction {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
-        self.encode_into(&mut w);
-        w.into_bytes()
+        encode_to_vec(|w| self.encode_into(w))
     }
 
     /// Decodes exactly one signed transaction occupying all of `bytes`. Refuses inputs longer
@@ -578,11 +561,11 @@ impl SignedTransaction {
                 max: HARD_MAX_TX_BYTES,
             });
         }
-        let mut r = Reader::new(bytes);
-        let tx = Transaction::decode_from(&mut r)?;
-        let signature = Signature::from_bytes(r.array("signature")?);
-        r.finish()?;
-        Ok(SignedTransaction { tx, signature })
+        decode_exact(bytes, |r| {
+            let tx = Transaction::decode_from(r)?;
+            let signature = Signature::from_bytes(r.array("signature")?);
+            Ok(SignedTransaction { tx, signature })
+        })
     }
 
     /// Hash of the full encoding including the signature (what a block commits to).
