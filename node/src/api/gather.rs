@@ -43,36 +43,34 @@ impl<S: Statement> Gathered<S> {
 
     /// Keeps `signed` if it is valid and its replica has not answered yet.
     pub fn add(&mut self, signed: Signed<S>) -> Result<(), Refused> {
-        let replica = signed.attestation.replica;
-        if !self.replicas.contains(&replica) {
-            return Err(Refused::UnknownReplica);
-        }
-        if signed.statement.chain_id() != self.chain_id {
-            return Err(Refused::WrongChain);
-        }
-        if self.by_replica.contains_key(&replica) {
-            return Err(Refused::Duplicate);
-        }
+        self.check_signer(&signed)?;
         self.replicas
             .verify(&signed)
             .map_err(|_| Refused::BadSignature)?;
-        self.by_replica.insert(replica, signed);
+        self.by_replica.insert(signed.attestation.replica, signed);
         Ok(())
     }
 
     /// [`add`](Self::add) for a statement whose signature the caller already verified.
     pub fn add_verified(&mut self, signed: Signed<S>) -> Result<(), Refused> {
-        let replica = signed.attestation.replica;
-        if !self.replicas.contains(&replica) {
+        self.check_signer(&signed)?;
+        self.by_replica.insert(signed.attestation.replica, signed);
+        Ok(())
+    }
+
+    /// Everything [`add`](Self::add) checks but the signature: a genesis replica, this chain,
+    /// and the replica's first answer.
+    fn check_signer(&self, signed: &Signed<S>) -> Result<(), Refused> {
+        let replica = &signed.attestation.replica;
+        if !self.replicas.contains(replica) {
             return Err(Refused::UnknownReplica);
         }
         if signed.statement.chain_id() != self.chain_id {
             return Err(Refused::WrongChain);
         }
-        if self.by_replica.contains_key(&replica) {
+        if self.by_replica.contains_key(replica) {
             return Err(Refused::Duplicate);
         }
-        self.by_replica.insert(replica, signed);
         Ok(())
     }
 
