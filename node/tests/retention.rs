@@ -1,7 +1,9 @@
 //! Block retention (`[consensus] retain_blocks`) on a real `coffer-node` process with a Redis
 //! store: the block archive is pruned behind the executed height while the ledger keeps every
 //! balance, a replica killed and restarted on its pruned archive carries on, and a data
-//! directory is refused when its archive layout does not match the configuration.
+//! directory is refused when its archive layout does not match the configuration. With four
+//! replicas, one stopped for less than the retention catches up from its peers' pruned
+//! archives.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,9 +57,9 @@ fn sections(dir: &Path) -> Vec<u64> {
     found
 }
 
-/// Waits until replica 0 reports a height of at least `target`; the height reached.
-async fn wait_height(net: &ProcessCluster, target: u64, within: Duration) -> u64 {
-    let solo = net.solo(0);
+/// Waits until replica `i` reports a height of at least `target`; the height reached.
+async fn wait_height(net: &ProcessCluster, i: usize, target: u64, within: Duration) -> u64 {
+    let solo = net.solo(i);
     let started = Instant::now();
     loop {
         let height = solo.status().await[0].status.as_ref().map(|s| s.height);
@@ -68,8 +70,8 @@ async fn wait_height(net: &ProcessCluster, target: u64, within: Duration) -> u64
         }
         assert!(
             started.elapsed() < within,
-            "replica0 at {height:?}, not {target}, after {within:?}\n{}",
-            net.tail(0)
+            "replica{i} at {height:?}, not {target}, after {within:?}\n{}",
+            net.tail(i)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -80,7 +82,7 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
     let redis = redis_harness::Standalone::start();
     let url = redis.server.url();
     let mut net = ProcessCluster::start("retention", 1, Some(&url), fast_and_pruned);
-    wait_height(&net, 1, Duration::from_secs(60)).await;
+    wait_height(&net, 0, 1, Duration::from_secs(60)).await;
     let mut client = net.client();
     let alice = Keypair::generate();
     let bob = Keypair::generate();
@@ -100,7 +102,7 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
     );
 
     // Two sections past the first prune point: sections 0 and 256 are gone.
-    let reached = wait_height(&net, RETAIN + 2 * 256 + 64, Duration::from_secs(240)).await;
+    let reached = wait_height(&net, 0, RETAIN + 2 * 256 + 64, Duration::from_secs(240)).await;
     let home = net.home(0);
     let blocks = partition(&home, "-blocks-pruned-value").expect("pruned block archive");
     let kept = sections(&blocks);
@@ -143,7 +145,7 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
     // Killed and restarted on the pruned archive: the state is there and blocks go on.
     net.kill9(0);
     net.restart(0);
-    let after = wait_height(&net, reached + 300, Duration::from_secs(120)).await;
+    let after = wait_height(&net, 0, reached + 300, Duration::from_secs(120)).await;
     assert!(after > reached);
     assert_eq!(
         client.balance(&alice.address()).await.unwrap().value.amount,
@@ -175,5 +177,47 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
         ),
         "{}",
         net.tail(0)
+    );
+}
+
+/// f = 1, every replica pruning: replica 3 is killed once pruning has begun and restarted
+/// several hundred blocks later (within the retention). It catches up from its peers' pruned
+/// archives and from its own, and a transfer then commits with its receipt among the signers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_by_less_than_the_retention_catches_up() {
+    let redis = redis_harness::Standalone::start();
+    let url = redis.server.url();
+    let mut net = ProcessCluster::start("retention4", 4, Some(&url), fast_and_pruned);
+    // Past the first prune point (RETAIN + one section of 256).
+    let stopped_at = wait_height(&net, 3, RETAIN + 300, Duration::from_secs(300)).await;
+    net.kill9(3);
+    let ahead = wait_height(&net, 0, stopped_at + 400, Duration::from_secs(180)).await;
+    assert!(
+        net.log(0).contains("pruning finalized blocks"),
+        "{}",
+        net.tail(0)
+    );
+    net.restart(3);
+    let caught_up = wait_height(&net, 3, ahead, Duration::from_secs(180)).await;
+    assert!(caught_up >= ahead);
+
+    let mut client = net.client();
+    let alice = Keypair::generate();
+    client.add_key("alice", alice.clone());
+    client
+        .mint("issuer", &alice.address(), Amount(50), 3)
+        .await
+        .expect("mint");
+    let sent = client
+        .send("alice", &Keypair::generate().address(), Amount(20))
+        .await
+        .expect("send");
+    assert!(sent.height > ahead);
+    wait_height(&net, 3, sent.height, Duration::from_secs(60)).await;
+    let on_three = net.solo(3).balance(&alice.address()).await;
+    assert_eq!(
+        on_three.expect("replica3 answers").value.amount,
+        Amount(30),
+        "replica3 executed every block up to the transfer"
     );
 }
