@@ -169,9 +169,9 @@ pub struct ConsensusConfig {
     /// Capacity of the engines' internal mailboxes.
     pub mailbox_size: usize,
     /// Finalized blocks kept in the local block archive below the executed height; `None`
-    /// keeps every block (see [`archives`]). Only for a replica whose state machine is durable:
-    /// an ephemeral one rebuilds its state from the archive at every start. Blocks below the
-    /// retention can no longer be served to a replica that is further behind.
+    /// keeps every block (see `consensus/archives.rs`). Only for a replica whose state
+    /// machine is durable: an ephemeral one rebuilds its state from the archive at every
+    /// start. Blocks below the retention can no longer be served to a replica further behind.
     pub retain_blocks: Option<u64>,
     /// Test hook for Byzantine scenarios: when leading, propose blocks that carry an invalid
     /// transaction. Honest replicas must refuse to vote for them. Never set in production.
