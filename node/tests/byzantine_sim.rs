@@ -32,15 +32,15 @@
 #![recursion_limit = "256"]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod simnet;
+
 use bytes::Bytes;
 use coffer_ledger::{
-    Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, SignedTransaction,
-    Transaction, Transfer, TxOut,
+    Amount, Genesis, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,
     attest::{self, DiscardReason, QuorumError, ReceiptStatement, ReplicaSet},
 };
 use coffer_node::{
-    config::genesis_key,
-    consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Scheme, Timeouts, channels},
+    consensus::{self, ConsensusConfig, ConsensusHandle, Scheme, channels},
     executor::ExecutedBlock,
     ledger::{LedgerMachine, LedgerVerifier, LedgerView},
     tx::{PersistError, Receipt, StateMachine, Txid},
@@ -55,14 +55,15 @@ use commonware_cryptography::{
 };
 use commonware_p2p::{
     CheckedSender, LimitedSender, Recipients,
-    simulated::{self, Link, Network, Oracle, SplitOrigin, SplitTarget},
+    simulated::{Link, SplitOrigin, SplitTarget},
 };
 use commonware_runtime::{
     Clock as _, Handle, IoBuf, IoBufs, Quota, Runner as _, Spawner as _, Supervisor as _,
     deterministic,
 };
-use commonware_utils::{NZU32, NZUsize, Probability};
+use commonware_utils::{NZU32, Probability};
 use rand::RngExt as _;
+use simnet::{CHAIN, Log, Registered, SimOracle, chain, genesis, issuer};
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     panic::AssertUnwindSafe,
@@ -73,7 +74,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-const CHAIN: &str = "sim";
 const N: usize = 4;
 /// Every honest transaction must commit everywhere within this much simulated time once the
 /// network has healed.
@@ -150,14 +150,6 @@ impl Variant {
 // ---------------------------------------------------------------------------------------------
 // Transactions: the test keeps every byte string it ever submits, to audit what executed.
 
-fn chain() -> ChainId {
-    ChainId::new(CHAIN).unwrap()
-}
-
-fn issuer() -> Keypair {
-    Keypair::from_secret_bytes([42; 32]).unwrap()
-}
-
 fn wallet(i: u32) -> Keypair {
     let mut secret = [7u8; 32];
     secret[..4].copy_from_slice(&i.to_be_bytes());
@@ -168,20 +160,17 @@ fn replica_key(i: usize) -> PrivateKey {
     PrivateKey::from_seed(2_000 + i as u64)
 }
 
-fn genesis(keys: &[PrivateKey]) -> Genesis {
-    Genesis {
+/// The issuer's (unsigned) mint of [`MINTED_PER_WALLET`] to wallet `i`, with mint nonce `i`.
+fn mint_tx(i: u32) -> Transaction {
+    Transaction::Mint(Mint {
         chain_id: chain(),
-        issuers: vec![issuer().public_key()],
-        replicas: keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ReplicaInfo {
-                name: format!("r{i}"),
-                public_key: genesis_key(&k.public_key()),
-            })
-            .collect(),
-        limits: Limits::default(),
-    }
+        issuer: issuer().public_key(),
+        nonce: u64::from(i),
+        outputs: vec![TxOut::to_address(
+            Amount(MINTED_PER_WALLET),
+            wallet(i).address(),
+        )],
+    })
 }
 
 /// Every transaction the test created, by the id the node reports.
@@ -199,35 +188,12 @@ impl Book {
 
     /// The issuer mints to wallet `i` (mint nonce `i`).
     fn mint(&mut self, i: u32) -> Bytes {
-        let issuer = issuer();
-        self.record(
-            Transaction::Mint(Mint {
-                chain_id: chain(),
-                issuer: issuer.public_key(),
-                nonce: u64::from(i),
-                outputs: vec![TxOut::to_address(
-                    Amount(MINTED_PER_WALLET),
-                    wallet(i).address(),
-                )],
-            })
-            .sign_with_aux(&issuer, &AUX),
-        )
+        self.record(mint_tx(i).sign_with_aux(&issuer(), &AUX))
     }
 
     /// Wallet `i` spends its minted output, paying wallet `to`.
     fn pay(&mut self, i: u32, to: u32) -> Bytes {
-        let issuer = issuer();
-        let minted = issuer
-            .sign_tx(Transaction::Mint(Mint {
-                chain_id: chain(),
-                issuer: issuer.public_key(),
-                nonce: u64::from(i),
-                outputs: vec![TxOut::to_address(
-                    Amount(MINTED_PER_WALLET),
-                    wallet(i).address(),
-                )],
-            }))
-            .txid();
+        let minted = issuer().sign_tx(mint_tx(i)).txid();
         let from = wallet(i);
         self.record(
             Transaction::Transfer(Transfer {
@@ -482,33 +448,6 @@ impl StateMachine for Corrupt {
 // ---------------------------------------------------------------------------------------------
 // The cluster.
 
-/// Executed blocks of one replica, by height.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<BTreeMap<u64, Arc<ExecutedBlock>>>>);
-
-impl Log {
-    fn height(&self) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn get(&self, height: u64) -> Option<Arc<ExecutedBlock>> {
-        self.0.lock().unwrap().get(&height).cloned()
-    }
-
-    fn executed(&self) -> HashSet<Txid> {
-        let log = self.0.lock().unwrap();
-        log.values()
-            .flat_map(|b| b.receipts.iter().map(|r| r.txid))
-            .collect()
-    }
-}
-
 struct Replica {
     handle: ConsensusHandle<LedgerVerifier>,
     _root: Handle<()>,
@@ -518,27 +457,12 @@ struct Replica {
 
 struct Sim {
     context: deterministic::Context,
-    oracle: Oracle<PublicKey, deterministic::Context>,
+    oracle: SimOracle,
     keys: Vec<PrivateKey>,
     genesis: Genesis,
     knobs: Arc<Knobs>,
     link: Link,
 }
-
-fn timeouts() -> Timeouts {
-    Timeouts {
-        leader: Duration::from_millis(500),
-        certification: Duration::from_secs(1),
-        retry: Duration::from_secs(2),
-        skip: Duration::from_secs(5),
-        fetch: Duration::from_millis(500),
-    }
-}
-
-type Registered = (
-    simulated::Sender<PublicKey, deterministic::Context>,
-    simulated::Receiver<PublicKey>,
-);
 
 impl Sim {
     fn participants(&self) -> Vec<PublicKey> {
@@ -566,20 +490,8 @@ impl Sim {
     }
 
     async fn register(&self, i: usize) -> Vec<Registered> {
-        let control = self.oracle.control(self.keys[i].public_key());
         let quota = Quota::per_second(NZU32!(10_000));
-        let mut out = Vec::new();
-        for channel in [
-            channels::VOTES,
-            channels::CERTIFICATES,
-            channels::RESOLVER,
-            channels::BLOCKS,
-            channels::BACKFILL,
-            channels::MEMPOOL,
-        ] {
-            out.push(control.register(channel, quota).await.unwrap());
-        }
-        out
+        simnet::register(&self.oracle, self.keys[i].public_key(), quota).await
     }
 
     fn chaotic<S>(&self, i: usize, inner: S) -> Chaotic<S> {
@@ -612,21 +524,12 @@ impl Sim {
         R: commonware_p2p::Receiver<PublicKey = PublicKey>,
         M: StateMachine,
     {
-        let mut channels = channels.into_iter();
-        let mut next = || channels.next().unwrap();
-        let networks = Networks {
-            votes: next(),
-            certificates: next(),
-            resolver: next(),
-            blocks: next(),
-            backfill: next(),
-            mempool: next(),
-        };
+        let networks = simnet::networks(channels);
         let key = self.keys[i].clone();
         let control = self.oracle.control(key.public_key());
         let mut cfg = ConsensusConfig::new(CHAIN, key, self.participants());
         cfg.partition_prefix = format!("replica{i}{copy}");
-        cfg.timeouts = timeouts();
+        cfg.timeouts = simnet::timeouts();
         cfg.byzantine_proposer = byzantine_proposer;
         let (handle, root) = consensus::start(
             self.context
@@ -640,14 +543,7 @@ impl Sim {
             networks,
         )
         .expect("valid config");
-        let log = Log::default();
-        let mut events = handle.subscribe();
-        let sink = log.clone();
-        self.context.child("observer").spawn(move |_| async move {
-            while let Ok(block) = events.recv().await {
-                sink.0.lock().unwrap().insert(block.height, block);
-            }
-        });
+        let log = simnet::observe(&self.context, &handle);
         Replica {
             handle,
             _root: root,
@@ -679,15 +575,9 @@ impl Sim {
     async fn start_twins(&self, i: usize, split: Split) -> (Replica, Replica) {
         let mut primary = Vec::new();
         let mut secondary = Vec::new();
-        let channel_ids = [
-            channels::VOTES,
-            channels::CERTIFICATES,
-            channels::RESOLVER,
-            channels::BLOCKS,
-            channels::BACKFILL,
-            channels::MEMPOOL,
-        ];
-        for ((sender, receiver), channel) in self.register(i).await.into_iter().zip(channel_ids) {
+        for ((sender, receiver), channel) in
+            self.register(i).await.into_iter().zip(simnet::CHANNELS)
+        {
             let (sa, sb) = sender.split_with(split.clone().forwarder(channel));
             let (ra, rb) = receiver.split_with(self.context.child("twins"), split.clone().router());
             primary.push((self.chaotic(i, sa), ra));
@@ -702,20 +592,11 @@ impl Sim {
         )
     }
 
-    /// Waits (in simulated time, at most `bound`) until `done` holds; returns how long it took.
-    async fn wait(&self, what: &str, bound: Duration, mut done: impl FnMut() -> bool) -> Duration {
-        let start = self.context.current();
-        loop {
-            let elapsed = self.context.current().duration_since(start).unwrap();
-            if done() {
-                return elapsed;
-            }
-            assert!(
-                elapsed < bound,
-                "timed out after {elapsed:?} waiting for {what}"
-            );
-            self.context.sleep(Duration::from_millis(50)).await;
-        }
+    /// Waits (in simulated time, at most `bound`) until `done` holds, checking every 50ms;
+    /// returns how long it took.
+    async fn wait(&self, what: &str, bound: Duration, done: impl FnMut() -> bool) -> Duration {
+        let poll = Duration::from_millis(50);
+        simnet::wait(&self.context, what, bound, poll, done).await
     }
 }
 
@@ -728,26 +609,8 @@ fn probability(per_mille: u64) -> Probability {
 
 /// Honest replicas executed identical blocks at every height they share; returns that height.
 fn check_agreement(honest: &[&Replica]) -> u64 {
-    let common = honest.iter().map(|r| r.log.height()).min().unwrap();
-    for height in 1..=common {
-        let first = honest[0].log.get(height).expect("honest log is contiguous");
-        for other in &honest[1..] {
-            let block = other.log.get(height).expect("honest log is contiguous");
-            assert_eq!(
-                first.digest, block.digest,
-                "different blocks committed at {height}"
-            );
-            assert_eq!(
-                first.receipts, block.receipts,
-                "different receipts at {height}"
-            );
-            assert_eq!(
-                first.commitment, block.commitment,
-                "different state commitments at {height}"
-            );
-        }
-    }
-    common
+    let logs: Vec<&Log> = honest.iter().map(|r| &r.log).collect();
+    simnet::assert_agreement(&logs)
 }
 
 /// Replays the accepted transactions of `replica`'s log from the test's own copies and checks
@@ -934,18 +797,7 @@ async fn run(context: deterministic::Context, variant: Variant) -> Outcome {
     let mut rng = context.child("rng");
     let keys: Vec<PrivateKey> = (0..N).map(replica_key).collect();
     let participants: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
-    let (network, oracle) = Network::new_with_peers(
-        context.child("network"),
-        simulated::Config {
-            max_size: consensus::max_message_size(N),
-            max_peers_per_set: NZUsize!(N),
-            disconnect_on_block: true,
-            tracked_peer_sets: NZUsize!(1),
-        },
-        participants.clone(),
-    )
-    .await;
-    network.start();
+    let oracle = simnet::start_network(&context, participants.clone()).await;
     let latency = rng.random_range(5..60u64);
     let chaos = variant == Variant::Chaos;
     let link = Link {

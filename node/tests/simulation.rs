@@ -6,16 +6,16 @@
 #![recursion_limit = "256"]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod simnet;
+
 use bytes::Bytes;
 use coffer_ledger::{
-    Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, SignedTransaction,
-    Transaction, Transfer, TxOut,
+    Amount, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,
 };
 use coffer_node::{
     config::genesis_key,
     consensus::SubmitError,
-    consensus::{self, ConsensusConfig, ConsensusHandle, Networks, Timeouts, channels},
-    executor::ExecutedBlock,
+    consensus::{self, ConsensusConfig, ConsensusHandle, Timeouts, channels},
     ledger::{LedgerMachine, LedgerVerifier},
     mempool::MempoolLimits,
     sigcache::VerifiedSignatures,
@@ -25,22 +25,16 @@ use commonware_cryptography::{
     Signer as _,
     ed25519::{PrivateKey, PublicKey},
 };
-use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_runtime::{
-    Clock as _, Handle, Quota, Runner as _, Spawner as _, Supervisor as _, deterministic,
-};
-use commonware_utils::{NZU32, NZUsize, probability};
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use commonware_p2p::simulated::Link;
+use commonware_runtime::{Clock as _, Handle, Quota, Runner as _, Supervisor as _, deterministic};
+use commonware_utils::{NZU32, probability};
+use simnet::{CHAIN, Log, SimOracle, chain, genesis, issuer};
+use std::{sync::Arc, time::Duration};
 
-const CHAIN: &str = "sim";
 /// Deterministic runs must finish well within this simulated time.
 const SIM_TIMEOUT: Duration = Duration::from_secs(300);
-
-type Oracle_ = Oracle<PublicKey, deterministic::Context>;
+/// Bound on every wait for the cluster to get somewhere.
+const WAIT_BOUND: Duration = Duration::from_secs(120);
 
 fn link() -> Link {
     Link {
@@ -54,34 +48,10 @@ fn replica_key(i: usize) -> PrivateKey {
     PrivateKey::from_seed(1_000 + i as u64)
 }
 
-fn chain() -> ChainId {
-    ChainId::new(CHAIN).unwrap()
-}
-
-fn issuer() -> Keypair {
-    Keypair::from_secret_bytes([42; 32]).unwrap()
-}
-
 fn wallet(i: u32) -> Keypair {
     let mut secret = [9u8; 32];
     secret[..4].copy_from_slice(&i.to_be_bytes());
     Keypair::from_secret_bytes(secret).unwrap()
-}
-
-fn genesis(keys: &[PrivateKey]) -> Genesis {
-    Genesis {
-        chain_id: chain(),
-        issuers: vec![issuer().public_key()],
-        replicas: keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ReplicaInfo {
-                name: format!("r{i}"),
-                public_key: genesis_key(&k.public_key()),
-            })
-            .collect(),
-        limits: Limits::default(),
-    }
 }
 
 /// The issuer mints 100 units to wallet `i` (mint nonce `i`).
@@ -117,40 +87,6 @@ fn pay(i: u32, to: u32) -> Bytes {
     )
 }
 
-/// What one replica observed: executed blocks by height.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<BTreeMap<u64, Arc<ExecutedBlock>>>>);
-
-impl Log {
-    fn height(&self) -> u64 {
-        self.0
-            .lock()
-            .unwrap()
-            .keys()
-            .next_back()
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn receipts(&self) -> HashMap<Txid, Option<&'static str>> {
-        let mut out = HashMap::new();
-        for block in self.0.lock().unwrap().values() {
-            for r in &block.receipts {
-                assert!(
-                    out.insert(r.txid, r.rejection).is_none(),
-                    "transaction {} executed twice",
-                    r.txid
-                );
-            }
-        }
-        out
-    }
-
-    fn get(&self, height: u64) -> Option<Arc<ExecutedBlock>> {
-        self.0.lock().unwrap().get(&height).cloned()
-    }
-}
-
 struct Replica {
     handle: ConsensusHandle<LedgerVerifier>,
     root: Handle<()>,
@@ -160,7 +96,7 @@ struct Replica {
 
 struct Cluster {
     context: deterministic::Context,
-    oracle: Oracle_,
+    oracle: SimOracle,
     keys: Vec<PrivateKey>,
     timeouts: Timeouts,
 }
@@ -169,30 +105,12 @@ impl Cluster {
     async fn new(context: deterministic::Context, n: usize) -> Self {
         let keys: Vec<_> = (0..n).map(replica_key).collect();
         let participants: Vec<_> = keys.iter().map(|k| k.public_key()).collect();
-        let (network, oracle) = Network::new_with_peers(
-            context.child("network"),
-            simulated::Config {
-                max_size: consensus::max_message_size(n),
-                max_peers_per_set: NZUsize!(n),
-                disconnect_on_block: true,
-                tracked_peer_sets: NZUsize!(1),
-            },
-            participants,
-        )
-        .await;
-        network.start();
-        let timeouts = Timeouts {
-            leader: Duration::from_millis(500),
-            certification: Duration::from_secs(1),
-            retry: Duration::from_secs(2),
-            skip: Duration::from_secs(5),
-            fetch: Duration::from_millis(500),
-        };
+        let oracle = simnet::start_network(&context, participants).await;
         Self {
             context,
             oracle,
             keys,
-            timeouts,
+            timeouts: simnet::timeouts(),
         }
     }
 
@@ -223,6 +141,16 @@ impl Cluster {
         }
     }
 
+    /// Links every pair of `members`, then starts each of them, honest.
+    async fn start_linked(&self, members: &[usize]) -> Vec<Replica> {
+        self.link_all(members).await;
+        let mut replicas = Vec::new();
+        for &i in members {
+            replicas.push(self.start(i, false).await);
+        }
+        replicas
+    }
+
     /// Starts replica `i` (again, after a crash: same storage partitions, fresh memory store).
     async fn start(&self, i: usize, byzantine: bool) -> Replica {
         self.start_with(i, byzantine, MempoolLimits::default())
@@ -233,27 +161,8 @@ impl Cluster {
         let key = self.keys[i].clone();
         let control = self.oracle.control(key.public_key());
         let quota = Quota::per_second(NZU32!(1_000));
-        let mut regs = Vec::new();
-        for channel in [
-            channels::VOTES,
-            channels::CERTIFICATES,
-            channels::RESOLVER,
-            channels::BLOCKS,
-            channels::BACKFILL,
-            channels::MEMPOOL,
-        ] {
-            regs.push(control.register(channel, quota).await.unwrap());
-        }
-        let mut regs = regs.into_iter();
-        let mut next = || regs.next().unwrap();
-        let networks = Networks {
-            votes: next(),
-            certificates: next(),
-            resolver: next(),
-            blocks: next(),
-            backfill: next(),
-            mempool: next(),
-        };
+        let networks =
+            simnet::networks(simnet::register(&self.oracle, key.public_key(), quota).await);
         let genesis = genesis(&self.keys);
         let mut cfg = ConsensusConfig::new(CHAIN, key, self.participants());
         cfg.partition_prefix = format!("replica{i}");
@@ -274,14 +183,7 @@ impl Cluster {
             networks,
         )
         .expect("valid config");
-        let log = Log::default();
-        let mut events = handle.subscribe();
-        let sink = log.clone();
-        self.context.child("observer").spawn(move |_| async move {
-            while let Ok(block) = events.recv().await {
-                sink.0.lock().unwrap().insert(block.height, block);
-            }
-        });
+        let log = simnet::observe(&self.context, &handle);
         Replica {
             handle,
             root,
@@ -290,16 +192,19 @@ impl Cluster {
         }
     }
 
-    /// Waits (in simulated time) until `done` holds, checking every 100ms.
-    async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let start = self.context.current();
-        while !done() {
-            assert!(
-                self.context.current().duration_since(start).unwrap() < Duration::from_secs(120),
-                "timed out waiting for {what}"
-            );
-            self.context.sleep(Duration::from_millis(100)).await;
-        }
+    /// Waits (in simulated time, at most [`WAIT_BOUND`]) until `done` holds, checking every
+    /// 100ms.
+    async fn wait_until(&self, what: &str, done: impl FnMut() -> bool) {
+        let poll = Duration::from_millis(100);
+        simnet::wait(&self.context, what, WAIT_BOUND, poll, done).await;
+    }
+
+    /// Waits until every one of `replicas` executed every one of `txids`.
+    async fn wait_executed(&self, what: &str, replicas: &[&Replica], txids: &[Txid]) {
+        self.wait_until(what, || {
+            replicas.iter().all(|r| all_executed(&r.log, txids))
+        })
+        .await;
     }
 }
 
@@ -320,28 +225,12 @@ fn all_executed(log: &Log, txids: &[Txid]) -> bool {
     txids.iter().all(|id| receipts.contains_key(id))
 }
 
-/// Every replica in `logs` executed the same blocks up to the lowest common height.
-fn assert_agreement(logs: &[&Log]) -> u64 {
-    let common = logs.iter().map(|l| l.height()).min().unwrap();
+/// Every one of `replicas` executed the same blocks up to the lowest common height, which is
+/// above zero; returns that height.
+fn assert_agreement(replicas: &[&Replica]) -> u64 {
+    let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
+    let common = simnet::assert_agreement(&logs);
     assert!(common > 0, "nothing executed");
-    for height in 1..=common {
-        let first = logs[0].get(height).expect("contiguous");
-        for log in &logs[1..] {
-            let other = log.get(height).expect("contiguous");
-            assert_eq!(
-                first.digest, other.digest,
-                "block digest differs at {height}"
-            );
-            assert_eq!(
-                first.receipts, other.receipts,
-                "receipts differ at {height}"
-            );
-            assert_eq!(
-                first.commitment, other.commitment,
-                "state commitment differs at {height}"
-            );
-        }
-    }
     common
 }
 
@@ -358,9 +247,7 @@ async fn fund(cluster: &Cluster, replicas: &[&Replica], range: std::ops::Range<u
     let mints: Vec<Bytes> = range.map(mint).collect();
     let ids = submit_spread(replicas, &mints);
     cluster
-        .wait_until("mints executed", || {
-            replicas.iter().all(|r| all_executed(&r.log, &ids))
-        })
+        .wait_executed("mints executed", replicas, &ids)
         .await;
     for id in &ids {
         assert_eq!(replicas[0].log.receipts()[id], None, "mint {id} rejected");
@@ -378,11 +265,7 @@ fn four_replicas_order_and_execute_the_same_transfers() {
     for seed in [1, 2, 3] {
         runner(seed).start(|context| async move {
             let cluster = Cluster::new(context, 4).await;
-            cluster.link_all(&[0, 1, 2, 3]).await;
-            let mut replicas = Vec::new();
-            for i in 0..4 {
-                replicas.push(cluster.start(i, false).await);
-            }
+            let replicas = cluster.start_linked(&[0, 1, 2, 3]).await;
             let refs: Vec<&Replica> = replicas.iter().collect();
             fund(&cluster, &refs, 0..41).await;
             let mut txs = payments(0..40);
@@ -391,12 +274,9 @@ fn four_replicas_order_and_execute_the_same_transfers() {
             txs.push(pay(40, 3_000));
             let txids = submit_spread(&refs, &txs);
             cluster
-                .wait_until("all transfers executed everywhere", || {
-                    replicas.iter().all(|r| all_executed(&r.log, &txids))
-                })
+                .wait_executed("all transfers executed everywhere", &refs, &txids)
                 .await;
-            let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
-            assert_agreement(&logs);
+            assert_agreement(&refs);
             let receipts = replicas[0].log.receipts();
             // Each replica verified each transaction's signature at most once, though every
             // one passed admission (or gossip), txid lookups, proposal verification, execution
@@ -464,21 +344,14 @@ fn single_replica_finalizes_alone() {
 fn commits_with_one_replica_offline() {
     runner(11).start(|context| async move {
         let cluster = Cluster::new(context, 4).await;
-        cluster.link_all(&[0, 1, 2]).await;
-        let mut replicas = Vec::new();
-        for i in 0..3 {
-            replicas.push(cluster.start(i, false).await);
-        }
+        let replicas = cluster.start_linked(&[0, 1, 2]).await;
         let refs: Vec<&Replica> = replicas.iter().collect();
         fund(&cluster, &refs, 0..30).await;
         let txids = submit_spread(&refs, &payments(0..30));
         cluster
-            .wait_until("executed by the three online replicas", || {
-                replicas.iter().all(|r| all_executed(&r.log, &txids))
-            })
+            .wait_executed("executed by the three online replicas", &refs, &txids)
             .await;
-        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
-        assert_agreement(&logs);
+        assert_agreement(&refs);
         assert!(replicas[0].log.receipts().values().all(Option::is_none));
     });
 }
@@ -497,9 +370,7 @@ fn byzantine_leader_blocks_are_refused() {
         let mints = fund(&cluster, &honest, 0..30).await;
         let txids = submit_spread(&honest, &payments(0..30));
         cluster
-            .wait_until("honest replicas executed every transfer", || {
-                honest.iter().all(|r| all_executed(&r.log, &txids))
-            })
+            .wait_executed("honest replicas executed every transfer", &honest, &txids)
             .await;
         // Keep going for several leader rotations, so the Byzantine replica leads (and
         // proposes its invalid blocks) a few times.
@@ -508,8 +379,7 @@ fn byzantine_leader_blocks_are_refused() {
                 honest.iter().all(|r| r.log.height() >= 16)
             })
             .await;
-        let logs: Vec<&Log> = honest.iter().map(|r| &r.log).collect();
-        assert_agreement(&logs);
+        assert_agreement(&honest);
         let receipts = honest[0].log.receipts();
         // Only the submitted transactions were executed, all successfully: no block carrying
         // the Byzantine leader's invalid transaction was finalized.
@@ -522,18 +392,12 @@ fn byzantine_leader_blocks_are_refused() {
 fn leader_crash_and_restart_catches_up() {
     runner(17).start(|context| async move {
         let cluster = Cluster::new(context, 4).await;
-        cluster.link_all(&[0, 1, 2, 3]).await;
-        let mut replicas = Vec::new();
-        for i in 0..4 {
-            replicas.push(cluster.start(i, false).await);
-        }
+        let mut replicas = cluster.start_linked(&[0, 1, 2, 3]).await;
         let refs: Vec<&Replica> = replicas.iter().collect();
         let mints = fund(&cluster, &refs, 0..40).await;
         let first_ids = submit_spread(&refs, &payments(0..20));
         cluster
-            .wait_until("first batch executed", || {
-                replicas.iter().all(|r| all_executed(&r.log, &first_ids))
-            })
+            .wait_executed("first batch executed", &refs, &first_ids)
             .await;
 
         // Crash replica 0 (a round-robin leader every fourth view).
@@ -543,9 +407,11 @@ fn leader_crash_and_restart_catches_up() {
         let refs: Vec<&Replica> = replicas.iter().collect();
         let second_ids = submit_spread(&refs, &payments(20..40));
         cluster
-            .wait_until("commits resume without the crashed leader", || {
-                replicas.iter().all(|r| all_executed(&r.log, &second_ids))
-            })
+            .wait_executed(
+                "commits resume without the crashed leader",
+                &refs,
+                &second_ids,
+            )
             .await;
 
         // Restart it from its journal and archives with an empty (ephemeral) state store: it
@@ -557,9 +423,9 @@ fn leader_crash_and_restart_catches_up() {
                 restarted.log.height() >= target
             })
             .await;
-        let mut logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
-        logs.push(&restarted.log);
-        assert_agreement(&logs);
+        let mut all = refs;
+        all.push(&restarted);
+        assert_agreement(&all);
         assert!(all_executed(&restarted.log, &mints));
         assert!(all_executed(&restarted.log, &first_ids));
         assert!(all_executed(&restarted.log, &second_ids));
@@ -570,11 +436,7 @@ fn leader_crash_and_restart_catches_up() {
 fn lagging_replica_catches_up_from_peers() {
     runner(19).start(|context| async move {
         let cluster = Cluster::new(context, 4).await;
-        cluster.link_all(&[0, 1, 2, 3]).await;
-        let mut replicas = Vec::new();
-        for i in 0..4 {
-            replicas.push(cluster.start(i, false).await);
-        }
+        let replicas = cluster.start_linked(&[0, 1, 2, 3]).await;
         // Cut replica 3 off while the others make progress.
         for peer in 0..3 {
             cluster.unlink(3, peer).await;
@@ -583,9 +445,7 @@ fn lagging_replica_catches_up_from_peers() {
         let mints = fund(&cluster, &online, 0..40).await;
         let txids = submit_spread(&online, &payments(0..40));
         cluster
-            .wait_until("progress without replica 3", || {
-                online.iter().all(|r| all_executed(&r.log, &txids))
-            })
+            .wait_executed("progress without replica 3", &online, &txids)
             .await;
         assert!(!all_executed(&replicas[3].log, &mints));
         let target = online.iter().map(|r| r.log.height()).max().unwrap();
@@ -597,8 +457,7 @@ fn lagging_replica_catches_up_from_peers() {
         cluster
             .wait_until("replica 3 caught up", || replicas[3].log.height() >= target)
             .await;
-        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
-        assert_agreement(&logs);
+        assert_agreement(&replicas.iter().collect::<Vec<_>>());
         assert!(all_executed(&replicas[3].log, &txids));
     });
 }
@@ -655,11 +514,7 @@ fn stats_follow_views_leaders_and_skipped_views() {
             .collect();
 
         // All four online: views advance with the heights, leaders rotate over the replicas.
-        cluster.link_all(&[0, 1, 2, 3]).await;
-        let mut replicas = Vec::new();
-        for i in 0..4 {
-            replicas.push(cluster.start(i, false).await);
-        }
+        let mut replicas = cluster.start_linked(&[0, 1, 2, 3]).await;
         let start = replicas[0].handle.stats();
         assert!(start.view >= 1, "{start:?}");
         let mut leaders = std::collections::HashSet::new();
@@ -736,17 +591,14 @@ fn honest_replicas_agree_despite_a_conflicting_voter() {
         fund(&cluster, &refs, 0..20).await;
         let txids = submit_spread(&refs, &payments(0..20));
         cluster
-            .wait_until("honest replicas executed every transfer", || {
-                replicas.iter().all(|r| all_executed(&r.log, &txids))
-            })
+            .wait_executed("honest replicas executed every transfer", &refs, &txids)
             .await;
         cluster
             .wait_until("more blocks", || {
                 replicas.iter().all(|r| r.log.height() >= 12)
             })
             .await;
-        let logs: Vec<&Log> = replicas.iter().map(|r| &r.log).collect();
-        let common = assert_agreement(&logs);
+        let common = assert_agreement(&refs);
         assert!(common >= 12);
         let receipts = replicas[0].log.receipts();
         assert!(txids.iter().all(|id| receipts[id].is_none()));
