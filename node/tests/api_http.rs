@@ -3,6 +3,7 @@
 //! signatures, replays, malformed input, limits.
 
 mod common;
+mod xorshift;
 
 use coffer_ledger::attest::{
     self, DiscardReason, QuorumError, ReadQuery, ReadResult, ReadStatement, ReceiptStatement,
@@ -17,6 +18,7 @@ use common::{
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
+use xorshift::Rng;
 
 async fn start(cluster: MemoryCluster, config: ApiConfig) -> (ApiServer, Client) {
     let server = ApiServer::start(
@@ -913,21 +915,8 @@ fn documented_statuses(doc: &Value, method: &Method, path: &str) -> Option<Vec<S
     None
 }
 
-/// xorshift64*: a seeded generator, so a failing input reproduces.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap_or(0)
-    }
-
+    /// One of `items`, chosen at random.
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }

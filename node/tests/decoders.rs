@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod xorshift;
+
 use bytes::Bytes;
 use coffer_ledger::{
     Amount, ChainId, Genesis, Keypair, Limits, Mint, OutPoint, ReplicaInfo, ReplicaKey,
@@ -34,6 +36,7 @@ use commonware_cryptography::{
 };
 use commonware_utils::ordered::Set;
 use std::sync::Arc;
+use xorshift::Rng;
 
 fn iterations() -> usize {
     std::env::var("COFFER_FUZZ_ITERS")
@@ -42,21 +45,8 @@ fn iterations() -> usize {
         .unwrap_or(3_000)
 }
 
-/// xorshift64*: deterministic, dependency-free input generation.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
+/// Input generation from a seeded xorshift64* generator.
+impl Rng {
     fn bytes(&mut self, max: usize) -> Vec<u8> {
         let len = self.below(max + 1);
         (0..len).map(|_| self.next() as u8).collect()
@@ -181,7 +171,7 @@ fn sample_txs() -> Vec<SignedTransaction> {
 fn ledger_transaction_decoder_never_panics_and_is_canonical() {
     let valid: Vec<Vec<u8>> = sample_txs().iter().map(SignedTransaction::encode).collect();
     let mut decoded = 0;
-    for input in Gen(1).inputs(&valid) {
+    for input in Rng(1).inputs(&valid) {
         if let Ok(stx) = SignedTransaction::decode(&input) {
             assert_eq!(stx.encode(), input, "non-canonical transaction encoding");
             decoded += 1;
@@ -211,7 +201,7 @@ fn block_decoder_never_panics_and_is_canonical() {
             .to_vec()
         })
         .collect();
-    for input in Gen(2).inputs(&valid) {
+    for input in Rng(2).inputs(&valid) {
         if let Ok(block) = Block::decode(Bytes::from(input.clone())) {
             assert_eq!(
                 block.encode().to_vec(),
@@ -230,7 +220,7 @@ fn gossip_batch_decoder_never_panics() {
         .collect();
     let cfg = (RangeCfg::new(1..=256usize), RangeCfg::new(1..=MAX_TX_BYTES));
     let valid = vec![txs.encode().to_vec()];
-    for input in Gen(3).inputs(&valid) {
+    for input in Rng(3).inputs(&valid) {
         if let Ok(batch) = Vec::<Bytes>::decode_cfg(Bytes::from(input.clone()), &cfg) {
             assert_eq!(batch.encode().to_vec(), input);
         }
@@ -252,7 +242,7 @@ fn simplex_vote_and_certificate_decoders_never_panic() {
     ];
     let valid: Vec<Vec<u8>> = votes.iter().map(|v| v.encode().to_vec()).collect();
     let cert_cfg = scheme.certificate_codec_config();
-    let mut g = Gen(4);
+    let mut g = Rng(4);
     for input in g.inputs(&valid) {
         if let Ok(vote) = Vote::<Scheme, Digest>::decode(Bytes::from(input.clone())) {
             assert_eq!(vote.encode().to_vec(), input, "non-canonical vote");
@@ -318,7 +308,7 @@ async fn witness_message_handler_never_panics() {
     .map(String::into_bytes)
     .chain([binary_receipts(peer, false), binary_receipts(peer, true)])
     .collect();
-    for input in Gen(5).inputs(&valid) {
+    for input in Rng(5).inputs(&valid) {
         witness.on_message(peer, &input);
     }
     // Still answers afterwards: a status heartbeat from a peer is accepted.
