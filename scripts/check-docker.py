@@ -237,6 +237,19 @@ def check_dockerfile() -> dict:
                     not ignored(src, patterns),
                     f"Dockerfile: COPY source {src} is excluded by .dockerignore",
                 )
+    # Cargo reads every workspace member's manifest, even for `-p`: each must be in the image.
+    copied_to_builder = {
+        shlex.split(rest)[0].rstrip("/")
+        for word, rest in stages[0]["ins"]
+        if word == "COPY" and not rest.startswith("--")
+    }
+    members = re.search(r"^members\s*=\s*\[([^\]]*)\]", (ROOT / "Cargo.toml").read_text(), re.M)
+    if C.check(members is not None, "Cargo.toml: no [workspace] members list"):
+        for member in re.findall(r'"([^"]+)"', members.group(1)):
+            C.check(
+                member in copied_to_builder,
+                f"Dockerfile: workspace member {member} is not copied into the builder",
+            )
     build_runs = [r for w, r in stages[0]["ins"] if w == "RUN" and "cargo build" in r]
     C.check(len(build_runs) == 1, "Dockerfile: want exactly one `cargo build` RUN in the builder")
     for r in build_runs:
