@@ -156,11 +156,6 @@ impl Store for MemoryStore {
         Ok(self.lock().height)
     }
 
-    async fn balance(&self, address: &str) -> Result<u64, StorageError> {
-        let utxos = self.utxos(address).await?;
-        sum_amounts(address, &utxos)
-    }
-
     async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
         keys::check_address(address)?;
         let s = self.lock();
@@ -220,16 +215,4 @@ impl Store for MemoryStore {
     async fn tx(&self, txid: &Txid) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().txs.get(txid).cloned())
     }
-}
-
-/// Sums amounts with overflow reported as corruption: the ledger caps supply far below u64::MAX,
-/// so an overflow means the stored amounts are wrong.
-pub(crate) fn sum_amounts(address: &str, utxos: &[Utxo]) -> Result<u64, StorageError> {
-    utxos.iter().try_fold(0u64, |acc, u| {
-        acc.checked_add(u.amount)
-            .ok_or_else(|| StorageError::Corrupt {
-                key: address.to_owned(),
-                reason: "balance overflows u64".into(),
-            })
-    })
 }

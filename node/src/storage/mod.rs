@@ -181,8 +181,13 @@ pub trait Store: Send + Sync {
     /// The last persisted height, if any.
     fn applied_height(&self) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send;
 
-    /// The sum of an address's unspent outputs.
-    fn balance(&self, address: &str) -> impl Future<Output = Result<u64, StorageError>> + Send;
+    /// The sum of an address's unspent outputs: [`Store::utxos`], summed, on every backend.
+    fn balance(&self, address: &str) -> impl Future<Output = Result<u64, StorageError>> + Send {
+        async move {
+            let utxos = self.utxos(address).await?;
+            sum_amounts(address, &utxos)
+        }
+    }
 
     /// An address's unspent outputs, sorted by outpoint.
     fn utxos(&self, address: &str) -> impl Future<Output = Result<Vec<Utxo>, StorageError>> + Send;
@@ -257,13 +262,6 @@ impl Store for Storage {
         }
     }
 
-    async fn balance(&self, address: &str) -> Result<u64, StorageError> {
-        match self {
-            Self::Memory(s) => s.balance(address).await,
-            Self::Redis(s) => s.balance(address).await,
-        }
-    }
-
     async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
         match self {
             Self::Memory(s) => s.utxos(address).await,
@@ -296,6 +294,18 @@ impl Store for Storage {
             Self::Redis(s) => s.tx(txid).await,
         }
     }
+}
+
+/// Sums amounts with overflow reported as corruption: the ledger caps supply far below u64::MAX,
+/// so an overflow means the stored amounts are wrong.
+fn sum_amounts(address: &str, utxos: &[Utxo]) -> Result<u64, StorageError> {
+    utxos.iter().try_fold(0u64, |acc, u| {
+        acc.checked_add(u.amount)
+            .ok_or_else(|| StorageError::Corrupt {
+                key: address.to_owned(),
+                reason: "balance overflows u64".into(),
+            })
+    })
 }
 
 /// Checks what both backends require of a change before writing it: bounded sizes, valid

@@ -28,7 +28,6 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 
 use super::codec::{self, Entry};
 use super::keys::{self, Keys, UTXO_SHARDS};
-use super::memory::sum_amounts;
 use super::{
     BlockChange, DurabilityConfig, HistoryItem, MAX_ADDRESS_UTXOS, MAX_SEQ, RedisConfig, RedisMode,
     RetryConfig, Snapshot, Storage, StorageError, Store, StoredBlock, Txid, Utxo, check_page,
@@ -1175,11 +1174,6 @@ impl Store for RedisStore {
 
     async fn applied_height(&self) -> Result<Option<u64>, StorageError> {
         Ok(self.read_meta().await?.height)
-    }
-
-    async fn balance(&self, address: &str) -> Result<u64, StorageError> {
-        let utxos = self.utxos(address).await?;
-        sum_amounts(address, &utxos)
     }
 
     async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
