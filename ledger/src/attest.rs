@@ -362,7 +362,12 @@ impl ReadStatement {
 }
 
 /// A read query, as the client asked it. Only its digest is signed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// JSON (how replicas forward a query to each other): `{"kind": "utxos", "address": ...,
+/// "cursor": ..., "limit": ...}`. Unlike results, unknown fields are ignored, as they always
+/// were on that channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ReadQuery {
     /// Balance of `address` (bech32m string).

@@ -73,82 +73,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// asked again (own receipts normally reach the cache when the signer signs each block).
 const OWN_RECHECK: Duration = Duration::from_secs(1);
 
-/// A read query as it travels between replicas.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum WireQuery {
-    Balance {
-        address: String,
-    },
-    Utxos {
-        address: String,
-        cursor: Option<String>,
-        limit: u32,
-    },
-    History {
-        address: String,
-        cursor: Option<String>,
-        limit: u32,
-    },
-    Supply,
-}
-
-impl WireQuery {
-    fn from_query(q: &ReadQuery) -> Option<Self> {
-        Some(match q {
-            ReadQuery::Balance { address } => Self::Balance {
-                address: address.clone(),
-            },
-            ReadQuery::Utxos {
-                address,
-                cursor,
-                limit,
-            } => Self::Utxos {
-                address: address.clone(),
-                cursor: cursor.clone(),
-                limit: *limit,
-            },
-            ReadQuery::History {
-                address,
-                cursor,
-                limit,
-            } => Self::History {
-                address: address.clone(),
-                cursor: cursor.clone(),
-                limit: *limit,
-            },
-            ReadQuery::Supply => Self::Supply,
-            #[allow(unreachable_patterns)]
-            _ => return None,
-        })
-    }
-
-    fn into_query(self) -> ReadQuery {
-        match self {
-            Self::Balance { address } => ReadQuery::Balance { address },
-            Self::Utxos {
-                address,
-                cursor,
-                limit,
-            } => ReadQuery::Utxos {
-                address,
-                cursor,
-                limit,
-            },
-            Self::History {
-                address,
-                cursor,
-                limit,
-            } => ReadQuery::History {
-                address,
-                cursor,
-                limit,
-            },
-            Self::Supply => ReadQuery::Supply,
-        }
-    }
-}
-
 /// What replicas send each other on [`CHANNEL`] (receipts in binary, the rest JSON; see
 /// [`encode_message`]; at most [`MAX_MESSAGE_BYTES`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,7 +88,7 @@ enum Message {
     ReadRequest {
         id: u64,
         height: u64,
-        query: WireQuery,
+        query: ReadQuery,
     },
     /// The answer to a read request.
     ReadResponse {
@@ -749,7 +673,6 @@ impl Witness {
                 self.serving.fetch_add(1, Ordering::Relaxed);
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let query = query.into_query();
                     let deadline = tokio::time::Instant::now() + READ_WAIT;
                     if let Ok(Some(statement)) =
                         this.statement_at_least(&query, height, deadline).await
@@ -1056,8 +979,6 @@ impl Witness {
         query: &ReadQuery,
         deadline: tokio::time::Instant,
     ) -> Result<AttestedRead, BackendError> {
-        let wire = WireQuery::from_query(query)
-            .ok_or_else(|| BackendError::Invalid(format!("unsupported query {query:?}")))?;
         let mut target = 0u64;
         let mut best = 0usize;
         loop {
@@ -1094,7 +1015,7 @@ impl Witness {
                     &Message::ReadRequest {
                         id,
                         height,
-                        query: wire.clone(),
+                        query: query.clone(),
                     },
                 );
             }
@@ -1435,6 +1356,69 @@ mod tests {
         let err = w.gather_receipts(&Txid(txid), deadline).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
+    }
+
+    #[test]
+    fn read_requests_travel_as_json_with_the_query_inline() {
+        // Replicas of different versions exchange these: the JSON form is a wire format.
+        let cases = [
+            (
+                ReadQuery::Balance {
+                    address: "a".into(),
+                },
+                r#"{"type":"read_request","id":1,"height":2,"query":{"kind":"balance","address":"a"}}"#,
+            ),
+            (
+                ReadQuery::Utxos {
+                    address: "a".into(),
+                    cursor: None,
+                    limit: 5,
+                },
+                r#"{"type":"read_request","id":1,"height":2,"query":{"kind":"utxos","address":"a","cursor":null,"limit":5}}"#,
+            ),
+            (
+                ReadQuery::History {
+                    address: "a".into(),
+                    cursor: Some("7".into()),
+                    limit: 5,
+                },
+                r#"{"type":"read_request","id":1,"height":2,"query":{"kind":"history","address":"a","cursor":"7","limit":5}}"#,
+            ),
+            (
+                ReadQuery::Supply,
+                r#"{"type":"read_request","id":1,"height":2,"query":{"kind":"supply"}}"#,
+            ),
+        ];
+        for (query, json) in cases {
+            let message = Message::ReadRequest {
+                id: 1,
+                height: 2,
+                query: query.clone(),
+            };
+            assert_eq!(
+                String::from_utf8(encode_message(&message).unwrap()).unwrap(),
+                json
+            );
+            let Ok(Message::ReadRequest { query: back, .. }) = decode_message(json.as_bytes())
+            else {
+                panic!("{json} did not decode");
+            };
+            assert_eq!(back, query);
+        }
+        // An absent cursor and unknown fields are tolerated.
+        let lenient = r#"{"type":"read_request","id":1,"height":2,"query":{"kind":"utxos","address":"a","limit":5,"more":0}}"#;
+        let Ok(Message::ReadRequest { query: back, .. }) = decode_message(lenient.as_bytes())
+        else {
+            panic!("lenient query did not decode");
+        };
+        assert_eq!(
+            back,
+            ReadQuery::Utxos {
+                address: "a".into(),
+                cursor: None,
+                limit: 5
+            }
+        );
     }
 
     #[test]
