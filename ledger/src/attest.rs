@@ -237,24 +237,15 @@ pub fn sign_receipts(
 impl ReceiptStatement {
     /// Decodes the canonical encoding; rejects trailing bytes and any other domain.
     pub fn decode(bytes: &[u8]) -> Result<Self, AttestError> {
-        let mut r = Reader(bytes);
-        r.domain(RECEIPT_DOMAIN)?;
-        let chain_id = r.string("chain id")?;
-        let txid = r.array("txid")?;
-        let height = u64::from_be_bytes(r.array("height")?);
-        let code = r.string("code")?;
-        let commitment = r.array("commitment")?;
-        r.finish()?;
-        let s = ReceiptStatement {
-            chain_id,
-            txid,
-            height,
-            code,
-            commitment,
-        };
-        // Re-check the field rules so decode accepts exactly what encode produces.
-        s.encode()?;
-        Ok(s)
+        decode_statement(bytes, RECEIPT_DOMAIN, |r| {
+            Ok(ReceiptStatement {
+                chain_id: r.string("chain id")?,
+                txid: r.array("txid")?,
+                height: u64::from_be_bytes(r.array("height")?),
+                code: r.string("code")?,
+                commitment: r.array("commitment")?,
+            })
+        })
     }
 }
 
@@ -329,27 +320,22 @@ impl Statement for ReadStatement {
 impl ReadStatement {
     /// Decodes the canonical encoding; rejects trailing bytes and any other domain.
     pub fn decode(bytes: &[u8]) -> Result<Self, AttestError> {
-        let mut r = Reader(bytes);
-        r.domain(READ_DOMAIN)?;
-        let chain_id = r.string("chain id")?;
-        let height = u64::from_be_bytes(r.array("height")?);
-        let commitment = r.array("commitment")?;
-        let [kind] = r.array::<1>("kind")?;
-        let kind = ReadKind::from_u8(kind)
-            .ok_or_else(|| AttestError::Malformed(format!("unknown read kind {kind}")))?;
-        let query_digest = r.array("query digest")?;
-        let result_digest = r.array("result digest")?;
-        r.finish()?;
-        let s = ReadStatement {
-            chain_id,
-            height,
-            commitment,
-            kind,
-            query_digest,
-            result_digest,
-        };
-        s.encode()?;
-        Ok(s)
+        decode_statement(bytes, READ_DOMAIN, |r| {
+            let chain_id = r.string("chain id")?;
+            let height = u64::from_be_bytes(r.array("height")?);
+            let commitment = r.array("commitment")?;
+            let [kind] = r.array::<1>("kind")?;
+            let kind = ReadKind::from_u8(kind)
+                .ok_or_else(|| AttestError::Malformed(format!("unknown read kind {kind}")))?;
+            Ok(ReadStatement {
+                chain_id,
+                height,
+                commitment,
+                kind,
+                query_digest: r.array("query digest")?,
+                result_digest: r.array("result digest")?,
+            })
+        })
     }
 
     /// Whether this statement answers `query` with `result`.
@@ -1140,6 +1126,22 @@ fn put_count(w: &mut Vec<u8>, n: usize) -> Result<(), AttestError> {
     // MAX_PAGE_ENTRIES fits in u32.
     w.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
     Ok(())
+}
+
+/// Decodes a statement whose encoding starts with `domain`: `fields` reads what follows the
+/// tag, trailing bytes are refused, and the field rules are checked again by encoding, so that
+/// decode accepts exactly what encode produces.
+fn decode_statement<S: Statement>(
+    bytes: &[u8],
+    domain: &str,
+    fields: impl FnOnce(&mut Reader<'_>) -> Result<S, AttestError>,
+) -> Result<S, AttestError> {
+    let mut r = Reader(bytes);
+    r.domain(domain)?;
+    let s = fields(&mut r)?;
+    r.finish()?;
+    s.encode()?;
+    Ok(s)
 }
 
 struct Reader<'a>(&'a [u8]);
