@@ -182,7 +182,7 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
 
 /// f = 1, every replica pruning: replica 3 is killed once pruning has begun and restarted
 /// several hundred blocks later (within the retention). It catches up from its peers' pruned
-/// archives and from its own, and a transfer then commits with its receipt among the signers.
+/// archives and from its own, then executes a new transfer like the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_by_less_than_the_retention_catches_up() {
     let redis = redis_harness::Standalone::start();
