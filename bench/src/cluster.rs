@@ -106,6 +106,9 @@ pub struct ClusterSpec {
     pub replica_exe: PathBuf,
     /// Directory holding `redis-{standalone,sentinel,cluster}.sh`.
     pub scripts_dir: PathBuf,
+    /// `[consensus] retain_blocks` of every replica (Redis stores only); `None` keeps every
+    /// finalized block, the generated default.
+    pub retain_blocks: Option<u64>,
 }
 
 /// Redis servers started by a script, stopped by the same script.
@@ -219,6 +222,23 @@ fn rewrite_config(text: &str, storage: &str) -> Result<String, String> {
     Ok(out.replace(limited, "requests_per_second = 1000000"))
 }
 
+/// Sets `retain_blocks` in a generated replica config (which carries it commented out).
+fn set_retention(text: &str, retain_blocks: Option<u64>) -> Result<String, String> {
+    let Some(n) = retain_blocks else {
+        return Ok(text.to_owned());
+    };
+    let commented = "\n# retain_blocks = ";
+    let Some(at) = text.find(commented) else {
+        return Err("generated config has no commented retain_blocks line".into());
+    };
+    let end = text[at + 1..].find('\n').map_or(text.len(), |e| at + 1 + e);
+    Ok(format!(
+        "{}\nretain_blocks = {n}{}",
+        &text[..at],
+        &text[end..]
+    ))
+}
+
 impl LocalCluster {
     /// Generates the testnet, starts Redis if needed and every replica, and waits until each
     /// replica's gateway answers and the chain has finalized a block (or `ready_timeout`).
@@ -277,6 +297,7 @@ impl LocalCluster {
             let text = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
             let prefix = format!("coffer:bench:r{i}");
             let text = rewrite_config(&text, &storage_section(spec.store, redis_port, &prefix))
+                .and_then(|t| set_retention(&t, spec.retain_blocks))
                 .map_err(ClusterError::Testnet)?;
             std::fs::write(path, text).map_err(|e| io_err(path, e))?;
         }
@@ -540,5 +561,17 @@ mod tests {
         assert!(!out.contains("backend = \"memory\""));
         assert!(out.contains("\n[consensus]\nk = 2\n"));
         assert!(rewrite_config("x = 1\n", "").is_err());
+    }
+
+    #[test]
+    fn retention_is_set_only_when_asked() {
+        let text = "[consensus]\nk = 2\n# retain_blocks = 1000000   # c\n#      more\n\n[health]\n";
+        assert_eq!(set_retention(text, None).unwrap(), text);
+        let set = set_retention(text, Some(5_000)).unwrap();
+        assert_eq!(
+            set,
+            "[consensus]\nk = 2\nretain_blocks = 5000\n#      more\n\n[health]\n"
+        );
+        assert!(set_retention("[consensus]\n", Some(5_000)).is_err());
     }
 }

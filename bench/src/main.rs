@@ -102,6 +102,10 @@ struct Common {
     /// stopping at f+1 valid ones when all receipts agree
     #[arg(long)]
     audit: bool,
+    /// Prune each replica's finalized-block archive to this many blocks (`[consensus]
+    /// retain_blocks`; Redis stores only, at least 1024). Default: keep every block.
+    #[arg(long)]
+    retain_blocks: Option<u64>,
 }
 
 #[derive(Args)]
@@ -334,6 +338,11 @@ async fn measure_local(
     run_index: usize,
 ) -> Result<RunReport, String> {
     let started_unix_s = now_unix_s();
+    if common.retain_blocks.is_some() && store == Store::Memory {
+        return Err(format!(
+            "{name}: --retain-blocks needs a Redis store (a memory-store replica replays every block)"
+        ));
+    }
     // Measured before the cluster starts, on the otherwise idle machine.
     let sig = sigcost::limit(sigcost::measure_verify_us(), replicas);
     let pid = std::process::id();
@@ -357,9 +366,13 @@ async fn measure_local(
         base_port,
         replica_exe: std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
         scripts_dir: common.scripts.clone(),
+        retain_blocks: common.retain_blocks,
     };
+    let retention = common
+        .retain_blocks
+        .map_or(String::new(), |n| format!(", {n} blocks retained"));
     eprintln!(
-        "{name}: starting {replicas} replicas ({}) in {}",
+        "{name}: starting {replicas} replicas ({}{retention}) in {}",
         store.name(),
         dir.display()
     );
