@@ -566,8 +566,8 @@ mod tests {
     #[test]
     fn retention_is_set_only_when_asked() {
         let text = "[consensus]\nk = 2\n# retain_blocks = 1000000   # c\n#      more\n\n[health]\n";
-        assert_eq!(set_retention(text, None).unwrap(), text);
-        let set = set_retention(text, Some(5_000)).unwrap();
+        assert_eq!(set_retention(text, None).expect("unchanged"), text);
+        let set = set_retention(text, Some(5_000)).expect("set");
         assert_eq!(
             set,
             "[consensus]\nk = 2\nretain_blocks = 5000\n#      more\n\n[health]\n"
