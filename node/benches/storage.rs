@@ -1,6 +1,7 @@
 //! Persisted blocks/s and transactions/s per storage mode, with real ledger blocks.
 //!
-//! `cargo bench -p coffer-node --bench storage [-- BLOCKS TXS_PER_BLOCK]`
+//! `cargo bench -p coffer-node --bench storage [-- BLOCKS TXS_PER_BLOCK] [MODE...]`, where MODE
+//! (`memory`, `standalone`, `sentinel`, `cluster`) picks the stores to measure (default: all).
 //!
 //! Blocks are built and applied by the real ledger first (signatures and all), so only
 //! `persist_applied` is timed. Each Redis mode runs on its own servers started by the test
@@ -147,6 +148,11 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    let modes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a.parse::<usize>().is_err() && !a.starts_with('-'))
+        .collect();
+    let wanted = |mode: &str| modes.is_empty() || modes.iter().any(|m| m == mode);
     let blocks = args.first().copied().unwrap_or(200);
     let txs = args.get(1).copied().unwrap_or(100);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -161,25 +167,27 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     rt.block_on(async {
-        run("memory", &MemoryStore::new(), &work).await;
-        {
+        if wanted("memory") {
+            run("memory", &MemoryStore::new(), &work).await;
+        }
+        if wanted("standalone") {
             let s = redis_harness::Standalone::start();
             let store = RedisStore::connect(&s.config("bench")).await.unwrap();
             run("standalone everysec", &store, &work).await;
         }
-        {
+        if wanted("standalone") {
             let mut s = redis_harness::Standalone::start();
             s.server
                 .restart_with(&["--appendfsync".into(), "always".into()]);
             let store = RedisStore::connect(&s.config("bench")).await.unwrap();
             run("standalone always", &store, &work).await;
         }
-        {
+        if wanted("sentinel") {
             let g = redis_harness::SentinelGroup::start();
             let store = RedisStore::connect(&g.config("bench")).await.unwrap();
             run("sentinel WAIT 1", &store, &work).await;
         }
-        {
+        if wanted("cluster") {
             let c = redis_harness::Cluster::start();
             let store = RedisStore::connect(&c.config("bench")).await.unwrap();
             run("cluster WAIT 1", &store, &work).await;
