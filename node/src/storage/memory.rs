@@ -1,6 +1,6 @@
 //! An in-memory store with the same contract as the Redis one: unit tests and ephemeral devnets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use super::{
@@ -11,16 +11,18 @@ use super::{
 /// Outpoint → (amount, output encoding).
 type OutputMap = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
 
+/// Hash maps where only `load` needs an order (it sorts), ordered maps where reads page
+/// through one address's outputs or history.
 #[derive(Debug, Default)]
 struct State {
     height: Option<u64>,
     commitment: Vec<u8>,
     supply: u64,
     blocks: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
-    outputs: OutputMap,
+    /// Every unspent output, under its address (the only index: `load` gathers them).
     by_address: HashMap<String, OutputMap>,
-    spent: BTreeSet<Vec<u8>>,
-    history: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    spent: HashSet<Vec<u8>>,
+    history: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     txs: HashMap<Txid, Vec<u8>>,
     mints: BTreeSet<Txid>,
 }
@@ -62,27 +64,34 @@ impl Store for MemoryStore {
                 reason: "applied block missing".into(),
             });
         };
+        // Sorted, as the ordered maps this store used to keep returned them.
+        let mut utxos: Vec<(Vec<u8>, Vec<u8>)> = s
+            .by_address
+            .values()
+            .flat_map(|m| m.iter().map(|(k, (_, v))| (k.clone(), v.clone())))
+            .collect();
+        utxos.sort_unstable();
+        let mut spent: Vec<Vec<u8>> = s.spent.iter().cloned().collect();
+        spent.sort_unstable();
+        let mut addresses: Vec<&String> = s.history.keys().collect();
+        addresses.sort_unstable();
+        let history = addresses
+            .into_iter()
+            .flat_map(|a| {
+                s.history[a].iter().map(|(seq, entry)| HistoryItem {
+                    address: a.clone(),
+                    seq: *seq,
+                    entry: entry.clone(),
+                })
+            })
+            .collect();
         Ok(Some(Snapshot {
             height,
             commitment: s.commitment.clone(),
             supply: s.supply,
-            utxos: s
-                .outputs
-                .iter()
-                .map(|(k, (_, v))| (k.clone(), v.clone()))
-                .collect(),
-            spent: s.spent.iter().cloned().collect(),
-            history: s
-                .history
-                .iter()
-                .flat_map(|(a, m)| {
-                    m.iter().map(|(seq, entry)| HistoryItem {
-                        address: a.clone(),
-                        seq: *seq,
-                        entry: entry.clone(),
-                    })
-                })
-                .collect(),
+            utxos,
+            spent,
+            history,
             mints: s.mints.iter().copied().collect(),
             tip: StoredBlock {
                 height,
@@ -117,14 +126,16 @@ impl Store for MemoryStore {
         let s = &mut *s;
         for c in &change.created {
             let v = (c.amount, c.output.clone());
-            s.outputs.insert(c.outpoint.clone(), v.clone());
-            s.by_address
-                .entry(c.address.clone())
-                .or_default()
-                .insert(c.outpoint.clone(), v);
+            match s.by_address.get_mut(&c.address) {
+                Some(m) => m.insert(c.outpoint.clone(), v),
+                None => s
+                    .by_address
+                    .entry(c.address.clone())
+                    .or_default()
+                    .insert(c.outpoint.clone(), v),
+            };
         }
         for sp in &change.spent {
-            s.outputs.remove(&sp.outpoint);
             s.spent.insert(sp.outpoint.clone());
             if let Some(m) = s.by_address.get_mut(&sp.address) {
                 m.remove(&sp.outpoint);
@@ -135,10 +146,14 @@ impl Store for MemoryStore {
         }
         s.spent.extend(change.spent_in_block.iter().cloned());
         for h in &change.history {
-            s.history
-                .entry(h.address.clone())
-                .or_default()
-                .insert(h.seq, h.entry.clone());
+            match s.history.get_mut(&h.address) {
+                Some(m) => m.insert(h.seq, h.entry.clone()),
+                None => s
+                    .history
+                    .entry(h.address.clone())
+                    .or_default()
+                    .insert(h.seq, h.entry.clone()),
+            };
         }
         for t in &change.txs {
             s.txs.insert(t.txid, t.record.clone());
