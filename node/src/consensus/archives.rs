@@ -49,19 +49,20 @@ pub fn prune_point(height: u64, retain: u64) -> Option<u64> {
     Some(height - retain)
 }
 
+/// Partition suffixes of the immutable layout: metadata, freezer table, key and value, ordinal.
+const KEPT_KINDS: [&str; 5] = [
+    "metadata",
+    "freezer-table",
+    "freezer-key",
+    "freezer-value",
+    "ordinal",
+];
+/// Partition suffixes of the prunable layout: metadata, key, value.
+const PRUNED_KINDS: [&str; 3] = ["pruned-metadata", "pruned-key", "pruned-value"];
+
 /// The partitions an archive named `name` uses, in either layout.
 fn partitions(prefix: &str, name: &str, pruned: bool) -> Vec<String> {
-    let kinds: &[&str] = if pruned {
-        &["pruned-metadata", "pruned-key", "pruned-value"]
-    } else {
-        &[
-            "metadata",
-            "freezer-table",
-            "freezer-key",
-            "freezer-value",
-            "ordinal",
-        ]
-    };
+    let kinds: &[&str] = if pruned { &PRUNED_KINDS } else { &KEPT_KINDS };
     kinds
         .iter()
         .map(|kind| format!("{prefix}-{name}-{kind}"))
@@ -127,48 +128,54 @@ where
     ) -> Result<Self, archive::Error> {
         let partition = |kind: &str| format!("{prefix}-{name}-{kind}");
         match retain {
-            None => immutable::Archive::init(
-                context,
-                immutable::Config {
-                    metadata_partition: partition("metadata"),
-                    freezer_table_partition: partition("freezer-table"),
-                    freezer_table_initial_size: 1024,
-                    freezer_table_resize_frequency: 10,
-                    freezer_table_resize_chunk_size: 128,
-                    freezer_key_partition: partition("freezer-key"),
-                    freezer_key_page_cache: page_cache.clone(),
-                    freezer_value_partition: partition("freezer-value"),
-                    freezer_value_target_size: 64 * 1024 * 1024,
-                    freezer_value_compression: None,
-                    ordinal_partition: partition("ordinal"),
-                    items_per_section: NZU64!(4096),
-                    codec_config,
-                    replay_buffer: NZUsize!(1 << 20),
-                    freezer_key_write_buffer: NZUsize!(1 << 20),
-                    freezer_value_write_buffer: NZUsize!(1 << 20),
-                    ordinal_write_buffer: NZUsize!(1 << 20),
-                },
-            )
-            .await
-            .map(Self::Kept),
-            Some(retain) => prunable::Archive::init(
-                context,
-                prunable::Config {
-                    translator: EightCap,
-                    metadata_partition: partition("pruned-metadata"),
-                    key_partition: partition("pruned-key"),
-                    key_page_cache: page_cache.clone(),
-                    value_partition: partition("pruned-value"),
-                    compression: None,
-                    codec_config,
-                    items_per_section: section(retain),
-                    key_write_buffer: NZUsize!(1 << 20),
-                    value_write_buffer: NZUsize!(1 << 20),
-                    replay_buffer: NZUsize!(1 << 20),
-                },
-            )
-            .await
-            .map(Self::Pruned),
+            None => {
+                let [metadata, table, key, value, ordinal] = KEPT_KINDS.map(partition);
+                immutable::Archive::init(
+                    context,
+                    immutable::Config {
+                        metadata_partition: metadata,
+                        freezer_table_partition: table,
+                        freezer_table_initial_size: 1024,
+                        freezer_table_resize_frequency: 10,
+                        freezer_table_resize_chunk_size: 128,
+                        freezer_key_partition: key,
+                        freezer_key_page_cache: page_cache.clone(),
+                        freezer_value_partition: value,
+                        freezer_value_target_size: 64 * 1024 * 1024,
+                        freezer_value_compression: None,
+                        ordinal_partition: ordinal,
+                        items_per_section: NZU64!(4096),
+                        codec_config,
+                        replay_buffer: NZUsize!(1 << 20),
+                        freezer_key_write_buffer: NZUsize!(1 << 20),
+                        freezer_value_write_buffer: NZUsize!(1 << 20),
+                        ordinal_write_buffer: NZUsize!(1 << 20),
+                    },
+                )
+                .await
+                .map(Self::Kept)
+            }
+            Some(retain) => {
+                let [metadata, key, value] = PRUNED_KINDS.map(partition);
+                prunable::Archive::init(
+                    context,
+                    prunable::Config {
+                        translator: EightCap,
+                        metadata_partition: metadata,
+                        key_partition: key,
+                        key_page_cache: page_cache.clone(),
+                        value_partition: value,
+                        compression: None,
+                        codec_config,
+                        items_per_section: section(retain),
+                        key_write_buffer: NZUsize!(1 << 20),
+                        value_write_buffer: NZUsize!(1 << 20),
+                        replay_buffer: NZUsize!(1 << 20),
+                    },
+                )
+                .await
+                .map(Self::Pruned)
+            }
         }
     }
 
