@@ -444,7 +444,7 @@ async fn measure_local(
         drop(cluster);
         Ok::<_, String>(RunReport::new(
             name.clone(),
-            (replicas, Some(store), byzantine),
+            (replicas, Some(store), byzantine, common.retain_blocks),
             common.threads,
             warmup.as_secs_f64(),
             m,
@@ -464,6 +464,14 @@ async fn run_cmd(args: RunArgs) -> Result<(), String> {
     let common = &args.common;
     let report = match &args.cluster {
         Some(path) => {
+            // The report records the retention the benchmark configured; a running cluster's
+            // is its own and unknown here.
+            if common.retain_blocks.is_some() {
+                return Err(
+                    "--retain-blocks applies to a cluster the benchmark starts, not to --cluster"
+                        .into(),
+                );
+            }
             let started_unix_s = now_unix_s();
             let config = bench_config(path)?;
             let n = config.replicas.len();
@@ -491,7 +499,7 @@ async fn run_cmd(args: RunArgs) -> Result<(), String> {
                 args.name
                     .clone()
                     .unwrap_or_else(|| format!("n{n}-external")),
-                (n, None, Byzantine::None),
+                (n, None, Byzantine::None, None),
                 common.threads,
                 common.warmup as f64,
                 m,

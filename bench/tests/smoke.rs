@@ -81,6 +81,12 @@ fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
         .sum();
     assert_eq!(per_second, transfers, "{name}: timeline does not add up");
     assert!(r["sig_limit"]["verify_us"].as_f64().unwrap() > 0.0);
+    // No --retain-blocks: every block kept.
+    assert!(
+        r["retain_blocks"].is_null(),
+        "{name}: {}",
+        r["retain_blocks"]
+    );
     // The hiccup meter ran through the 3 s window: a 1 ms tick gives at most about 3,000
     // samples, and a loaded 2-core machine still fits hundreds.
     let h = &m["hiccups"];
@@ -112,8 +118,11 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     assert_eq!(lines.len(), 3, "{csv}");
     let fields = lines[0].split(',').count();
     assert!(lines[0].starts_with("name,replicas,f,"));
+    assert!(lines[0].ends_with(",retain_blocks"), "{}", lines[0]);
     for line in &lines[1..] {
         assert_eq!(line.split(',').count(), fields, "{line}");
+        // Every block kept: the last column is empty.
+        assert!(line.ends_with(','), "{line}");
     }
     assert!(lines[1].starts_with("n1-memory,1,0,memory,none,4,400,"));
     assert!(lines[2].starts_with("n4-memory,4,1,memory,none,4,400,"));
