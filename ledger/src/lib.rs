@@ -16,9 +16,11 @@
 //!   `quorum`, `genesis_hash`), [`ReplicaInfo`], [`ReplicaKey`], [`Limits`].
 //! - Outcomes: [`RejectCode`] (stable snake_case), [`Outcome`], [`Receipt`].
 //! - State: [`LedgerState`] (`new`, `apply`, `commitment`, `height`, `balance`, `utxos`,
-//!   `history`, `total_supply`, `verify_stateless`, `snapshot`, `restore`, `apply_change`,
-//!   `apply_with_cache` + [`SignatureCache`] to skip signatures the mempool already verified),
-//!   [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`], [`HistoryPage`].
+//!   `history`, `history_window`, `total_supply`, `verify_stateless`, `snapshot`, `restore`,
+//!   `apply_change`, `apply_with_cache` + [`SignatureCache`] to skip signatures the mempool
+//!   already verified), [`Commitment`], [`Change`], [`Snapshot`], [`HistoryEntry`],
+//!   [`HistoryPage`], [`HistoryMode`] (keep history entries in memory, or only count them),
+//!   [`HistoryWindow`].
 //! - Mempool: [`verify_stateless`] and [`verify_bytes`] (decode + limits + chain + signature).
 //! - REST shapes: [`rest`] (the JSON the gateway writes and the wallet reads).
 //!
@@ -109,8 +111,8 @@ pub use hash::{Hash32, Txid, UtxoSetHash};
 pub use keys::{ADDRESS_HRP, Address, KeyError, Keypair, PublicKey, Signature};
 pub use reject::RejectCode;
 pub use state::{
-    Applied, ApplyError, Change, Commitment, HistoryEntry, HistoryKind, HistoryPage, LedgerState,
-    NoCache, Outcome, Receipt, RestoreError, SignatureCache, Snapshot,
+    Applied, ApplyError, Change, Commitment, HistoryEntry, HistoryKind, HistoryMode, HistoryPage,
+    HistoryWindow, LedgerState, NoCache, Outcome, Receipt, RestoreError, SignatureCache, Snapshot,
 };
 pub use tx::{
     Block, ChainId, Lock, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,

@@ -319,15 +319,86 @@ pub struct Snapshot {
     pub spent: Vec<OutPoint>,
     /// Every history entry (any order).
     pub history: Vec<(Address, HistoryEntry)>,
+    /// The number of history entries of each address whose entries `history` does not list:
+    /// what a store that loads counts rather than entries gives, and what a state in
+    /// [`HistoryMode::Counted`] snapshots.
+    #[serde(default)]
+    pub history_lengths: Vec<(Address, u64)>,
     /// Every accepted mint txid.
     pub mint_txids: Vec<Txid>,
+}
+
+/// Whether a [`LedgerState`] keeps each address's history entries in memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HistoryMode {
+    /// Every entry is kept and [`LedgerState::history`] serves pages of them.
+    #[default]
+    Kept,
+    /// Only each address's number of entries is kept (it numbers the next entry). The entries
+    /// still go out in each block's [`Change`]; whoever persists them serves them, with
+    /// [`LedgerState::history_window`] saying which entries a page holds. Memory then does
+    /// not grow with history.
+    Counted,
+}
+
+/// Which entries of an address's history a page holds: sequence numbers `start..end`, served
+/// newest first, and the cursor of the next (older) page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistoryWindow {
+    /// Lowest sequence number in the page.
+    pub start: u64,
+    /// One past the highest sequence number in the page (`start == end`: an empty page).
+    pub end: u64,
+    /// The next page's cursor, `None` when there is no older entry or the page is empty.
+    pub next_cursor: Option<u64>,
+}
+
+impl HistoryWindow {
+    /// The page of a history of `len` entries with `seq <= cursor` (all if `None`), at most
+    /// `limit` entries.
+    pub fn new(len: u64, cursor: Option<u64>, limit: u64) -> Self {
+        let end = match cursor {
+            Some(c) => c.saturating_add(1).min(len),
+            None => len,
+        };
+        let start = end.saturating_sub(limit);
+        let next_cursor = (start > 0 && limit > 0).then(|| start - 1);
+        Self {
+            start,
+            end,
+            next_cursor,
+        }
+    }
+
+    /// Number of entries in the page.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// True if the page holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct AddressIndex {
     balance: Amount,
     utxos: BTreeSet<OutPoint>,
+    /// Number of history entries: the next entry's `seq`.
+    history_len: u64,
+    /// The entries themselves, in `seq` order ([`HistoryMode::Kept`] only; empty otherwise).
     history: Vec<HistoryEntry>,
+}
+
+impl AddressIndex {
+    /// Appends the next entry (its `seq` is `history_len`), keeping it if the mode says so.
+    fn push_history(&mut self, entry: HistoryEntry, mode: HistoryMode) {
+        self.history_len += 1;
+        if mode == HistoryMode::Kept {
+            self.history.push(entry);
+        }
+    }
 }
 
 /// The in-memory ledger.
@@ -345,6 +416,7 @@ pub struct LedgerState {
     spent: HashSet<OutPoint>,
     by_address: HashMap<Address, AddressIndex>,
     mint_txids: HashSet<Txid>,
+    history_mode: HistoryMode,
 }
 
 /// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
@@ -401,8 +473,14 @@ struct ChangeBuilder {
 }
 
 impl LedgerState {
-    /// An empty ledger at height 0 whose state hash is the genesis hash.
+    /// An empty ledger at height 0 whose state hash is the genesis hash, keeping history
+    /// entries in memory.
     pub fn new(genesis: Genesis) -> Result<Self, GenesisError> {
+        Self::new_with(genesis, HistoryMode::Kept)
+    }
+
+    /// [`new`](LedgerState::new) with the given [`HistoryMode`].
+    pub fn new_with(genesis: Genesis, history_mode: HistoryMode) -> Result<Self, GenesisError> {
         genesis.validate()?;
         let genesis_hash = genesis.genesis_hash();
         Ok(LedgerState {
@@ -416,7 +494,13 @@ impl LedgerState {
             spent: HashSet::new(),
             by_address: HashMap::new(),
             mint_txids: HashSet::new(),
+            history_mode,
         })
+    }
+
+    /// Whether history entries are kept in memory.
+    pub fn history_mode(&self) -> HistoryMode {
+        self.history_mode
     }
 
     /// The genesis.
@@ -506,31 +590,49 @@ impl LedgerState {
         self.utxos.len()
     }
 
-    /// The address's history, newest first: entries with `seq <= cursor` (all if `None`), at
-    /// most `min(limit, max_history_page)` of them (`limit == 0` gives an empty page).
-    pub fn history(&self, address: &Address, cursor: Option<u64>, limit: usize) -> HistoryPage {
-        let Some(index) = self.by_address.get(address) else {
-            return HistoryPage::default();
-        };
-        // u32 -> usize cannot truncate on supported targets.
+    /// The number of history entries of `address` (0 for an unknown address).
+    pub fn history_len(&self, address: &Address) -> u64 {
+        self.by_address.get(address).map_or(0, |a| a.history_len)
+    }
+
+    /// Which of the address's history entries the page with `seq <= cursor` (all if `None`)
+    /// holds: at most `min(limit, max_history_page)` of them (`limit == 0` gives an empty page).
+    pub fn history_window(
+        &self,
+        address: &Address,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> HistoryWindow {
         let limit = limit.min(self.genesis.limits.max_history_page as usize);
-        let len = index.history.len();
-        // Entries are stored in seq order and seq == position.
-        let end = match cursor {
-            Some(c) => usize::try_from(c).map_or(len, |c| c.saturating_add(1).min(len)),
-            None => len,
-        };
-        let start = end.saturating_sub(limit);
-        let entries: Vec<HistoryEntry> = index.history[start..end].iter().rev().copied().collect();
-        let next_cursor = if start > 0 && limit > 0 {
-            Some(start as u64 - 1)
-        } else {
-            None
-        };
-        HistoryPage {
-            entries,
-            next_cursor,
+        // usize -> u64 cannot truncate on supported targets.
+        HistoryWindow::new(self.history_len(address), cursor, limit as u64)
+    }
+
+    /// The address's history page described by [`history_window`](LedgerState::history_window),
+    /// newest first. `None` when this state does not keep entries ([`HistoryMode::Counted`]):
+    /// read them from where its changes were persisted.
+    pub fn history(
+        &self,
+        address: &Address,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Option<HistoryPage> {
+        if self.history_mode == HistoryMode::Counted {
+            return None;
         }
+        let window = self.history_window(address, cursor, limit);
+        let Some(index) = self.by_address.get(address) else {
+            return Some(HistoryPage::default());
+        };
+        // Entries are stored in seq order and seq == position; both ends are at most the
+        // number of entries, so they fit in usize.
+        let len = index.history.len();
+        let at = |seq: u64| usize::try_from(seq).map_or(len, |i| i.min(len));
+        let (start, end) = (at(window.start), at(window.end));
+        Some(HistoryPage {
+            entries: index.history[start..end].iter().rev().copied().collect(),
+            next_cursor: window.next_cursor,
+        })
     }
 
     /// Stateless checks against this ledger's genesis (see [`validate::verify_stateless`]).
@@ -753,7 +855,7 @@ impl LedgerState {
         for (addr, received, sent) in touched {
             let idx = self.by_address.entry(addr).or_default();
             let entry = HistoryEntry {
-                seq: idx.history.len() as u64,
+                seq: idx.history_len,
                 height,
                 index,
                 txid,
@@ -761,7 +863,7 @@ impl LedgerState {
                 received,
                 sent,
             };
-            idx.history.push(entry);
+            idx.push_history(entry, self.history_mode);
             cb.history.push((addr, entry));
         }
         Ok(minted)
@@ -833,11 +935,17 @@ impl LedgerState {
                     idx.balance
                 ));
             }
-            if idx
-                .history
-                .iter()
-                .enumerate()
-                .any(|(i, e)| e.seq != i as u64)
+            let kept_len = idx.history.len() as u64;
+            let expected_kept = match self.history_mode {
+                HistoryMode::Kept => idx.history_len,
+                HistoryMode::Counted => 0,
+            };
+            if kept_len != expected_kept
+                || idx
+                    .history
+                    .iter()
+                    .enumerate()
+                    .any(|(i, e)| e.seq != i as u64)
             {
                 return bad(format!("address {addr} history sequence has gaps"));
             }
@@ -868,6 +976,16 @@ impl LedgerState {
             .flat_map(|(a, idx)| idx.history.iter().map(move |e| (*a, *e)))
             .collect();
         history.sort_by_key(|(a, e)| (*a, e.seq));
+        let mut history_lengths: Vec<(Address, u64)> = match self.history_mode {
+            HistoryMode::Kept => Vec::new(),
+            HistoryMode::Counted => self
+                .by_address
+                .iter()
+                .filter(|(_, idx)| idx.history_len > 0)
+                .map(|(a, idx)| (*a, idx.history_len))
+                .collect(),
+        };
+        history_lengths.sort();
         let mut mint_txids: Vec<_> = self.mint_txids.iter().copied().collect();
         mint_txids.sort();
         Snapshot {
@@ -875,6 +993,7 @@ impl LedgerState {
             utxos,
             spent,
             history,
+            history_lengths,
             mint_txids,
         }
     }
@@ -883,10 +1002,24 @@ impl LedgerState {
     /// hash and the supply are recomputed from the outputs and must match, and every index
     /// invariant must hold. `snapshot.commitment == None` means height 0 (nothing persisted).
     pub fn restore(genesis: Genesis, snapshot: Snapshot) -> Result<Self, RestoreError> {
-        let mut state = LedgerState::new(genesis)?;
+        Self::restore_with(genesis, snapshot, HistoryMode::Kept)
+    }
+
+    /// [`restore`](LedgerState::restore) into a state with the given [`HistoryMode`]. A state
+    /// that keeps history needs every entry; one that counts takes entries (counting them) or
+    /// `history_lengths`.
+    pub fn restore_with(
+        genesis: Genesis,
+        snapshot: Snapshot,
+        history_mode: HistoryMode,
+    ) -> Result<Self, RestoreError> {
+        let mut state = LedgerState::new_with(genesis, history_mode)?;
         let bad = |m: String| Err(RestoreError::Inconsistent(m));
         let Some(c) = snapshot.commitment else {
-            if snapshot.utxos.is_empty() && snapshot.history.is_empty() {
+            if snapshot.utxos.is_empty()
+                && snapshot.history.is_empty()
+                && snapshot.history_lengths.is_empty()
+            {
                 return Ok(state);
             }
             return bad("data present but no commitment".into());
@@ -913,13 +1046,25 @@ impl LedgerState {
         history.sort_by_key(|(a, e)| (*a, e.seq));
         for (addr, entry) in history {
             let idx = state.by_address.entry(addr).or_default();
-            if entry.seq != idx.history.len() as u64 {
+            if entry.seq != idx.history_len {
                 return bad(format!(
                     "history of {addr} is missing seq {}",
-                    idx.history.len()
+                    idx.history_len
                 ));
             }
-            idx.history.push(entry);
+            idx.push_history(entry, history_mode);
+        }
+        for (addr, len) in snapshot.history_lengths {
+            if history_mode == HistoryMode::Kept && len > 0 {
+                return bad(format!(
+                    "history of {addr} given as a count: this state keeps the entries"
+                ));
+            }
+            let idx = state.by_address.entry(addr).or_default();
+            if idx.history_len > 0 {
+                return bad(format!("history of {addr} given twice"));
+            }
+            idx.history_len = len;
         }
         state.mint_txids.extend(snapshot.mint_txids);
         if state.utxo_hash.to_hash() != c.utxo_hash {
@@ -986,13 +1131,13 @@ impl LedgerState {
         self.supply = self.supply.checked_add(minted).unwrap_or(Amount(u64::MAX));
         for (addr, entry) in &change.history {
             let idx = self.by_address.entry(*addr).or_default();
-            if entry.seq != idx.history.len() as u64 {
+            if entry.seq != idx.history_len {
                 return bad(format!(
                     "history of {addr} is missing seq {}",
-                    idx.history.len()
+                    idx.history_len
                 ));
             }
-            idx.history.push(*entry);
+            idx.push_history(*entry, self.history_mode);
         }
         if self.utxo_hash.to_hash() != c.utxo_hash || self.supply != c.total_supply {
             return bad(format!(

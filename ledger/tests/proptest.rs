@@ -161,6 +161,7 @@ impl Store {
             spent: self.spent.iter().copied().collect(),
             // Deliberately newest first: restore must not depend on the order.
             history: self.history.iter().rev().copied().collect(),
+            history_lengths: Vec::new(),
             mint_txids: self.mint_txids.iter().copied().collect(),
         }
     }
@@ -174,6 +175,8 @@ proptest! {
         let wallets: Vec<Keypair> = (0..WALLETS).map(|i| key(20 + i as u8)).collect();
         let mut s = state();
         let mut twin = state();
+        // Counts history instead of keeping it, as a replica does.
+        let mut counted = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
         let mut follower = state();
         let mut minted: u64 = 0;
         let mut seen: Vec<OutPoint> = Vec::new();
@@ -192,6 +195,7 @@ proptest! {
             let b = twin.apply(&block).unwrap();
             // Determinism: two instances agree on receipts, change and commitment.
             prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&counted.apply(&block).unwrap(), &a);
             follower.apply_change(&a.change).unwrap();
             store.persist(&a.change);
             prop_assert_eq!(&follower, &s);
@@ -230,5 +234,17 @@ proptest! {
         let from_changes = LedgerState::restore(genesis(), store.snapshot()).unwrap();
         prop_assert_eq!(&from_changes, &s);
         prop_assert_eq!(twin.commitment(), s.commitment());
+        // The counting state restores from the same store, and from its own counts.
+        counted.check_integrity().unwrap();
+        let counted_from_changes =
+            LedgerState::restore_with(genesis(), store.snapshot(), HistoryMode::Counted).unwrap();
+        prop_assert_eq!(&counted_from_changes, &counted);
+        let counted_restored =
+            LedgerState::restore_with(genesis(), counted.snapshot(), HistoryMode::Counted).unwrap();
+        prop_assert_eq!(&counted_restored, &counted);
+        for w in &wallets {
+            let a = w.address();
+            prop_assert_eq!(counted.history_len(&a), s.history_len(&a));
+        }
     }
 }

@@ -460,6 +460,12 @@ fn state_hash_chains_blocks_and_commits_to_receipts() {
     assert_ne!(e2.state_hash, e1.state_hash);
 }
 
+/// A history page of a state that keeps its history.
+fn page(s: &LedgerState, address: &Address, cursor: Option<u64>, limit: usize) -> HistoryPage {
+    s.history(address, cursor, limit)
+        .expect("the state keeps its history")
+}
+
 #[test]
 fn history_is_newest_first_and_paginates() {
     let mut s = state();
@@ -467,7 +473,7 @@ fn history_is_newest_first_and_paginates() {
     for n in 0..5 {
         apply(&mut s, vec![mint(n, &[(alice.address(), 10 + n)])]);
     }
-    let p1 = s.history(&alice.address(), None, 2);
+    let p1 = page(&s, &alice.address(), None, 2);
     assert_eq!(
         p1.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![4, 3]
@@ -475,20 +481,20 @@ fn history_is_newest_first_and_paginates() {
     assert_eq!(p1.entries[0].received, Amount(14));
     assert_eq!(p1.entries[0].kind, HistoryKind::Mint);
     assert_eq!(p1.next_cursor, Some(2));
-    let p2 = s.history(&alice.address(), p1.next_cursor, 2);
+    let p2 = page(&s, &alice.address(), p1.next_cursor, 2);
     assert_eq!(
         p2.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![2, 1]
     );
-    let p3 = s.history(&alice.address(), p2.next_cursor, 2);
+    let p3 = page(&s, &alice.address(), p2.next_cursor, 2);
     assert_eq!(
         p3.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![0]
     );
     assert_eq!(p3.next_cursor, None);
-    assert!(s.history(&key(99).address(), None, 10).entries.is_empty());
+    assert!(page(&s, &key(99).address(), None, 10).entries.is_empty());
     assert_eq!(
-        s.history(&alice.address(), Some(u64::MAX), 1).entries[0].seq,
+        page(&s, &alice.address(), Some(u64::MAX), 1).entries[0].seq,
         4
     );
     // Transfers record sent and received per address.
@@ -505,12 +511,12 @@ fn history_is_newest_first_and_paginates() {
             &[(bob.address(), 4), (alice.address(), 10)],
         )],
     );
-    let last = s.history(&alice.address(), None, 1).entries[0];
+    let last = page(&s, &alice.address(), None, 1).entries[0];
     assert_eq!(
         (last.kind, last.sent, last.received),
         (HistoryKind::Transfer, Amount(14), Amount(10))
     );
-    let bobs = s.history(&bob.address(), None, 1).entries[0];
+    let bobs = page(&s, &bob.address(), None, 1).entries[0];
     assert_eq!(
         (bobs.sent, bobs.received, bobs.seq),
         (Amount::ZERO, Amount(4), 0)
@@ -550,6 +556,90 @@ fn restore_and_apply_change_rebuild_an_identical_state() {
     let mut again = state();
     let a = apply(&mut s, vec![]);
     assert!(again.apply_change(&a.change).is_err());
+}
+
+#[test]
+fn history_window_bounds_pages() {
+    let w = HistoryWindow::new(5, None, 2);
+    assert_eq!((w.start, w.end, w.next_cursor, w.len()), (3, 5, Some(2), 2));
+    let w = HistoryWindow::new(5, Some(1), 2);
+    assert_eq!((w.start, w.end, w.next_cursor), (0, 2, None));
+    // A cursor past the end is the newest entry; u64::MAX does not overflow.
+    assert_eq!(HistoryWindow::new(5, Some(u64::MAX), 1).end, 5);
+    assert_eq!(HistoryWindow::new(5, Some(9), 10).start, 0);
+    // Empty pages: limit 0 (no next cursor), unknown address.
+    let w = HistoryWindow::new(5, None, 0);
+    assert!(w.is_empty() && w.next_cursor.is_none());
+    assert!(HistoryWindow::new(0, None, 10).is_empty());
+}
+
+/// A state that only counts history applies blocks exactly like one that keeps it (same
+/// receipts, changes and commitments: the entries still go out in each change), answers no
+/// page itself, and its windows name the entries the keeping state serves.
+#[test]
+fn counted_history_matches_kept_history() {
+    let mut kept = state();
+    let mut counted = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
+    assert_eq!(counted.history_mode(), HistoryMode::Counted);
+    let (alice, bob) = (key(10), key(11));
+    let m = mint(1, &[(alice.address(), 50), (bob.address(), 7)]);
+    let t = transfer(
+        &alice,
+        &[op(&m, 0)],
+        &[(bob.address(), 20), (alice.address(), 30)],
+    );
+    let t2 = transfer(&bob, &[op(&t, 0), op(&m, 1)], &[(alice.address(), 27)]);
+    let mut changes = Vec::new();
+    for txs in [vec![m], vec![t.clone()], vec![t2]] {
+        let a = apply(&mut kept, txs.clone());
+        let b = apply(&mut counted, txs);
+        assert_eq!(a, b);
+        changes.extend(a.change.history);
+    }
+    assert_eq!(changes.len(), 6);
+    assert!(counted.history(&alice.address(), None, 10).is_none());
+    for who in [&alice, &bob] {
+        let a = who.address();
+        assert_eq!(counted.history_len(&a), kept.history_len(&a));
+        for (cursor, limit) in [(None, 1), (None, 10), (Some(1), 1), (Some(0), 5)] {
+            let w = counted.history_window(&a, cursor, limit);
+            assert_eq!(w, kept.history_window(&a, cursor, limit));
+            let p = page(&kept, &a, cursor, limit);
+            let seqs: Vec<u64> = p.entries.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (w.start..w.end).rev().collect::<Vec<_>>());
+            assert_eq!(p.next_cursor, w.next_cursor);
+        }
+    }
+    assert_eq!(counted.history_len(&alice.address()), 3);
+    counted.check_integrity().unwrap();
+
+    // Snapshots: counts instead of entries, and each mode restores from what it needs.
+    let snap = counted.snapshot();
+    assert!(snap.history.is_empty());
+    assert_eq!(snap.history_lengths.len(), 2);
+    let restored =
+        LedgerState::restore_with(genesis(), snap.clone(), HistoryMode::Counted).unwrap();
+    assert_eq!(restored, counted);
+    assert!(LedgerState::restore(genesis(), snap.clone()).is_err());
+    let from_entries =
+        LedgerState::restore_with(genesis(), kept.snapshot(), HistoryMode::Counted).unwrap();
+    assert_eq!(from_entries, counted);
+    // A count and entries for the same address contradict each other.
+    let mut both = kept.snapshot();
+    both.history_lengths = snap.history_lengths.clone();
+    assert!(LedgerState::restore_with(genesis(), both, HistoryMode::Counted).is_err());
+
+    // A counting follower numbers new entries after the counts it restored.
+    let mut follower = restored;
+    let coin = op(&t, 1);
+    let t3 = transfer(&alice, &[coin], &[(bob.address(), 30)]);
+    let a = apply(&mut kept, vec![t3]);
+    follower.apply_change(&a.change).unwrap();
+    assert_eq!(
+        follower.history_len(&bob.address()),
+        kept.history_len(&bob.address())
+    );
+    assert_eq!(follower.commitment(), kept.commitment());
 }
 
 #[test]

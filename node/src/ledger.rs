@@ -14,8 +14,8 @@ use crate::storage::{self, Storage, StorageError};
 use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
-    Applied, ApplyError, Block, Genesis, LedgerState, Outcome, RejectCode, hash::tagged_hash,
-    validate::check_structure,
+    Applied, ApplyError, Block, Genesis, HistoryMode, LedgerState, Outcome, RejectCode,
+    hash::tagged_hash, validate::check_structure,
 };
 use std::sync::{
     Arc, RwLock, RwLockReadGuard,
@@ -183,7 +183,7 @@ pub struct LedgerMachine {
 impl LedgerMachine {
     /// A ledger at genesis over a fresh in-memory store (tests, ephemeral runs).
     pub fn new(genesis: Genesis) -> Result<Self, coffer_ledger::GenesisError> {
-        let state = LedgerState::new(genesis)?;
+        let state = LedgerState::new_with(genesis, HistoryMode::Counted)?;
         Ok(Self::with_state(
             state,
             Arc::new(Storage::from(storage::MemoryStore::new())),
@@ -193,7 +193,7 @@ impl LedgerMachine {
     /// The ledger persisted in `store` (genesis if it holds nothing), its rebuilt commitment
     /// checked against the persisted one.
     pub async fn open(genesis: Genesis, store: Arc<Storage>) -> Result<Self, StorageError> {
-        let state = storage::ledger::restore_ledger(&*store, genesis).await?;
+        let state = storage::ledger::restore_ledger(&*store, genesis, HistoryMode::Counted).await?;
         Ok(Self::with_state(state, store))
     }
 
@@ -424,6 +424,88 @@ pub(crate) mod tests {
                     .encode(),
             )
         }
+    }
+
+    /// A replica's ledger counts history and answers pages from its store, exactly as a
+    /// ledger that keeps every entry would; a store missing entries is an error, not a page.
+    #[test]
+    fn history_is_served_from_the_store() {
+        use crate::api::BackendError;
+        use crate::api::answer::{Answer, answer_read, history_from_store, plan_read};
+        use coffer_ledger::attest::{ReadQuery, ReadResult};
+
+        let chain = Chain::new("history", 3);
+        let mut machine = LedgerMachine::new(chain.genesis.clone()).unwrap();
+        let blocks = [
+            vec![Bytes::from(chain.mint.encode())],
+            vec![chain.spend(0, 4, 6)],
+            vec![chain.spend(1, 10, 0), chain.spend(2, 3, 7)],
+        ];
+        for (height, txs) in (1..).zip(&blocks) {
+            machine.apply_block(height, txs);
+            futures::executor::block_on(machine.persist()).unwrap();
+        }
+        let alice = chain.alice.address();
+        let store = machine.store();
+        let kept = futures::executor::block_on(storage::ledger::restore_ledger(
+            &*store,
+            chain.genesis.clone(),
+            HistoryMode::Kept,
+        ))
+        .unwrap();
+        let state = machine.state();
+        assert_eq!(state.history_mode(), HistoryMode::Counted);
+        assert!(state.history(&alice, None, 10).is_none());
+        assert_eq!(state.history_len(&alice), 4);
+        let mut served = 0;
+        for (who, cursor, limit) in [
+            (alice, None, 10),
+            (alice, None, 2),
+            (alice, Some("1"), 2),
+            (alice, Some("0"), 1),
+            (alice, Some("99"), 1),
+            (chain.issuer.address(), None, 10),
+            (Keypair::generate().address(), None, 10),
+            (alice, None, 0),
+        ] {
+            let query = ReadQuery::History {
+                address: who.to_string(),
+                cursor: cursor.map(str::to_owned),
+                limit,
+            };
+            let expected = answer_read(&kept, &query).unwrap();
+            let got = match plan_read(&state, &query).unwrap() {
+                Answer::Ready(result) => result,
+                Answer::History { address, window } => {
+                    served += 1;
+                    futures::executor::block_on(history_from_store(&*store, &address, window))
+                        .unwrap()
+                }
+            };
+            assert_eq!(got, expected, "{query:?}");
+            if let ReadResult::History { entries, .. } = &got
+                && limit > 0
+                && who == alice
+            {
+                assert!(!entries.is_empty(), "{query:?}");
+            }
+        }
+        assert_eq!(served, 6, "every non-empty page came from the store");
+        // A store that lacks the entries (or lags behind the state) is never served from.
+        let empty = Storage::from(storage::MemoryStore::new());
+        let Answer::History { address, window } = plan_read(
+            &state,
+            &ReadQuery::History {
+                address: alice.to_string(),
+                cursor: None,
+                limit: 2,
+            },
+        )
+        .unwrap() else {
+            panic!("a counted ledger reads history from its store")
+        };
+        let err = futures::executor::block_on(history_from_store(&empty, &address, window));
+        assert!(matches!(err, Err(BackendError::Internal(_))), "{err:?}");
     }
 
     #[test]

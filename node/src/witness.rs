@@ -26,7 +26,7 @@
 //! None of this touches consensus: the channel has its own queues, a full outbound queue drops
 //! messages (the pull path recovers receipts), and waiting is done in separate tasks.
 
-use crate::api::answer::{answer_read, read_statement};
+use crate::api::answer::{Answer, history_from_store, plan_read, read_statement};
 use crate::api::{AttestedRead, BackendError};
 use crate::executor::ExecutedBlock;
 use crate::ledger::LedgerView;
@@ -947,15 +947,23 @@ impl Witness {
     > {
         let mut events = self.events.subscribe();
         loop {
-            let answered = {
+            let planned = {
                 match self.ledger.persisted() {
                     Some(state) if state.height() >= height => {
-                        let commitment = state.commitment();
-                        let result = answer_read(&state, query)?;
-                        Some((commitment, result))
+                        Some((state.commitment(), plan_read(&state, query)?))
                     }
                     _ => None,
                 }
+            };
+            let answered = match planned {
+                Some((commitment, Answer::Ready(result))) => Some((commitment, result)),
+                // Entries at or below the persisted height never change, so reading them after
+                // the state lock is released still answers at `commitment`.
+                Some((commitment, Answer::History { address, window })) => Some((
+                    commitment,
+                    history_from_store(&*self.store, &address, window).await?,
+                )),
+                None => None,
             };
             if let Some((commitment, result)) = answered {
                 let mut statement = read_statement(&self.chain_id, &commitment, query, &result)?;

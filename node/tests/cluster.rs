@@ -89,6 +89,35 @@ async fn mint_send_read(cluster: &ProcessCluster, client: &mut Client) {
         .await
         .expect("verified read");
     assert_eq!(alice_after.value.amount, Amount(750), "mint applied once");
+
+    // History, which replicas serve from their store: alice's two transactions, newest first,
+    // one per page, each page signed by f+1.
+    let newest = client
+        .history_page(&alice.address(), None, 1)
+        .await
+        .expect("verified history");
+    assert_eq!(newest.value.entries.len(), 1);
+    let entry = &newest.value.entries[0];
+    assert_eq!((entry.seq, entry.txid), (1, sent.txid.0));
+    assert_eq!((entry.sent, entry.received), (1_000, 750));
+    assert!(newest.signers.len() >= threshold);
+    let cursor = newest.value.next_cursor.expect("an older page");
+    let oldest = client
+        .history_page(&alice.address(), Some(&cursor), 1)
+        .await
+        .expect("verified history");
+    assert_eq!(oldest.value.entries.len(), 1);
+    assert_eq!(
+        (oldest.value.entries[0].seq, oldest.value.entries[0].txid),
+        (0, minted.txid.0)
+    );
+    assert_eq!(oldest.value.next_cursor, None);
+    let bobs = client
+        .history_page(&bob.address(), None, 10)
+        .await
+        .expect("verified history");
+    assert_eq!(bobs.value.entries.len(), 1);
+    assert_eq!(bobs.value.entries[0].received, 250);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,5 +240,13 @@ async fn a_replica_restarted_on_redis_restores_its_state_and_catches_up() {
         .expect("replica0 answers");
     assert_eq!(bob_from_zero.value.amount, Amount(200));
     assert_eq!(bob_from_zero.answered_by, "replica0");
+    // Its history comes from its Redis data, written before and after the restart.
+    let alice_history = solo
+        .history_page(&alice.address(), None, 10)
+        .await
+        .expect("replica0 answers history");
+    let txids: Vec<[u8; 32]> = alice_history.value.entries.iter().map(|e| e.txid).collect();
+    assert_eq!(txids, vec![sent.txid.0, minted.txid.0]);
+    assert_eq!(alice_history.answered_by, "replica0");
     let _ = Path::new(&url);
 }

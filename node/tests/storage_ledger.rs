@@ -136,7 +136,7 @@ mod futures_boxed {
 
 impl<S: Store + 'static> StoreBox for S {
     fn restore(&self) -> futures_boxed::Boxed<'_, Result<LedgerState, StorageError>> {
-        Box::pin(restore_ledger(self, genesis()))
+        Box::pin(restore_ledger(self, genesis(), HistoryMode::Kept))
     }
     fn balance<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, u64> {
         Box::pin(async move { Store::balance(self, a).await.unwrap() })
@@ -151,7 +151,9 @@ async fn ledger_round_trip_memory() {
         let applied = ledger.apply(&block).unwrap();
         persist_applied(&store, &block, &applied).await.unwrap();
     }
-    let restored = restore_ledger(&store, genesis()).await.unwrap();
+    let restored = restore_ledger(&store, genesis(), HistoryMode::Kept)
+        .await
+        .unwrap();
     assert_eq!(restored, ledger);
 }
 
@@ -196,7 +198,9 @@ async fn tampered_output_fails_restore() {
         .unwrap();
     // Drop that shard: at least one unspent output disappears.
     assert_eq!(cli(port, &["del", &shard_with_data]), "1");
-    let err = restore_ledger(&store, genesis()).await.unwrap_err();
+    let err = restore_ledger(&store, genesis(), HistoryMode::Kept)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::Restore(_)), "{err}");
 }
 
@@ -218,7 +222,9 @@ async fn repeat_keeps_first_receipt(store: &impl Store) {
         persist_applied(store, &block, &applied).await.unwrap();
     }
     // The repeat was executed, and rejected, at height 3 ...
-    let restored = restore_ledger(store, genesis()).await.unwrap();
+    let restored = restore_ledger(store, genesis(), HistoryMode::Kept)
+        .await
+        .unwrap();
     assert_eq!(restored, ledger);
     assert_eq!(restored.height(), 3);
     // ... but the record still says what happened first.

@@ -4,10 +4,14 @@
 //! do the same at the same height.
 
 use super::backend::BackendError;
+use crate::storage::ledger::decode_history;
+use crate::storage::{MAX_HISTORY_PAGE, Store};
 use coffer_ledger::attest::{
     self, HistoryEntry, ReadQuery, ReadResult, ReadStatement, ReceiptStatement, UtxoEntry,
 };
-use coffer_ledger::{Address, ChainId, Commitment, LedgerState, OutPoint, Outcome, Receipt, Txid};
+use coffer_ledger::{
+    Address, ChainId, Commitment, HistoryWindow, LedgerState, OutPoint, Outcome, Receipt, Txid,
+};
 use std::str::FromStr as _;
 
 /// The result code of an outcome: `ok` or the reject code.
@@ -66,10 +70,101 @@ fn parse_address(s: &str) -> Result<Address, BackendError> {
     Address::from_str(s).map_err(|e| BackendError::Invalid(format!("address {s:?}: {e}")))
 }
 
-/// Answers `query` from `ledger` at its current height. Page sizes are the caller's (the
-/// gateway bounds them); history pages are further capped by the genesis `max_history_page`.
+/// How a read is answered at the ledger's current height: from the in-memory state, or (a
+/// history page of a ledger that only counts its history) from the store the ledger's changes
+/// were persisted to.
+#[derive(Debug)]
+pub enum Answer {
+    /// The result.
+    Ready(ReadResult),
+    /// The history entries of `address` that [`HistoryWindow`] names, to read with
+    /// [`history_from_store`]. History is append-only, so a store at this height or beyond
+    /// holds exactly these entries.
+    History {
+        /// The address.
+        address: Address,
+        /// The page's sequence numbers and next cursor, at the ledger's height.
+        window: HistoryWindow,
+    },
+}
+
+/// Answers `query` from `ledger` alone; for ledgers that keep their history in memory
+/// ([`HistoryMode::Kept`](coffer_ledger::HistoryMode)), such as the test fakes'. A replica's
+/// ledger only counts history: it uses [`plan_read`] and [`history_from_store`].
 pub fn answer_read(ledger: &LedgerState, query: &ReadQuery) -> Result<ReadResult, BackendError> {
-    Ok(match query {
+    match plan_read(ledger, query)? {
+        Answer::Ready(result) => Ok(result),
+        Answer::History { .. } => Err(BackendError::Internal(
+            "this ledger keeps no history entries: read them from its store".into(),
+        )),
+    }
+}
+
+fn history_result(entries: Vec<HistoryEntry>, next_cursor: Option<u64>) -> ReadResult {
+    ReadResult::History {
+        entries,
+        next_cursor: next_cursor.map(|c| c.to_string()),
+    }
+}
+
+fn history_entry(e: &coffer_ledger::HistoryEntry) -> HistoryEntry {
+    HistoryEntry {
+        seq: e.seq,
+        txid: e.txid.0,
+        height: e.height,
+        index: e.index,
+        received: e.received.0,
+        sent: e.sent.0,
+    }
+}
+
+/// Reads the history page `window` of `address` from `store` (see [`Answer::History`]). The
+/// store must hold every entry of the window, and exactly those sequence numbers: anything
+/// else is reported as an internal error, never served.
+pub async fn history_from_store<S: Store>(
+    store: &S,
+    address: &Address,
+    window: HistoryWindow,
+) -> Result<ReadResult, BackendError> {
+    let internal = |m: String| BackendError::Internal(format!("history of {address}: {m}"));
+    let key = address.to_string();
+    let mut entries = Vec::new();
+    let mut end = window.end;
+    // Newest first, in reads of at most the store's page size.
+    while end > window.start {
+        let want = (end - window.start).min(u64::from(MAX_HISTORY_PAGE));
+        // `want` is at most MAX_HISTORY_PAGE, a u32.
+        let limit = u32::try_from(want).unwrap_or(MAX_HISTORY_PAGE);
+        let items = store
+            .history(&key, Some(end - 1), limit)
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        if items.len() as u64 != want {
+            return Err(internal(format!(
+                "the store has {} of the {want} entries below seq {end}",
+                items.len()
+            )));
+        }
+        for item in items {
+            let entry = decode_history(&item.entry).map_err(|e| internal(e.to_string()))?;
+            end -= 1;
+            if item.seq != end || entry.seq != end {
+                return Err(internal(format!(
+                    "the store gave seq {} ({}) where {end} was due",
+                    item.seq, entry.seq
+                )));
+            }
+            entries.push(history_entry(&entry));
+        }
+    }
+    Ok(history_result(entries, window.next_cursor))
+}
+
+/// Answers `query` from `ledger` at its current height, or says which history entries to read
+/// from the store. Page sizes are the caller's (the gateway bounds them); history pages are
+/// further capped by the genesis `max_history_page`.
+pub fn plan_read(ledger: &LedgerState, query: &ReadQuery) -> Result<Answer, BackendError> {
+    Ok(Answer::Ready(match query {
         ReadQuery::Balance { address } => {
             let a = parse_address(address)?;
             // The address index has no count of its own; an address's outputs are few next to
@@ -115,22 +210,21 @@ pub fn answer_read(ledger: &LedgerState, query: &ReadQuery) -> Result<ReadResult
         } => {
             let a = parse_address(address)?;
             let cursor = cursor.as_deref().map(parse_history_cursor).transpose()?;
-            let page = ledger.history(&a, cursor, *limit as usize);
-            let entries = page
-                .entries
-                .iter()
-                .map(|e| HistoryEntry {
-                    seq: e.seq,
-                    txid: e.txid.0,
-                    height: e.height,
-                    index: e.index,
-                    received: e.received.0,
-                    sent: e.sent.0,
-                })
-                .collect();
-            ReadResult::History {
-                entries,
-                next_cursor: page.next_cursor.map(|c| c.to_string()),
+            // u32 -> usize cannot truncate on supported targets.
+            let limit = *limit as usize;
+            match ledger.history(&a, cursor, limit) {
+                Some(page) => history_result(
+                    page.entries.iter().map(history_entry).collect(),
+                    page.next_cursor,
+                ),
+                None => {
+                    let window = ledger.history_window(&a, cursor, limit);
+                    if window.is_empty() {
+                        history_result(Vec::new(), window.next_cursor)
+                    } else {
+                        return Ok(Answer::History { address: a, window });
+                    }
+                }
             }
         }
         ReadQuery::Supply => ReadResult::Supply {
@@ -141,7 +235,7 @@ pub fn answer_read(ledger: &LedgerState, query: &ReadQuery) -> Result<ReadResult
                 "unsupported query {other:?}"
             )));
         }
-    })
+    }))
 }
 
 /// The read statement a replica signs for `result` of `query` at `commitment`.

@@ -10,7 +10,7 @@
 use coffer_ledger::encoding::{Reader, Writer};
 use coffer_ledger::{
     Address, Amount, Applied, Block, Commitment, Genesis, Hash32, HistoryEntry, HistoryKind,
-    LedgerState, OutPoint, Outcome, Receipt, RejectCode, TxOut, Txid,
+    HistoryMode, LedgerState, OutPoint, Outcome, Receipt, RejectCode, TxOut, Txid,
 };
 
 use super::{
@@ -274,23 +274,26 @@ pub fn ledger_snapshot(s: &Snapshot) -> Result<coffer_ledger::Snapshot, StorageE
                 Ok((a, e))
             })
             .collect::<Result<_, StorageError>>()?,
+        history_lengths: Vec::new(),
         mint_txids: s.mints.iter().map(|t| Txid(*t)).collect(),
     })
 }
 
 /// Rebuilds the ledger from the store (an empty ledger if nothing was persisted) and checks the
-/// rebuilt state's commitment equals the persisted one.
+/// rebuilt state's commitment equals the persisted one. With [`HistoryMode::Counted`] the
+/// state keeps only each address's number of history entries (the store serves the entries).
 pub async fn restore_ledger<S: Store>(
     store: &S,
     genesis: Genesis,
+    history_mode: HistoryMode,
 ) -> Result<LedgerState, StorageError> {
     let Some(snapshot) = store.load().await? else {
-        return LedgerState::new(genesis)
+        return LedgerState::new_with(genesis, history_mode)
             .map_err(|e| StorageError::Restore(coffer_ledger::RestoreError::Genesis(e)));
     };
     let ledger_snapshot = ledger_snapshot(&snapshot)?;
     let persisted = ledger_snapshot.commitment;
-    let state = LedgerState::restore(genesis, ledger_snapshot)?;
+    let state = LedgerState::restore_with(genesis, ledger_snapshot, history_mode)?;
     if Some(state.commitment()) != persisted {
         return Err(StorageError::CommitmentMismatch {
             height: snapshot.height,
