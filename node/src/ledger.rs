@@ -193,7 +193,7 @@ impl LedgerMachine {
     /// The ledger persisted in `store` (genesis if it holds nothing), its rebuilt commitment
     /// checked against the persisted one.
     pub async fn open(genesis: Genesis, store: Arc<Storage>) -> Result<Self, StorageError> {
-        let state = storage::ledger::restore_ledger(&*store, genesis, HistoryMode::Counted).await?;
+        let state = storage::ledger::restore_ledger(&*store, genesis).await?;
         Ok(Self::with_state(state, store))
     }
 
@@ -447,12 +447,15 @@ pub(crate) mod tests {
         }
         let alice = chain.alice.address();
         let store = machine.store();
-        let kept = futures::executor::block_on(storage::ledger::restore_ledger(
-            &*store,
-            chain.genesis.clone(),
-            HistoryMode::Kept,
-        ))
-        .unwrap();
+        // The reference: a ledger that keeps every entry, fed the same blocks.
+        let mut kept = LedgerState::new(chain.genesis.clone()).unwrap();
+        for (height, txs) in (1..).zip(&blocks) {
+            let txs = txs
+                .iter()
+                .map(|b| coffer_ledger::SignedTransaction::decode(b).unwrap())
+                .collect();
+            kept.apply(&Block { height, txs }).unwrap();
+        }
         let state = machine.state();
         assert_eq!(state.history_mode(), HistoryMode::Counted);
         assert!(state.history(&alice, None, 10).is_none());

@@ -6,8 +6,8 @@
 mod redis_harness;
 
 use coffer_ledger::*;
-use coffer_node::storage::ledger::{persist_applied, receipt, restore_ledger};
-use coffer_node::storage::{MemoryStore, RedisStore, StorageError, Store};
+use coffer_node::storage::ledger::{decode_history, persist_applied, receipt, restore_ledger};
+use coffer_node::storage::{HistoryItem, MemoryStore, RedisStore, StorageError, Store};
 use redis_harness::{Cluster, Standalone, cli};
 
 const CHAIN: &str = "coffer-storage-test";
@@ -97,8 +97,11 @@ fn blocks() -> Vec<Block> {
 
 /// Applies every block to a fresh ledger, persisting each, then restores from `store`.
 async fn round_trip(store: &impl Store, reopen: impl AsyncFn() -> Box<dyn StoreBox>) {
-    let mut ledger = LedgerState::new(genesis()).unwrap();
+    let mut ledger = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
+    // The same blocks, every history entry kept: what the store must serve.
+    let mut kept = LedgerState::new(genesis()).unwrap();
     for block in blocks() {
+        kept.apply(&block).unwrap();
         let applied = ledger.apply(&block).unwrap();
         persist_applied(store, &block, &applied).await.unwrap();
         for r in &applied.receipts {
@@ -121,6 +124,16 @@ async fn round_trip(store: &impl Store, reopen: impl AsyncFn() -> Box<dyn StoreB
             ledger.balance(&a).0,
             "balance of {a}"
         );
+        let served: Vec<HistoryEntry> = reopened
+            .history(&a.to_string())
+            .await
+            .iter()
+            .map(|item| decode_history(&item.entry).unwrap())
+            .collect();
+        let expected = kept.history(&a, None, 1_000).unwrap().entries;
+        assert!(!expected.is_empty(), "{a} has history");
+        assert_eq!(served, expected, "history of {a}");
+        assert_eq!(restored.history_len(&a), expected.len() as u64);
     }
 }
 
@@ -128,6 +141,7 @@ async fn round_trip(store: &impl Store, reopen: impl AsyncFn() -> Box<dyn StoreB
 trait StoreBox {
     fn restore(&self) -> futures_boxed::Boxed<'_, Result<LedgerState, StorageError>>;
     fn balance<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, u64>;
+    fn history<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, Vec<HistoryItem>>;
 }
 
 mod futures_boxed {
@@ -136,24 +150,25 @@ mod futures_boxed {
 
 impl<S: Store + 'static> StoreBox for S {
     fn restore(&self) -> futures_boxed::Boxed<'_, Result<LedgerState, StorageError>> {
-        Box::pin(restore_ledger(self, genesis(), HistoryMode::Kept))
+        Box::pin(restore_ledger(self, genesis()))
     }
     fn balance<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, u64> {
         Box::pin(async move { Store::balance(self, a).await.unwrap() })
+    }
+    fn history<'a>(&'a self, a: &'a str) -> futures_boxed::Boxed<'a, Vec<HistoryItem>> {
+        Box::pin(async move { Store::history(self, a, None, 1_000).await.unwrap() })
     }
 }
 
 #[tokio::test]
 async fn ledger_round_trip_memory() {
     let store = MemoryStore::new();
-    let mut ledger = LedgerState::new(genesis()).unwrap();
+    let mut ledger = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
     for block in blocks() {
         let applied = ledger.apply(&block).unwrap();
         persist_applied(&store, &block, &applied).await.unwrap();
     }
-    let restored = restore_ledger(&store, genesis(), HistoryMode::Kept)
-        .await
-        .unwrap();
+    let restored = restore_ledger(&store, genesis()).await.unwrap();
     assert_eq!(restored, ledger);
 }
 
@@ -185,7 +200,7 @@ async fn tampered_output_fails_restore() {
     let redis = Standalone::start();
     let config = redis.config("coffer:r0");
     let store = RedisStore::connect(&config).await.unwrap();
-    let mut ledger = LedgerState::new(genesis()).unwrap();
+    let mut ledger = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
     for block in blocks() {
         let applied = ledger.apply(&block).unwrap();
         persist_applied(&store, &block, &applied).await.unwrap();
@@ -198,9 +213,7 @@ async fn tampered_output_fails_restore() {
         .unwrap();
     // Drop that shard: at least one unspent output disappears.
     assert_eq!(cli(port, &["del", &shard_with_data]), "1");
-    let err = restore_ledger(&store, genesis(), HistoryMode::Kept)
-        .await
-        .unwrap_err();
+    let err = restore_ledger(&store, genesis()).await.unwrap_err();
     assert!(matches!(err, StorageError::Restore(_)), "{err}");
 }
 
@@ -211,7 +224,7 @@ async fn repeat_keeps_first_receipt(store: &impl Store) {
     let bob = key(3);
     let m = mint(1, alice.address(), 100);
     let t = transfer(&alice, &[op(&m, 0)], &[(bob.address(), 100)]);
-    let mut ledger = LedgerState::new(genesis()).unwrap();
+    let mut ledger = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
     for (height, txs) in [
         (1, vec![m.clone()]),
         (2, vec![t.clone()]),
@@ -222,9 +235,7 @@ async fn repeat_keeps_first_receipt(store: &impl Store) {
         persist_applied(store, &block, &applied).await.unwrap();
     }
     // The repeat was executed, and rejected, at height 3 ...
-    let restored = restore_ledger(store, genesis(), HistoryMode::Kept)
-        .await
-        .unwrap();
+    let restored = restore_ledger(store, genesis()).await.unwrap();
     assert_eq!(restored, ledger);
     assert_eq!(restored.height(), 3);
     // ... but the record still says what happened first.

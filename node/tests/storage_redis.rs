@@ -156,8 +156,43 @@ async fn reload_matches(config: &RedisConfig, model: &Model) -> RedisStore {
     assert_eq!(snap.supply, model.supply());
     assert_eq!(snap.utxos, model.utxo_list());
     assert_eq!(snap.spent, model.spent_list());
+    assert_eq!(snap.history_lengths, model.history_lengths());
     assert_snapshot_consistent(&snap);
     store
+}
+
+/// A load counts each address's history instead of reading it, but still notices an entry
+/// gone missing before the newest (a lost newest entry leaves a consistent shorter history;
+/// the full read the load did before could not tell either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_with_a_missing_entry_is_refused_at_load() {
+    let redis = Standalone::start();
+    let port = redis.server.port;
+    // One replica's data per case, so each load meets exactly one damaged history.
+    for (prefix, address, lost) in [
+        ("coffer:r0", "cof1addr1", "3"),
+        ("coffer:r1", "cof1addr2", "0"),
+    ] {
+        let config = redis.config(prefix);
+        let mut model = Model::new(3);
+        let store = RedisStore::connect(&config).await.unwrap();
+        persist_blocks(&store, &mut model, 6, 3).await;
+        drop(store);
+        reload_matches(&config, &model).await;
+        let key = format!("{{{prefix}:a:{address}}}:hist");
+        assert!(cli(port, &["zcard", &key]).parse::<u64>().unwrap() > 3);
+        assert_eq!(cli(port, &["zremrangebyscore", &key, lost, lost]), "1");
+        let err = RedisStore::connect(&config)
+            .await
+            .unwrap()
+            .load()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Corrupt { key: k, .. } if *k == key),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test]

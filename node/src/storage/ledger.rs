@@ -256,44 +256,34 @@ pub fn ledger_snapshot(s: &Snapshot) -> Result<coffer_ledger::Snapshot, StorageE
             .iter()
             .map(|op| decode_outpoint(op))
             .collect::<Result<_, _>>()?,
-        history: s
-            .history
+        history: Vec::new(),
+        history_lengths: s
+            .history_lengths
             .iter()
-            .map(|h| {
-                let a: Address = h
-                    .address
-                    .parse()
-                    .map_err(|e| corrupt("history address", e))?;
-                let e = decode_history(&h.entry)?;
-                if e.seq != h.seq {
-                    return Err(corrupt(
-                        "history entry",
-                        format!("seq {} stored under {}", e.seq, h.seq),
-                    ));
-                }
-                Ok((a, e))
+            .map(|(address, len)| {
+                let a: Address = address.parse().map_err(|e| corrupt("history address", e))?;
+                Ok((a, *len))
             })
             .collect::<Result<_, StorageError>>()?,
-        history_lengths: Vec::new(),
         mint_txids: s.mints.iter().map(|t| Txid(*t)).collect(),
     })
 }
 
 /// Rebuilds the ledger from the store (an empty ledger if nothing was persisted) and checks the
-/// rebuilt state's commitment equals the persisted one. With [`HistoryMode::Counted`] the
-/// state keeps only each address's number of history entries (the store serves the entries).
+/// rebuilt state's commitment equals the persisted one. The state counts history
+/// ([`HistoryMode::Counted`]): the store loads each address's number of entries, not the
+/// entries, and serves them.
 pub async fn restore_ledger<S: Store>(
     store: &S,
     genesis: Genesis,
-    history_mode: HistoryMode,
 ) -> Result<LedgerState, StorageError> {
     let Some(snapshot) = store.load().await? else {
-        return LedgerState::new_with(genesis, history_mode)
+        return LedgerState::new_with(genesis, HistoryMode::Counted)
             .map_err(|e| StorageError::Restore(coffer_ledger::RestoreError::Genesis(e)));
     };
     let ledger_snapshot = ledger_snapshot(&snapshot)?;
     let persisted = ledger_snapshot.commitment;
-    let state = LedgerState::restore_with(genesis, ledger_snapshot, history_mode)?;
+    let state = LedgerState::restore_with(genesis, ledger_snapshot, HistoryMode::Counted)?;
     if Some(state.commitment()) != persisted {
         return Err(StorageError::CommitmentMismatch {
             height: snapshot.height,

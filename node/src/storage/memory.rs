@@ -73,25 +73,19 @@ impl Store for MemoryStore {
         utxos.sort_unstable();
         let mut spent: Vec<Vec<u8>> = s.spent.iter().cloned().collect();
         spent.sort_unstable();
-        let mut addresses: Vec<&String> = s.history.keys().collect();
-        addresses.sort_unstable();
-        let history = addresses
-            .into_iter()
-            .flat_map(|a| {
-                s.history[a].iter().map(|(seq, entry)| HistoryItem {
-                    address: a.clone(),
-                    seq: *seq,
-                    entry: entry.clone(),
-                })
-            })
+        let mut history_lengths: Vec<(String, u64)> = s
+            .history
+            .iter()
+            .map(|(a, entries)| (a.clone(), entries.len() as u64))
             .collect();
+        history_lengths.sort_unstable();
         Ok(Some(Snapshot {
             height,
             commitment: s.commitment.clone(),
             supply: s.supply,
             utxos,
             spent,
-            history,
+            history_lengths,
             mints: s.mints.iter().copied().collect(),
             tip: StoredBlock {
                 height,

@@ -152,8 +152,10 @@ pub struct Snapshot {
     pub utxos: Vec<(Vec<u8>, Vec<u8>)>,
     /// Every spent outpoint, sorted.
     pub spent: Vec<Vec<u8>>,
-    /// Every history entry, sorted by address then sequence number.
-    pub history: Vec<HistoryItem>,
+    /// Every address with history and its number of entries, sorted by address. The entries
+    /// are not loaded: a replica's ledger only counts them, and reads pages with
+    /// [`Store::history`] (which is where a damaged entry shows).
+    pub history_lengths: Vec<(String, u64)>,
     /// Every mint txid, sorted.
     pub mints: Vec<Txid>,
     /// The record of the block at `height`.

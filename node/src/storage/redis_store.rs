@@ -881,9 +881,14 @@ impl RedisStore {
         .await
     }
 
-    /// Every history entry of `addresses`, several addresses in flight at once.
-    async fn histories(&self, addresses: Vec<Vec<u8>>) -> Result<Vec<HistoryItem>, StorageError> {
-        let per_address = stream::iter(addresses)
+    /// The number of history entries of each of `addresses`, several addresses in flight at
+    /// once: one round trip each (`ZCARD` and the first and last members), not the entries.
+    /// A history whose first and last sequence numbers do not span its size is corrupt.
+    async fn history_lengths(
+        &self,
+        addresses: Vec<Vec<u8>>,
+    ) -> Result<Vec<(String, u64)>, StorageError> {
+        stream::iter(addresses)
             .map(|a| async move {
                 let address = String::from_utf8(a).map_err(|e| StorageError::Corrupt {
                     key: "address registry".into(),
@@ -891,25 +896,40 @@ impl RedisStore {
                 })?;
                 keys::check_address(&address)?;
                 let key = self.keys.addr_history(&address);
-                let raw: Vec<Vec<u8>> = self
-                    .with_retry("read history", || async {
+                let (len, first, last): (u64, Vec<Vec<u8>>, Vec<Vec<u8>>) = self
+                    .with_retry("count history", || async {
                         let mut h = self.handle().await?;
-                        Ok(redis::cmd("ZRANGE")
+                        Ok(redis::pipe()
+                            .cmd("ZCARD")
+                            .arg(&key)
+                            .cmd("ZRANGE")
                             .arg(&key)
                             .arg(0)
+                            .arg(0)
+                            .cmd("ZRANGE")
+                            .arg(&key)
+                            .arg(-1)
                             .arg(-1)
                             .query_async(&mut h)
                             .await?)
                     })
                     .await?;
-                raw.iter()
-                    .map(|m| decode_history_member(&key, &address, m))
-                    .collect::<Result<Vec<_>, _>>()
+                let seq = |m: Option<&Vec<u8>>| {
+                    m.map(|m| decode_history_member(&key, &address, m).map(|i| i.seq))
+                        .transpose()
+                };
+                let span = (seq(first.first())?, seq(last.first())?);
+                if span != (Some(0), len.checked_sub(1)) {
+                    return Err(StorageError::Corrupt {
+                        key: key.clone(),
+                        reason: format!("{len} entries span sequence numbers {span:?}"),
+                    });
+                }
+                Ok((address, len))
             })
             .buffer_unordered(CLUSTER_CONCURRENCY)
             .try_collect::<Vec<_>>()
-            .await?;
-        Ok(per_address.into_iter().flatten().collect())
+            .await
     }
 
     async fn scan_hash(&self, key: &str) -> Result<Fields, StorageError> {
@@ -1112,14 +1132,14 @@ impl Store for RedisStore {
         }
         utxos.sort();
         let mut spent = Vec::new();
-        let mut history = Vec::new();
+        let mut history_lengths = Vec::new();
         for shard in 0..UTXO_SHARDS {
             spent.extend(self.members(&self.keys.shard_spent(shard)).await?);
             let addrs = self.members(&self.keys.shard_addrs(shard)).await?;
-            history.extend(self.histories(addrs).await?);
+            history_lengths.extend(self.history_lengths(addrs).await?);
         }
         spent.sort();
-        history.sort();
+        history_lengths.sort();
         let key = self.keys.mints();
         let raw: Vec<Vec<u8>> = self
             .with_retry("read mints", || async {
@@ -1150,7 +1170,7 @@ impl Store for RedisStore {
             supply: meta.supply,
             utxos,
             spent,
-            history,
+            history_lengths,
             mints,
             tip,
         }))

@@ -541,6 +541,11 @@ impl Model {
         *s - 1
     }
 
+    /// Each address with history and its number of entries, as a snapshot lists them.
+    pub fn history_lengths(&self) -> Vec<(String, u64)> {
+        self.seqs.iter().map(|(a, n)| (a.clone(), *n)).collect()
+    }
+
     /// Every spent outpoint, sorted.
     pub fn spent_list(&self) -> Vec<Vec<u8>> {
         let mut v = self.spent.clone();
