@@ -523,18 +523,25 @@ fn history_is_newest_first_and_paginates() {
     );
 }
 
+/// A mint to alice and bob, alice paying bob 20 (30 change), then bob paying alice 27 from
+/// both his outputs.
+fn mint_and_two_transfers(alice: &Keypair, bob: &Keypair) -> [SignedTransaction; 3] {
+    let m = mint(1, &[(alice.address(), 50), (bob.address(), 7)]);
+    let t = transfer(
+        alice,
+        &[op(&m, 0)],
+        &[(bob.address(), 20), (alice.address(), 30)],
+    );
+    let t2 = transfer(bob, &[op(&t, 0), op(&m, 1)], &[(alice.address(), 27)]);
+    [m, t, t2]
+}
+
 #[test]
 fn restore_and_apply_change_rebuild_an_identical_state() {
     let mut s = state();
     let mut follower = state();
     let (alice, bob) = (key(10), key(11));
-    let m = mint(1, &[(alice.address(), 50), (bob.address(), 7)]);
-    let t = transfer(
-        &alice,
-        &[op(&m, 0)],
-        &[(bob.address(), 20), (alice.address(), 30)],
-    );
-    let t2 = transfer(&bob, &[op(&t, 0), op(&m, 1)], &[(alice.address(), 27)]);
+    let [m, t, t2] = mint_and_two_transfers(&alice, &bob);
     for txs in [vec![m], vec![t, t2]] {
         let a = apply(&mut s, txs);
         follower.apply_change(&a.change).unwrap();
@@ -582,13 +589,7 @@ fn counted_history_matches_kept_history() {
     let mut counted = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
     assert_eq!(counted.history_mode(), HistoryMode::Counted);
     let (alice, bob) = (key(10), key(11));
-    let m = mint(1, &[(alice.address(), 50), (bob.address(), 7)]);
-    let t = transfer(
-        &alice,
-        &[op(&m, 0)],
-        &[(bob.address(), 20), (alice.address(), 30)],
-    );
-    let t2 = transfer(&bob, &[op(&t, 0), op(&m, 1)], &[(alice.address(), 27)]);
+    let [m, t, t2] = mint_and_two_transfers(&alice, &bob);
     let mut changes = Vec::new();
     for txs in [vec![m], vec![t.clone()], vec![t2]] {
         let a = apply(&mut kept, txs.clone());
