@@ -7,6 +7,8 @@
 //! `persist_applied` is timed. Each Redis mode runs on its own servers started by the test
 //! harness on loopback (AOF on, `appendfsync everysec` unless the mode says otherwise; sentinel
 //! and cluster with `WAIT 1`). Blocks are persisted one after another, as the executor does.
+//! Then the time a restart takes is measured: `restore_ledger` (load and rebuild) on the same
+//! store.
 
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
 
@@ -16,7 +18,7 @@ mod redis_harness;
 use std::time::Instant;
 
 use coffer_ledger::*;
-use coffer_node::storage::ledger::persist_applied;
+use coffer_node::storage::ledger::{persist_applied, restore_ledger};
 use coffer_node::storage::{MemoryStore, RedisStore, Store};
 
 const CHAIN: &str = "coffer-bench";
@@ -140,6 +142,17 @@ async fn run(name: &str, store: &impl Store, work: &[(Block, Applied)]) {
         txs,
         work.len() as f64 / secs,
         txs as f64 / secs
+    );
+    // What a restarting replica does: load the store and rebuild the ledger from it.
+    let started = Instant::now();
+    let restored = restore_ledger(store, genesis()).await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let tip = &work.last().unwrap().1.commitment;
+    assert_eq!(&restored.commitment(), tip, "restored the persisted state");
+    println!(
+        "{name:<22} restart: load and rebuild at height {} ({} unspent outputs) in {secs:.3} s",
+        tip.height,
+        restored.utxo_count()
     );
 }
 
