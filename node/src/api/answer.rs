@@ -146,14 +146,15 @@ pub async fn history_from_store<S: Store>(
             )));
         }
         for item in items {
-            let entry = decode_history(&item.entry).map_err(|e| internal(e.to_string()))?;
             end -= 1;
-            if item.seq != end || entry.seq != end {
+            if item.seq != end {
                 return Err(internal(format!(
-                    "the store gave seq {} ({}) where {end} was due",
-                    item.seq, entry.seq
+                    "the store gave seq {} where {end} was due",
+                    item.seq
                 )));
             }
+            let entry =
+                decode_history(item.seq, &item.entry).map_err(|e| internal(e.to_string()))?;
             entries.push(history_entry(&entry));
         }
     }

@@ -3,14 +3,19 @@
 //!
 //! Layout, all integers big-endian: `version u8 | height u64 | block bytes | change`, where
 //! `bytes` is `u32 length | data` and the change is `record bytes | commitment bytes | supply
-//! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list`, each list `u32 count` then
-//! items. Decoding never trusts a length: every one is checked against the bytes left and the
-//! limits below.
+//! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list`,
+//! each list `u32 count` then items: created `outpoint bytes | amount u64 | output bytes`, spent
+//! and spent-in-block `outpoint bytes`, history `address bytes | seq u64 | entry bytes`, txs
+//! `txid [32] | record bytes`, mints `txid [32]`. Version 1 also carried an address with each
+//! created and spent output (the per-address UTXO index it fed is gone).
+//!
+//! Decoding never trusts a length: every one is checked against the bytes left and the limits
+//! below.
 
 use super::{BlockChange, CreatedOutput, HistoryItem, SpentOutput, StorageError, TxItem, Txid};
 
 /// The entry format version; bumped on any layout change.
-pub(crate) const ENTRY_VERSION: u8 = 1;
+pub(crate) const ENTRY_VERSION: u8 = 2;
 /// Largest block accepted (matches the consensus block size limit with headroom).
 pub const MAX_BLOCK_BYTES: usize = 16 << 20;
 /// Largest single value (output, history entry, tx record, block record).
@@ -63,14 +68,12 @@ pub(crate) fn encode_entry(height: u64, block: &[u8], c: &BlockChange) -> Vec<u8
     put_count(&mut out, c.created.len());
     for o in &c.created {
         put_bytes(&mut out, &o.outpoint);
-        put_bytes(&mut out, o.address.as_bytes());
         out.extend_from_slice(&o.amount.to_be_bytes());
         put_bytes(&mut out, &o.output);
     }
     put_count(&mut out, c.spent.len());
     for s in &c.spent {
         put_bytes(&mut out, &s.outpoint);
-        put_bytes(&mut out, s.address.as_bytes());
     }
     put_count(&mut out, c.spent_in_block.len());
     for op in &c.spent_in_block {
@@ -179,7 +182,6 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
     for _ in 0..r.count("created", &mut budget)? {
         c.created.push(CreatedOutput {
             outpoint: r.bytes("outpoint", MAX_OUTPOINT_BYTES)?,
-            address: r.string("address")?,
             amount: r.u64()?,
             output: r.bytes("output", MAX_VALUE_BYTES)?,
         });
@@ -187,7 +189,6 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
     for _ in 0..r.count("spent", &mut budget)? {
         c.spent.push(SpentOutput {
             outpoint: r.bytes("outpoint", MAX_OUTPOINT_BYTES)?,
-            address: r.string("address")?,
         });
     }
     for _ in 0..r.count("spent in block", &mut budget)? {
@@ -243,13 +244,11 @@ mod tests {
         BlockChange {
             created: vec![CreatedOutput {
                 outpoint: vec![1; 36],
-                address: "cof1abc".into(),
                 amount: 50,
                 output: vec![9, 9],
             }],
             spent: vec![SpentOutput {
                 outpoint: vec![2; 36],
-                address: "cof1def".into(),
             }],
             spent_in_block: vec![vec![4; 36]],
             history: vec![HistoryItem {

@@ -12,8 +12,7 @@
 //! | `{P:s:NN}:tx` | hash txid → tx record | same slot as shard NN's outputs |
 //! | `{P:s:NN}:spent` | set of spent outpoints | same slot as shard NN's outputs |
 //! | `{P:s:NN}:addrs` | set of addresses with history (for load) | same slot as shard NN |
-//! | `{P:a:ADDR}:utxo` | hash outpoint → `amount|output` | one slot per address |
-//! | `{P:a:ADDR}:hist` | sorted set, score seq, member `seq|entry` | same as `:utxo` |
+//! | `{P:a:ADDR}:hist` | sorted set, score seq, member `varint seq|entry` | one slot per address |
 
 use super::StorageError;
 
@@ -98,10 +97,6 @@ impl Keys {
         format!("{{{}:s:{shard:02}}}:addrs", self.prefix)
     }
 
-    pub(crate) fn addr_utxos(&self, address: &str) -> String {
-        format!("{{{}:a:{address}}}:utxo", self.prefix)
-    }
-
     pub(crate) fn addr_history(&self, address: &str) -> String {
         format!("{{{}:a:{address}}}:hist", self.prefix)
     }
@@ -121,8 +116,8 @@ mod tests {
             Slot::for_key(k.shard_txs(3))
         );
         assert_eq!(
-            Slot::for_key(k.addr_utxos("cof1x")),
-            Slot::for_key(k.addr_history("cof1x"))
+            Slot::for_key(k.shard_outputs(3)),
+            Slot::for_key(k.shard_spent(3))
         );
         // Two replicas sharing a deployment never share a metadata slot by construction of the
         // tag (they may by hash collision, which is harmless: keys still differ).

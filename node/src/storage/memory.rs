@@ -4,23 +4,20 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use super::{
-    BlockChange, HistoryItem, MAX_ADDRESS_UTXOS, Snapshot, Storage, StorageError, Store,
-    StoredBlock, Txid, Utxo, check_page, keys, validate_change,
+    BlockChange, HistoryItem, Snapshot, Storage, StorageError, Store, StoredBlock, Txid,
+    check_page, validate_change,
 };
 
-/// Outpoint → (amount, output encoding).
-type OutputMap = BTreeMap<Vec<u8>, (u64, Vec<u8>)>;
-
 /// Hash maps where only `load` needs an order (it sorts), ordered maps where reads page
-/// through one address's outputs or history.
+/// through one address's history.
 #[derive(Debug, Default)]
 struct State {
     height: Option<u64>,
     commitment: Vec<u8>,
     supply: u64,
     blocks: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
-    /// Every unspent output, under its address (the only index: `load` gathers them).
-    by_address: HashMap<String, OutputMap>,
+    /// Every unspent output: outpoint → output encoding (`load` sorts them).
+    utxos: HashMap<Vec<u8>, Vec<u8>>,
     spent: HashSet<Vec<u8>>,
     history: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     txs: HashMap<Txid, Vec<u8>>,
@@ -66,9 +63,9 @@ impl Store for MemoryStore {
         };
         // Sorted, as the ordered maps this store used to keep returned them.
         let mut utxos: Vec<(Vec<u8>, Vec<u8>)> = s
-            .by_address
-            .values()
-            .flat_map(|m| m.iter().map(|(k, (_, v))| (k.clone(), v.clone())))
+            .utxos
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         utxos.sort_unstable();
         let mut spent: Vec<Vec<u8>> = s.spent.iter().cloned().collect();
@@ -119,24 +116,11 @@ impl Store for MemoryStore {
         }
         let s = &mut *s;
         for c in &change.created {
-            let v = (c.amount, c.output.clone());
-            match s.by_address.get_mut(&c.address) {
-                Some(m) => m.insert(c.outpoint.clone(), v),
-                None => s
-                    .by_address
-                    .entry(c.address.clone())
-                    .or_default()
-                    .insert(c.outpoint.clone(), v),
-            };
+            s.utxos.insert(c.outpoint.clone(), c.output.clone());
         }
         for sp in &change.spent {
             s.spent.insert(sp.outpoint.clone());
-            if let Some(m) = s.by_address.get_mut(&sp.address) {
-                m.remove(&sp.outpoint);
-                if m.is_empty() {
-                    s.by_address.remove(&sp.address);
-                }
-            }
+            s.utxos.remove(&sp.outpoint);
         }
         s.spent.extend(change.spent_in_block.iter().cloned());
         for h in &change.history {
@@ -163,28 +147,6 @@ impl Store for MemoryStore {
 
     async fn applied_height(&self) -> Result<Option<u64>, StorageError> {
         Ok(self.lock().height)
-    }
-
-    async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
-        keys::check_address(address)?;
-        let s = self.lock();
-        let Some(m) = s.by_address.get(address) else {
-            return Ok(Vec::new());
-        };
-        if m.len() > MAX_ADDRESS_UTXOS {
-            return Err(StorageError::Limit {
-                what: "address utxos",
-                got: m.len() as u64,
-                max: MAX_ADDRESS_UTXOS as u64,
-            });
-        }
-        Ok(m.iter()
-            .map(|(op, (amount, output))| Utxo {
-                outpoint: op.clone(),
-                amount: *amount,
-                output: output.clone(),
-            })
-            .collect())
     }
 
     async fn history(

@@ -4,8 +4,10 @@
 //! once the block is durable per the configured policy, and only then may the replica sign
 //! receipts for it. A replica that restarts calls [`Store::load`], which first finishes any block
 //! write a crash interrupted and then returns a [`Snapshot`] to rebuild the ledger state from.
-//! The REST API reads balances, UTXOs, history pages, blocks and transaction records through the
-//! same trait, each with a bounded number of keyed lookups (no scans).
+//! The REST API reads history pages, blocks and transaction records through the same trait, each
+//! with a bounded number of keyed lookups (no scans). Balances and UTXOs are answered from the
+//! replica's ledger, which holds the UTXO set in memory, so the store keeps one UTXO index, the
+//! one a restart loads.
 //!
 //! Two backends: [`MemoryStore`] (unit tests, ephemeral devnets) and [`RedisStore`]
 //! (standalone, sentinel or cluster; see `docs/STORAGE.md` for the key layout and guarantees).
@@ -41,18 +43,12 @@ pub const MAX_SEQ: u64 = 1 << 53;
 /// The largest history page a read may ask for: bounds the reply a client can make us build.
 pub const MAX_HISTORY_PAGE: u32 = 1_000;
 
-/// The most UTXOs one address read returns: an address above it gets [`StorageError::Limit`]
-/// from [`Store::utxos`] and [`Store::balance`] rather than an unbounded reply.
-pub const MAX_ADDRESS_UTXOS: usize = 100_000;
-
 /// An output created by a block, as the store indexes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CreatedOutput {
     /// The ledger's canonical encoding of the outpoint (txid then index).
     pub outpoint: Vec<u8>,
-    /// The owner's address; the per-address UTXO index is keyed by it.
-    pub address: String,
-    /// The amount, so balances are summed without decoding `output`.
+    /// The amount, stored beside the output (readable without decoding it).
     pub amount: u64,
     /// The ledger's canonical encoding of the output, returned as-is on reads and on load.
     pub output: Vec<u8>,
@@ -63,8 +59,6 @@ pub struct CreatedOutput {
 pub struct SpentOutput {
     /// The ledger's canonical encoding of the outpoint.
     pub outpoint: Vec<u8>,
-    /// The address that owned it, to drop it from that address's UTXO index.
-    pub address: String,
 }
 
 /// One entry of an address's history.
@@ -127,17 +121,6 @@ pub struct StoredBlock {
     pub record: Vec<u8>,
 }
 
-/// An unspent output as read back: its outpoint and the ledger's encoding of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Utxo {
-    /// The outpoint's encoding.
-    pub outpoint: Vec<u8>,
-    /// The amount.
-    pub amount: u64,
-    /// The output's encoding.
-    pub output: Vec<u8>,
-}
-
 /// What a restarting replica rebuilds its ledger state from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -182,17 +165,6 @@ pub trait Store: Send + Sync {
 
     /// The last persisted height, if any.
     fn applied_height(&self) -> impl Future<Output = Result<Option<u64>, StorageError>> + Send;
-
-    /// The sum of an address's unspent outputs: [`Store::utxos`], summed, on every backend.
-    fn balance(&self, address: &str) -> impl Future<Output = Result<u64, StorageError>> + Send {
-        async move {
-            let utxos = self.utxos(address).await?;
-            sum_amounts(address, &utxos)
-        }
-    }
-
-    /// An address's unspent outputs, sorted by outpoint.
-    fn utxos(&self, address: &str) -> impl Future<Output = Result<Vec<Utxo>, StorageError>> + Send;
 
     /// A page of an address's history, newest first: entries with `seq <= cursor` (all when
     /// `None`), at most `limit` (itself at most [`MAX_HISTORY_PAGE`]). The next page's cursor is
@@ -264,13 +236,6 @@ impl Store for Storage {
         }
     }
 
-    async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
-        match self {
-            Self::Memory(s) => s.utxos(address).await,
-            Self::Redis(s) => s.utxos(address).await,
-        }
-    }
-
     async fn history(
         &self,
         address: &str,
@@ -298,20 +263,8 @@ impl Store for Storage {
     }
 }
 
-/// Sums amounts with overflow reported as corruption: the ledger caps supply far below u64::MAX,
-/// so an overflow means the stored amounts are wrong.
-fn sum_amounts(address: &str, utxos: &[Utxo]) -> Result<u64, StorageError> {
-    utxos.iter().try_fold(0u64, |acc, u| {
-        acc.checked_add(u.amount)
-            .ok_or_else(|| StorageError::Corrupt {
-                key: address.to_owned(),
-                reason: "balance overflows u64".into(),
-            })
-    })
-}
-
 /// Checks what both backends require of a change before writing it: bounded sizes, valid
-/// addresses, history at the block's own height. A violation is the caller's bug, reported as a
+/// addresses, sequence numbers and heights exact as Redis scores. A violation is the caller's bug, reported as a
 /// value so a replica logs it rather than writing a state it could not read back.
 pub(crate) fn validate_change(
     height: u64,
@@ -331,11 +284,9 @@ pub(crate) fn validate_change(
     for c in &change.created {
         codec::check_len("outpoint", c.outpoint.len(), MAX_OUTPOINT_BYTES)?;
         codec::check_len("output", c.output.len(), MAX_VALUE_BYTES)?;
-        keys::check_address(&c.address)?;
     }
     for s in &change.spent {
         codec::check_len("outpoint", s.outpoint.len(), MAX_OUTPOINT_BYTES)?;
-        keys::check_address(&s.address)?;
     }
     for op in &change.spent_in_block {
         codec::check_len("outpoint", op.len(), MAX_OUTPOINT_BYTES)?;

@@ -29,13 +29,12 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 use super::codec::{self, Entry};
 use super::keys::{self, Keys, UTXO_SHARDS};
 use super::{
-    BlockChange, DurabilityConfig, HistoryItem, MAX_ADDRESS_UTXOS, MAX_SEQ, RedisConfig, RedisMode,
-    RetryConfig, Snapshot, Storage, StorageError, Store, StoredBlock, Txid, Utxo, check_page,
-    validate_change,
+    BlockChange, DurabilityConfig, HistoryItem, MAX_SEQ, RedisConfig, RedisMode, RetryConfig,
+    Snapshot, Storage, StorageError, Store, StoredBlock, Txid, check_page, validate_change,
 };
 
 /// The layout version written to `meta.version`; a store with another version is refused.
-const LAYOUT_VERSION: &str = "1";
+const LAYOUT_VERSION: &str = "2";
 /// Effect pipelines in flight at once in cluster mode: bounds memory and open requests.
 const CLUSTER_CONCURRENCY: usize = 32;
 /// HSCAN batch size on load: large enough for few round trips, small enough not to stall Redis.
@@ -437,9 +436,6 @@ impl RedisStore {
             let v = codec::encode_utxo_value(c.amount, &c.output);
             hset.entry(k.shard_outputs(keys::shard_of(&c.outpoint)))
                 .or_default()
-                .push((c.outpoint.clone(), v.clone()));
-            hset.entry(k.addr_utxos(&c.address))
-                .or_default()
                 .push((c.outpoint.clone(), v));
         }
         for t in &change.txs {
@@ -459,9 +455,6 @@ impl RedisStore {
         let mut hdel: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         for s in &change.spent {
             hdel.entry(k.shard_outputs(keys::shard_of(&s.outpoint)))
-                .or_default()
-                .push(s.outpoint.clone());
-            hdel.entry(k.addr_utxos(&s.address))
                 .or_default()
                 .push(s.outpoint.clone());
         }
@@ -1011,27 +1004,58 @@ fn key_slot(key: &[u8]) -> u16 {
     crc % 16_384
 }
 
-/// A history member: `seq u64 | entry`. The score is the seq too; the member carries it exactly
-/// (a score is an f64) and keeps members of distinct entries distinct.
+/// A history member: `seq | entry`, the seq as an LEB128 varint. The score is the seq too; the
+/// member carries it exactly (a score is an f64) and keeps members of distinct entries distinct
+/// (the varint is prefix-free). With the ledger's 61-byte entries a member stays within 64 bytes
+/// while seq < 2^21, which lets Redis keep a small history as a listpack (its default
+/// `zset-max-listpack-value` is 64) instead of a skiplist: cheaper to add to, and smaller.
 fn history_member(seq: u64, entry: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(8 + entry.len());
-    m.extend_from_slice(&seq.to_be_bytes());
+    let mut m = Vec::with_capacity(3 + entry.len());
+    let mut v = seq;
+    loop {
+        // The low seven bits, so the cast cannot truncate.
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            m.push(byte);
+            break;
+        }
+        m.push(byte | 0x80);
+    }
     m.extend_from_slice(entry);
     m
 }
 
 fn decode_history_member(key: &str, address: &str, m: &[u8]) -> Result<HistoryItem, StorageError> {
-    let (seq, entry) = m
-        .split_first_chunk::<8>()
-        .ok_or_else(|| StorageError::Corrupt {
-            key: key.to_owned(),
-            reason: format!("history member of {} bytes", m.len()),
-        })?;
-    Ok(HistoryItem {
-        address: address.to_owned(),
-        seq: u64::from_be_bytes(*seq),
-        entry: entry.to_vec(),
-    })
+    let corrupt = |reason: String| StorageError::Corrupt {
+        key: key.to_owned(),
+        reason,
+    };
+    let mut seq: u64 = 0;
+    // Below MAX_SEQ = 2^53 a varint takes at most 8 bytes (56 bits).
+    for (i, byte) in m.iter().enumerate().take(8) {
+        seq |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && *byte == 0 {
+                return Err(corrupt(format!(
+                    "history member seq not minimal: {:?}",
+                    &m[..=i]
+                )));
+            }
+            if seq >= MAX_SEQ {
+                return Err(corrupt(format!("history member seq {seq} above 2^53")));
+            }
+            return Ok(HistoryItem {
+                address: address.to_owned(),
+                seq,
+                entry: m[i + 1..].to_vec(),
+            });
+        }
+    }
+    Err(corrupt(format!(
+        "history member of {} bytes without a seq",
+        m.len()
+    )))
 }
 
 fn check_no_errors(vals: &[Value]) -> Result<(), StorageError> {
@@ -1196,35 +1220,6 @@ impl Store for RedisStore {
         Ok(self.read_meta().await?.height)
     }
 
-    async fn utxos(&self, address: &str) -> Result<Vec<Utxo>, StorageError> {
-        keys::check_address(address)?;
-        let key = self.keys.addr_utxos(address);
-        let raw: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .with_retry("read utxos", || async {
-                let mut h = self.handle().await?;
-                let n: usize = redis::cmd("HLEN").arg(&key).query_async(&mut h).await?;
-                if n > MAX_ADDRESS_UTXOS {
-                    return Err(StorageError::Limit {
-                        what: "address utxos",
-                        got: n as u64,
-                        max: MAX_ADDRESS_UTXOS as u64,
-                    });
-                }
-                Ok(redis::cmd("HGETALL").arg(&key).query_async(&mut h).await?)
-            })
-            .await?;
-        raw.into_iter()
-            .map(|(outpoint, v)| {
-                let (amount, output) = codec::decode_utxo_value(&key, &v)?;
-                Ok(Utxo {
-                    outpoint,
-                    amount,
-                    output,
-                })
-            })
-            .collect()
-    }
-
     async fn history(
         &self,
         address: &str,
@@ -1345,5 +1340,51 @@ mod tests {
         assert_eq!(o.owner(5461), Some("127.0.0.1:7001"));
         assert_eq!(o.owner(16383), Some("127.0.0.1:7001"));
         assert!(parse_cluster_slots(&Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn history_members_round_trip_and_stay_small() {
+        let entry = [7u8; 61];
+        for seq in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            (1 << 21) - 1,
+            1 << 21,
+            MAX_SEQ - 1,
+        ] {
+            let m = history_member(seq, &entry);
+            let item = decode_history_member("k", "a", &m).expect("decodes");
+            assert_eq!(
+                (item.seq, item.entry.as_slice()),
+                (seq, &entry[..]),
+                "{seq}"
+            );
+            if seq < 1 << 21 {
+                assert!(m.len() <= 64, "seq {seq}: {} bytes", m.len());
+            }
+        }
+        // Distinct seqs give distinct members even for equal entries.
+        assert_ne!(history_member(1, &entry), history_member(1 << 7, &entry));
+    }
+
+    #[test]
+    fn malformed_history_members_are_corrupt() {
+        let corrupt = |m: &[u8]| {
+            matches!(
+                decode_history_member("k", "a", m),
+                Err(StorageError::Corrupt { .. })
+            )
+        };
+        assert!(corrupt(&[]), "empty");
+        assert!(corrupt(&[0x80]), "seq cut short");
+        assert!(corrupt(&[0x81, 0x00, 1]), "seq with a redundant zero byte");
+        assert!(corrupt(&[0xff; 9]), "seq longer than 8 bytes");
+        // 2^53 itself: eight bytes, the last holding bit 53 (bit 4 of the eighth group of 7).
+        let too_big = history_member(MAX_SEQ, &[1]);
+        assert!(corrupt(&too_big), "seq at 2^53");
     }
 }

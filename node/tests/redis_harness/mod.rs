@@ -473,7 +473,6 @@ impl Model {
             let txid = self.txid();
             c.spent.push(SpentOutput {
                 outpoint: op.clone(),
-                address: owner.clone(),
             });
             let seq = self.next_seq(&owner);
             c.history.push(HistoryItem {
@@ -516,7 +515,6 @@ impl Model {
             .insert(outpoint.clone(), (addr.to_owned(), amount, output.clone()));
         c.created.push(CreatedOutput {
             outpoint: outpoint.clone(),
-            address: addr.to_owned(),
             amount,
             output,
         });
