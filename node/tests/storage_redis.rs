@@ -213,6 +213,26 @@ async fn standalone_apply_restart_same_commitment() {
     store.persist(h, &block, &change).await.unwrap();
     drop(store);
     reload_matches(&config, &model).await;
+    // A block written in one MULTI/EXEC needs no journal: its entry is the version, the height,
+    // the block, its record and commitment, the supply and six empty lists, nothing more.
+    let entry_len = 1
+        + 8
+        + 4
+        + block.len()
+        + 4
+        + change.block_record.len()
+        + 4
+        + change.commitment.len()
+        + 8
+        + 6 * 4;
+    assert!(!change.created.is_empty() && !change.history.is_empty());
+    assert_eq!(
+        cli(
+            redis.server.port,
+            &["strlen", &format!("coffer:r0:block:{h}")]
+        ),
+        entry_len.to_string()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,6 +110,19 @@ pub struct BlockChange {
     pub supply: u64,
 }
 
+impl BlockChange {
+    /// The block's record, commitment and supply without the lists: what a block entry keeps
+    /// where no write needs to be finished from a journal.
+    pub(crate) fn without_journal(&self) -> Self {
+        Self {
+            block_record: self.block_record.clone(),
+            commitment: self.commitment.clone(),
+            supply: self.supply,
+            ..Self::default()
+        }
+    }
+}
+
 /// A stored block: the block's bytes and the ledger's record of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredBlock {
