@@ -185,6 +185,7 @@ impl Backend for NodeBackend {
                 message: format!("transaction refused: {}", code.as_str()),
             }
         })?;
+        let checked = self.witness.store_mark();
         if stored::receipt(&*self.store, &txid)
             .await
             .map_err(Self::internal)?
@@ -223,7 +224,16 @@ impl Backend for NodeBackend {
                 },
             });
         }
-        let gathered = self.gather(txid, self.deadlines.submit).await?;
+        // The store did not hold it at `checked`: gathering need not ask it again at once.
+        let deadline = tokio::time::Instant::now() + self.deadlines.submit;
+        let gathered = match self
+            .witness
+            .gather_receipts_checked(&txid, deadline, checked)
+            .await?
+        {
+            Some(receipts) => Some(self.committed(txid, receipts)?),
+            None => None,
+        };
         tracing::debug!(%txid, "submission answered");
         match gathered {
             Some(bundle) => Ok(SubmitOutcome {

@@ -340,6 +340,13 @@ impl Default for Patience {
     }
 }
 
+/// When a caller found a txid missing from the store: see [`Witness::store_mark`].
+#[derive(Clone, Copy, Debug)]
+pub struct StoreMark {
+    at: tokio::time::Instant,
+    lagged: u64,
+}
+
 /// This replica's side of the exchange; shared by the network task and the REST backend.
 pub struct Witness {
     chain_id: ChainId,
@@ -871,12 +878,45 @@ impl Witness {
         txid: &Txid,
         deadline: tokio::time::Instant,
     ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
+        self.gather_receipts_after(txid, deadline, None).await
+    }
+
+    /// A mark to take just before looking `txid` up in the store: passed to
+    /// [`Witness::gather_receipts_checked`] when the store did not have it.
+    pub fn store_mark(&self) -> StoreMark {
+        StoreMark {
+            at: tokio::time::Instant::now(),
+            lagged: self.lagged.load(Ordering::Relaxed),
+        }
+    }
+
+    /// [`Witness::gather_receipts`] for a transaction the store did not hold at `mark` (a
+    /// fresh submission, checked for a replay): the store is not asked again until the signer
+    /// skips blocks or OWN_RECHECK passes. Saves a submission one store read (a Redis round
+    /// trip).
+    pub async fn gather_receipts_checked(
+        &self,
+        txid: &Txid,
+        deadline: tokio::time::Instant,
+        mark: StoreMark,
+    ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
+        self.gather_receipts_after(txid, deadline, Some((mark.at, mark.lagged)))
+            .await
+    }
+
+    async fn gather_receipts_after(
+        &self,
+        txid: &Txid,
+        deadline: tokio::time::Instant,
+        store_checked: Option<(tokio::time::Instant, u64)>,
+    ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
         let waiting = self.wait_for(*txid);
         // Own execution first. The signer caches this replica's receipts as it signs each
         // block, so the store (a Redis round trip) is asked only at first (the transaction may
-        // have executed long ago, or before a restart), after the signer skipped blocks, and
-        // every OWN_RECHECK as a safety net; not on every peer receipt that wakes the request.
-        let mut store_asked: Option<(tokio::time::Instant, u64)> = None;
+        // have executed long ago, or before a restart) unless the caller just did, after the
+        // signer skipped blocks, and every OWN_RECHECK as a safety net; not on every peer
+        // receipt that wakes the request.
+        let mut store_asked = store_checked;
         loop {
             let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
@@ -1668,6 +1708,50 @@ mod tests {
         assert!(asked(&mut out), "the lag sent the request to the store");
         request.abort();
         signer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_checked_submission_skips_the_first_store_read_but_not_the_recheck() {
+        let (w, mut out, mut machine) = witness_and_machine(quick_patience());
+        // In the store, not in the cache: a read at first would find it at once.
+        let txid = executed_behind_the_signer(&mut machine, 1).await;
+        let mark = w.store_mark();
+        let request = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.gather_receipts_checked(&Txid(txid), deadline, mark).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            !asked(&mut out),
+            "the submission's own store check counts as the first read"
+        );
+        tokio::time::sleep(OWN_RECHECK).await;
+        assert!(
+            asked(&mut out),
+            "the periodic recheck still reads the store"
+        );
+        request.abort();
+
+        // A mark taken before the signer lagged: the lag sends the request to the store.
+        let txid = executed_behind_the_signer(&mut machine, 2).await;
+        let mark = w.store_mark();
+        w.lagged.fetch_add(1, Ordering::Relaxed);
+        let request = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.gather_receipts_checked(&Txid(txid), deadline, mark).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            asked(&mut out),
+            "a lag since the mark reads the store at once"
+        );
+        request.abort();
     }
 
     /// The receipts each recipient got in `out`'s messages, by txid's first byte.
