@@ -12,7 +12,7 @@ use crate::health::{self, HealthConfig, Observed};
 use crate::ledger::LedgerVerifier;
 use crate::metrics::NodeMetrics;
 use crate::storage::{Storage, Store as _, ledger as stored};
-use crate::witness::Witness;
+use crate::witness::{StoreMark, Witness};
 use coffer_ledger::attest::{ReadQuery, ReceiptStatement, Signed};
 use coffer_ledger::{Genesis, SignedTransaction, Txid};
 use std::fmt::Write as _;
@@ -124,13 +124,19 @@ impl NodeBackend {
         })
     }
 
+    /// Receipts for `txid` within `within`; `checked`: see [`Witness::gather_receipts`].
     async fn gather(
         &self,
         txid: Txid,
         within: Duration,
+        checked: Option<StoreMark>,
     ) -> Result<Option<ReceiptBundle>, BackendError> {
         let deadline = tokio::time::Instant::now() + within;
-        match self.witness.gather_receipts(&txid, deadline).await? {
+        match self
+            .witness
+            .gather_receipts(&txid, deadline, checked)
+            .await?
+        {
             Some(receipts) => Ok(Some(self.committed(txid, receipts)?)),
             None => Ok(None),
         }
@@ -193,7 +199,7 @@ impl Backend for NodeBackend {
         {
             // Already committed: the original receipts, nothing applied again.
             let bundle = self
-                .gather(txid, self.deadlines.read)
+                .gather(txid, self.deadlines.read, None)
                 .await?
                 .ok_or_else(|| BackendError::Internal(format!("receipt of {txid} vanished")))?;
             return Ok(SubmitOutcome {
@@ -225,15 +231,9 @@ impl Backend for NodeBackend {
             });
         }
         // The store did not hold it at `checked`: gathering need not ask it again at once.
-        let deadline = tokio::time::Instant::now() + self.deadlines.submit;
-        let gathered = match self
-            .witness
-            .gather_receipts_checked(&txid, deadline, checked)
-            .await?
-        {
-            Some(receipts) => Some(self.committed(txid, receipts)?),
-            None => None,
-        };
+        let gathered = self
+            .gather(txid, self.deadlines.submit, Some(checked))
+            .await?;
         tracing::debug!(%txid, "submission answered");
         match gathered {
             Some(bundle) => Ok(SubmitOutcome {
@@ -249,7 +249,7 @@ impl Backend for NodeBackend {
 
     async fn transaction(&self, txid: Txid) -> Result<Option<ReceiptBundle>, BackendError> {
         if self.witness.own_receipt(&txid).await?.is_some() {
-            return match self.gather(txid, self.deadlines.read).await {
+            return match self.gather(txid, self.deadlines.read, None).await {
                 Ok(bundle) => Ok(bundle),
                 // Fewer than f+1 so far: show what there is; the client verifies.
                 Err(BackendError::Timeout(_)) => self

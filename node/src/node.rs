@@ -327,7 +327,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
 /// four-replica benchmark went to `clear_page_erms` (`docs/EVALUATION.md`, session 12). With
 /// 4 KiB pages only the few pages a view writes are touched. The flag is per process and
 /// inherited by children; failing to set it only costs that CPU, so it is logged, not fatal.
-pub fn disable_huge_pages() {
+fn disable_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         warn!(error = %e, "cannot disable transparent huge pages");

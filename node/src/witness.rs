@@ -870,19 +870,8 @@ impl Witness {
             .collect()
     }
 
-    /// Waits until this replica executed `txid`, then gathers receipts until 2f+1 match, or
-    /// f+1 after the patience; `Timeout` at `deadline` without f+1. `Ok(None)` if this replica
-    /// has not executed it by the deadline.
-    pub async fn gather_receipts(
-        &self,
-        txid: &Txid,
-        deadline: tokio::time::Instant,
-    ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
-        self.gather_receipts_after(txid, deadline, None).await
-    }
-
     /// A mark to take just before looking `txid` up in the store: passed to
-    /// [`Witness::gather_receipts_checked`] when the store did not have it.
+    /// [`Witness::gather_receipts`] when the store did not have it.
     pub fn store_mark(&self) -> StoreMark {
         StoreMark {
             at: tokio::time::Instant::now(),
@@ -890,25 +879,17 @@ impl Witness {
         }
     }
 
-    /// [`Witness::gather_receipts`] for a transaction the store did not hold at `mark` (a
-    /// fresh submission, checked for a replay): the store is not asked again until the signer
-    /// skips blocks or OWN_RECHECK passes. Saves a submission one store read (a Redis round
-    /// trip).
-    pub async fn gather_receipts_checked(
+    /// Waits until this replica executed `txid`, then gathers receipts until 2f+1 match, or
+    /// f+1 after the patience; `Timeout` at `deadline` without f+1. `Ok(None)` if this replica
+    /// has not executed it by the deadline. With `checked`, the caller found `txid` missing
+    /// from the store at that mark (a fresh submission, checked for a replay): the store is not
+    /// asked again until the signer skips blocks or OWN_RECHECK passes, which saves a
+    /// submission one store read (a Redis round trip).
+    pub async fn gather_receipts(
         &self,
         txid: &Txid,
         deadline: tokio::time::Instant,
-        mark: StoreMark,
-    ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
-        self.gather_receipts_after(txid, deadline, Some((mark.at, mark.lagged)))
-            .await
-    }
-
-    async fn gather_receipts_after(
-        &self,
-        txid: &Txid,
-        deadline: tokio::time::Instant,
-        store_checked: Option<(tokio::time::Instant, u64)>,
+        checked: Option<StoreMark>,
     ) -> Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError> {
         let waiting = self.wait_for(*txid);
         // Own execution first. The signer caches this replica's receipts as it signs each
@@ -916,7 +897,7 @@ impl Witness {
         // have executed long ago, or before a restart) unless the caller just did, after the
         // signer skipped blocks, and every OWN_RECHECK as a safety net; not on every peer
         // receipt that wakes the request.
-        let mut store_asked = store_checked;
+        let mut store_asked = checked.map(|m| (m.at, m.lagged));
         loop {
             let arrived = waiting.notify.notified();
             tokio::pin!(arrived);
@@ -1201,6 +1182,20 @@ mod tests {
 
     /// A witness and the state machine whose store it reads (to execute blocks behind the
     /// signer's back).
+    /// A request for `txid` gathering in the background with a 10 s deadline, after a store
+    /// check at `checked` if given.
+    fn gather_in_background(
+        w: &Arc<Witness>,
+        txid: [u8; 32],
+        checked: Option<StoreMark>,
+    ) -> tokio::task::JoinHandle<Result<Option<Vec<Signed<ReceiptStatement>>>, BackendError>> {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            w.gather_receipts(&Txid(txid), deadline, checked).await
+        })
+    }
+
     fn witness_and_machine(
         patience: Patience,
     ) -> (Arc<Witness>, mpsc::Receiver<Outbound>, LedgerMachine) {
@@ -1273,7 +1268,7 @@ mod tests {
     /// The receipts a request for `txid` gets within 2 s; this replica must have executed it.
     async fn gathered(w: &Witness, txid: [u8; 32]) -> Vec<Signed<ReceiptStatement>> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        w.gather_receipts(&Txid(txid), deadline)
+        w.gather_receipts(&Txid(txid), deadline, None)
             .await
             .unwrap()
             .unwrap()
@@ -1342,7 +1337,7 @@ mod tests {
         // Not executed here: nothing to gather.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         assert!(
-            w.gather_receipts(&Txid(txid), deadline)
+            w.gather_receipts(&Txid(txid), deadline, None)
                 .await
                 .unwrap()
                 .is_none()
@@ -1351,7 +1346,7 @@ mod tests {
         // were asked.
         executed_here(&w, txid);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let err = w.gather_receipts(&Txid(txid), deadline).await;
+        let err = w.gather_receipts(&Txid(txid), deadline, None).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert!(asked(&mut out), "peers were asked for their receipts");
         // One matching peer receipt makes f+1 = 2: returned after the patience.
@@ -1404,13 +1399,7 @@ mod tests {
         let txid = [6; 32];
         executed_here(&w, txid);
         let started = tokio::time::Instant::now();
-        let gather = tokio::spawn({
-            let w = w.clone();
-            async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                w.gather_receipts(&Txid(txid), deadline).await
-            }
-        });
+        let gather = gather_in_background(&w, txid, None);
         tokio::task::yield_now().await;
         assert!(w.waiting.lock().unwrap().contains_key(&Txid(txid)));
         // Receipts for another txid do not concern it; its own two peers' receipts do.
@@ -1446,7 +1435,7 @@ mod tests {
         // Own + broken look like f+1 until checked; checked after the patience, the broken one
         // is dropped, and without another receipt the request times out.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        let err = w.gather_receipts(&Txid(txid), deadline).await;
+        let err = w.gather_receipts(&Txid(txid), deadline, None).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
     }
@@ -1645,13 +1634,7 @@ mod tests {
         let k = keys();
         // Once this replica holds its own receipt, a request for a transaction not submitted
         // here asks its peers at once: that request shows the wait for own execution ended.
-        let wait = |txid: [u8; 32]| {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                w.gather_receipts(&Txid(txid), deadline).await
-            })
-        };
+        let wait = |txid: [u8; 32]| gather_in_background(&w, txid, None);
 
         // Already executed before the request (or before a restart): found in the store.
         let old = executed_behind_the_signer(&mut machine, 1).await;
@@ -1716,13 +1699,7 @@ mod tests {
         // In the store, not in the cache: a read at first would find it at once.
         let txid = executed_behind_the_signer(&mut machine, 1).await;
         let mark = w.store_mark();
-        let request = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                w.gather_receipts_checked(&Txid(txid), deadline, mark).await
-            })
-        };
+        let request = gather_in_background(&w, txid, Some(mark));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
             !asked(&mut out),
@@ -1739,13 +1716,7 @@ mod tests {
         let txid = executed_behind_the_signer(&mut machine, 2).await;
         let mark = w.store_mark();
         w.lagged.fetch_add(1, Ordering::Relaxed);
-        let request = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                w.gather_receipts_checked(&Txid(txid), deadline, mark).await
-            })
-        };
+        let request = gather_in_background(&w, txid, Some(mark));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
             asked(&mut out),
@@ -1836,7 +1807,7 @@ mod tests {
         w.origins.local([7; 32]);
         executed_here(&w, [7; 32]);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-        let err = w.gather_receipts(&Txid([7; 32]), deadline).await;
+        let err = w.gather_receipts(&Txid([7; 32]), deadline, None).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert!(!asked(&mut out));
         // Gossiped here by a peer (a client retry, a status query): asked at once.
@@ -1844,7 +1815,7 @@ mod tests {
             .gossiped([8; 32], keys()[1].verifying_key().to_bytes());
         executed_here(&w, [8; 32]);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-        let err = w.gather_receipts(&Txid([8; 32]), deadline).await;
+        let err = w.gather_receipts(&Txid([8; 32]), deadline, None).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert!(asked(&mut out));
     }

@@ -277,8 +277,9 @@ impl Store for Storage {
 }
 
 /// Checks what both backends require of a change before writing it: bounded sizes, valid
-/// addresses, sequence numbers and heights exact as Redis scores. A violation is the caller's bug, reported as a
-/// value so a replica logs it rather than writing a state it could not read back.
+/// addresses, sequence numbers and heights exact as Redis scores. A violation is the caller's
+/// bug, reported as a value so a replica logs it rather than writing a state it could not read
+/// back.
 pub(crate) fn validate_change(
     height: u64,
     block: &[u8],
