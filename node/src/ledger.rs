@@ -581,6 +581,7 @@ pub(crate) mod tests {
             window: Arc::default(),
             verifier: verifier.clone(),
             executed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            held: Arc::default(),
             limits: crate::consensus::ProposalLimits::default(),
             byzantine: false,
         };

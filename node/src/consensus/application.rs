@@ -14,7 +14,10 @@
 //! deterministic rejection receipt when the block executes. Parent and height linkage are
 //! checked by marshal's wrapper before this runs.
 
-use super::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
+use super::{
+    block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_TXS},
+    early::Held,
+};
 use crate::{
     mempool::Mempool,
     tx::{MAX_TX_BYTES, TxVerifier, Txid},
@@ -125,6 +128,8 @@ pub(crate) struct App<V: TxVerifier> {
     /// Height of the last executed block; ancestors at or below it were already removed from
     /// the mempool.
     pub(crate) executed: Arc<AtomicU64>,
+    /// Blocks this replica proposed or found valid, for early execution on finalization.
+    pub(crate) held: Arc<Mutex<Held>>,
     pub(crate) limits: ProposalLimits,
     /// Signalled whenever a transaction enters the mempool, so an idle leader proposes as soon
     /// as there is something to propose instead of polling.
@@ -315,7 +320,12 @@ where
             "proposing block"
         );
         let digest = block.digest();
-        Some(Digested::precomputed(block, digest))
+        let block = Digested::precomputed(block, digest);
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(block.clone());
+        Some(block)
     }
 
     async fn verify(
@@ -329,7 +339,13 @@ where
             return false;
         };
         match self.check_block(block.inner(), context.round.view().get()) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(block.clone());
+                true
+            }
             Err(reason) => {
                 warn!(height = block.inner().height, %reason, "refusing to vote for block");
                 false

@@ -19,6 +19,7 @@
 pub(crate) mod application;
 mod archives;
 pub mod block;
+mod early;
 mod stats;
 
 pub use application::ProposalLimits;
@@ -557,9 +558,12 @@ where
         info!(processed, "marshal restored");
 
         // Executor: replays what marshal processed but the store has not (ephemeral stores
-        // restart from genesis), then follows marshal's ordered deliveries.
-        let (deliveries_tx, mut deliveries_rx) =
+        // restart from genesis), then follows marshal's ordered deliveries and, ahead of them,
+        // the blocks simplex's finalizations name that this replica already holds (`early`).
+        let (deliveries_tx, deliveries_rx) =
             mpsc::unbounded::<(commonware_cryptography::Digested<Block>, Exact)>();
+        let (early_tx, early_rx) = mpsc::channel(early::QUEUE);
+        let held = Arc::new(Mutex::new(early::Held::default()));
         let executed_for_app = executed.clone();
         let mut executor = Executor::new(machine, mempool.clone(), executed, events);
         let replay_mailbox = marshal_mailbox.clone();
@@ -578,14 +582,23 @@ where
                     crate::executor::fatal_store_error(&e);
                 }
             }
-            while let Some((block, ack)) = deliveries_rx.next().await {
+            let mut arrivals = futures::stream::select(
+                deliveries_rx.map(|(block, ack)| (block, Some(ack))),
+                early_rx.map(|block| (block, None)),
+            );
+            while let Some((block, ack)) = arrivals.next().await {
                 match executor.offer(finalized(&block)).await {
-                    Ok(Offered::Dropped) => {
+                    // An early block above a gap is normal (its ancestor's certificate came
+                    // first, or it was never held); marshal delivers it again in order.
+                    Ok(Offered::Dropped) if ack.is_some() => {
                         warn!(height = block.inner().height, "dropped block above gap")
                     }
                     Ok(_) => {}
                     Err(e) => crate::executor::fatal_store_error(&e),
                 }
+                let Some(ack) = ack else {
+                    continue;
+                };
                 // Acknowledge only once applied and recorded: marshal then advances its
                 // processed height, which bounds what a restart must replay.
                 ack.acknowledge();
@@ -632,6 +645,7 @@ where
             window: Arc::default(),
             verifier,
             executed: executed_for_app,
+            held: held.clone(),
             limits: config.proposal,
             byzantine: config.byzantine_proposer,
         };
@@ -645,8 +659,12 @@ where
                 blocker,
                 automaton: wrapper.clone(),
                 relay: wrapper.clone(),
-                // Marshal needs every activity; the tracker follows views for `stats`.
-                reporter: Reporters::from((wrapper, tracker)),
+                // Marshal needs every activity; the tracker follows views for `stats`; early
+                // finality hands held blocks to the executor on their finalization.
+                reporter: Reporters::from((
+                    wrapper,
+                    Reporters::from((tracker, early::EarlyFinality { held, tx: early_tx })),
+                )),
                 strategy: Sequential,
                 partition: format!("{prefix}-simplex"),
                 mailbox_size,
