@@ -193,6 +193,13 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                     Kind::Gauge,
                     |s| s.finalized_height,
                 ),
+                (
+                    "coffer_consensus_blocks_executed_early_total",
+                    "Blocks executed on their finalization certificate, before marshal's \
+                     delivery (this replica proposed or verified them).",
+                    Kind::Counter,
+                    |s| s.executed_early,
+                ),
             ];
             for (name, help, kind, read) in metrics {
                 let handle = handle.clone();

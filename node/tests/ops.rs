@@ -180,6 +180,13 @@ async fn metrics_move_and_named_peers_reach_each_other() {
             a.contains("coffer_consensus_view_changes_total "),
             "replica{i}"
         );
+        // Blocks it had verified (or proposed) were executed on their finalization
+        // certificate, without waiting for marshal's delivery.
+        let early = "coffer_consensus_blocks_executed_early_total";
+        assert!(
+            sample(a, early) > sample(b, early),
+            "replica{i} executed blocks early:\n{a}"
+        );
     }
     // The three submissions were accepted by some replica (the client asks replica0 first),
     // which timed each from acceptance to execution.

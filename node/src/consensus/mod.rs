@@ -568,6 +568,7 @@ where
         let mut executor = Executor::new(machine, mempool.clone(), executed, events);
         let replay_mailbox = marshal_mailbox.clone();
         let prune_mailbox = marshal_mailbox.clone();
+        let executed_tracker = tracker.clone();
         context.child("executor").spawn(move |_| async move {
             let from = executor.applied_height() + 1;
             for height in from..=processed {
@@ -588,6 +589,7 @@ where
             );
             while let Some((block, ack)) = arrivals.next().await {
                 match executor.offer(finalized(&block)).await {
+                    Ok(Offered::Applied) if ack.is_none() => executed_tracker.executed_early(),
                     // An early block above a gap is normal (its ancestor's certificate came
                     // first, or it was never held); marshal delivers it again in order.
                     Ok(Offered::Dropped) if ack.is_some() => {

@@ -46,6 +46,9 @@ pub struct ConsensusStats {
     pub finalizations: u64,
     /// Views skipped: nullification certificates seen (leader timeouts, faulty leaders).
     pub nullifications: u64,
+    /// Blocks executed as soon as their finalization certificate was reported, ahead of
+    /// marshal's delivery (see `consensus::early`).
+    pub executed_early: u64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +59,7 @@ struct Inner {
     last_finalized_view: Option<u64>,
     nullifications: u64,
     nullified: BTreeSet<u64>,
+    executed_early: u64,
 }
 
 /// Shared between the reporters (writers) and the handle (reader).
@@ -106,6 +110,11 @@ impl Tracker {
         inner.finalized_height = inner.finalized_height.max(height);
     }
 
+    /// The executor applied a block handed over on its finalization certificate.
+    pub(crate) fn executed_early(&self) {
+        self.lock().executed_early += 1;
+    }
+
     pub(crate) fn snapshot(&self, executed_height: u64) -> ConsensusStats {
         let (view, inner) = {
             let inner = self.lock();
@@ -115,6 +124,7 @@ impl Tracker {
                     inner.finalized_height,
                     inner.finalizations,
                     inner.nullifications,
+                    inner.executed_early,
                 ),
             )
         };
@@ -125,6 +135,7 @@ impl Tracker {
             executed_height,
             finalizations: inner.1,
             nullifications: inner.2,
+            executed_early: inner.3,
         }
     }
 }
