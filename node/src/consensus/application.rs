@@ -161,6 +161,14 @@ impl<V: TxVerifier> App<V> {
         }
     }
 
+    /// Keeps a block this replica built or found valid for early execution (`early`).
+    fn hold(&self, block: &Digested<Block>) {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(block.clone());
+    }
+
     /// The stateless block check described in the module docs.
     pub(crate) fn check_block(&self, block: &Block, view: u64) -> Result<(), String> {
         if block.view != view {
@@ -321,10 +329,7 @@ where
         );
         let digest = block.digest();
         let block = Digested::precomputed(block, digest);
-        self.held
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(block.clone());
+        self.hold(&block);
         Some(block)
     }
 
@@ -340,10 +345,7 @@ where
         };
         match self.check_block(block.inner(), context.round.view().get()) {
             Ok(()) => {
-                self.held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(block.clone());
+                self.hold(block);
                 true
             }
             Err(reason) => {

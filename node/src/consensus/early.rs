@@ -69,9 +69,6 @@ impl Held {
         while let Some(block) = self.blocks.iter().find(|b| b.digest() == next) {
             next = block.inner().parent;
             chain.push(block.clone());
-            if chain.len() > MAX_HELD_BLOCKS {
-                break;
-            }
         }
         chain.reverse();
         self.blocks.retain(|b| b.inner().view > view);

@@ -588,7 +588,14 @@ where
                 early_rx.map(|block| (block, None)),
             );
             while let Some((block, ack)) = arrivals.next().await {
-                match executor.offer(finalized(&block)).await {
+                // Marshal's copy of a block already executed early (the usual case) is not
+                // converted for the executor only to be found a duplicate.
+                let offered = if block.inner().height <= executor.applied_height() {
+                    Ok(Offered::Duplicate)
+                } else {
+                    executor.offer(finalized(&block)).await
+                };
+                match offered {
                     Ok(Offered::Applied) if ack.is_none() => executed_tracker.executed_early(),
                     // An early block above a gap is normal (its ancestor's certificate came
                     // first, or it was never held); marshal delivers it again in order.
