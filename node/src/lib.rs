@@ -13,6 +13,7 @@ pub mod mempool;
 pub mod metrics;
 pub mod node;
 pub mod origins;
+pub mod p2p;
 pub mod shutdown;
 pub mod sigcache;
 pub mod storage;

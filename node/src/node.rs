@@ -10,23 +10,20 @@ use crate::{
     consensus::{self, ConfigError, Networks, channels},
     instrument::Instrumented,
     ledger::{LedgerMachine, LedgerVerifier},
+    p2p,
     shutdown::{self, BlockGate, Signals},
     storage::{Storage, StorageConfig, StorageError},
     witness::{self, Patience, To, Witness, WitnessParts},
 };
 use commonware_codec::Encode as _;
-use commonware_cryptography::{ChaCha20Poly1305, Signer as _};
+use commonware_cryptography::Signer as _;
 use commonware_p2p::{
     Address, AddressableManager as _, Receiver as _, Recipients, Sender as _, authenticated::lookup,
 };
 use commonware_runtime::{
     Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime,
 };
-use commonware_stream::{
-    cups::{self, Cups},
-    sake::{self, Sake},
-};
-use commonware_utils::{NZU32, NZUsize, ordered::Map};
+use commonware_utils::{NZU32, ordered::Map};
 use std::{sync::Arc, time::Duration};
 use tracing::{info, warn};
 
@@ -114,27 +111,13 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             "state restored"
         );
 
-        let handshake = Cups::<_, ChaCha20Poly1305>::new(
-            Sake {
-                signer: signer.clone(),
-                synchrony_bound: Duration::from_secs(5),
-                max_handshake_age: Duration::from_secs(10),
-                version: sake::Version::V1,
-            },
-            cups::Version::V1,
-        );
-        let mut p2p_cfg = lookup::Config::local(
-            handshake,
+        let p2p_cfg = p2p::config(
+            signer.clone(),
             namespace.as_bytes(),
             config.p2p_listen,
-            NZUsize!(n),
+            n,
             consensus::max_message_size(n),
-            NZUsize!(4_096),
         );
-        // Loopback test clusters reconnect quickly after a peer restarts.
-        p2p_cfg.peer_connection_cooldown = Duration::from_millis(500);
-        // The replica set is static (the genesis), so only one peer set is ever tracked.
-        p2p_cfg.tracked_peer_sets = NZUsize!(1);
         let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
         let _ = oracle.track(0, peer_map);
         // Per-peer message rate on each channel. Receivers preallocate one burst per peer, so
