@@ -24,10 +24,11 @@ pub type Handshake = SakeCups<PrivateKey, ChaCha20Poly1305>;
 /// other's failed dials to it during the outage make it turn the first dials back, each
 /// rejected dial restarts the dialer's own wait, and the two can miss each other for several
 /// rounds. Each round lasts about this long, so it is short: 100 ms. Measured on commonware's
-/// simulated network (the tests below, 40 seeds each): a replica restarted after 4 s heard
-/// from every peer within 0.22 s at the median and 0.88 s at worst, against 1.1 and 3.8 s
-/// with 500 ms. On real loopback processes with 500 ms (the fault tests' logs), a restarted
-/// replica reached one peer only after 1.5-3 s.
+/// simulated network (the simulation the test below runs, over 40 seeds): a replica restarted
+/// after 4 s heard from every peer within 0.22 s at the median and 0.88 s at worst, against
+/// 1.1 and 3.8 s with a 500 ms cooldown and a 50 ms period. On real loopback processes with
+/// the 500 ms cooldown (the fault tests' logs), a restarted replica reached one peer only
+/// after 1.5-3 s.
 pub const PEER_COOLDOWN: Duration = Duration::from_millis(100);
 
 /// How often the dialer wakes to dial a peer that is due: well under [`PEER_COOLDOWN`].
