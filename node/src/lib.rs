@@ -19,4 +19,5 @@ pub mod sigcache;
 pub mod storage;
 pub mod testnet;
 pub mod tx;
+pub mod watchdog;
 pub mod witness;

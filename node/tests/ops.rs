@@ -214,8 +214,9 @@ fn short_store_budget(text: String) -> String {
 
 /// Redis goes away for several times the store's retry budget (which used to stop the
 /// replica): the replica keeps running, reports its store unhealthy (`/v1/health` 503,
-/// `coffer-node health` exit 1, metrics), acknowledges nothing meanwhile, and once Redis is
-/// back it persists, commits the waiting transfer and is healthy again.
+/// `coffer-node health` exit 1, metrics, a stall warning in its log), acknowledges nothing
+/// meanwhile, and once Redis is back it persists, commits the waiting transfer and is healthy
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_is_waited_out_and_reported() {
     let mut redis = redis_harness::Standalone::start();
@@ -280,6 +281,9 @@ async fn a_redis_outage_is_waited_out_and_reported() {
     );
     assert_eq!(sample(&metrics, "coffer_healthy"), 0.0);
     assert!(down.elapsed() > Duration::from_secs(4));
+    // Long enough for the stall warning (no block executed for 5 s).
+    let warn_after = coffer_node::watchdog::STALL_AFTER + Duration::from_secs(2);
+    tokio::time::sleep(warn_after.saturating_sub(down.elapsed())).await;
 
     redis.server.restart();
     let committed = tokio::time::timeout(Duration::from_secs(45), submit)
@@ -299,11 +303,28 @@ async fn a_redis_outage_is_waited_out_and_reported() {
     assert!(net.health_cli(0).0, "healthy again");
     let balance = client.balance(&bob.address()).await.expect("read");
     assert_eq!(balance.value.amount, Amount(200));
+    let log = net.log(0);
+    assert!(log.contains("store answers again"), "{}", net.tail(0));
+    // The watchdog said so at the default log level, with where consensus was, and said when
+    // blocks executed again.
+    let warning = log
+        .lines()
+        .find(|l| l.contains("no block executed"))
+        .unwrap_or_else(|| panic!("no stall warning:\n{}", net.tail(0)));
     assert!(
-        net.log(0).contains("store answers again"),
-        "{}",
-        net.tail(0)
+        warning.contains("WARN") && warning.contains("view=") && warning.contains("pending="),
+        "{warning}"
     );
+    // Said at the watchdog's next tick (every second).
+    let said = Instant::now();
+    while !net.log(0).contains("blocks executing again") {
+        assert!(
+            said.elapsed() < Duration::from_secs(5),
+            "no recovery line:\n{}",
+            net.tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// SIGTERM while clients keep submitting: the replica drains, finishes its block and exits 0;
