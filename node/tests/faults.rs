@@ -249,6 +249,34 @@ impl Heights {
     fn last(&self) -> u64 {
         self.samples.lock().unwrap().last().map_or(0, |s| s.1)
     }
+
+    /// The observer's heights since `from`, for failure messages: how many samples (one every
+    /// 20 ms when the sampler runs), the longest time between two, and the first and last
+    /// height. A long time between samples means the test process itself, or the whole
+    /// machine, did not run: then the cluster is not to blame.
+    fn describe(&self, from: Instant) -> String {
+        let samples = self.samples.lock().unwrap();
+        let window: Vec<_> = samples.iter().filter(|(at, _)| *at >= from).collect();
+        let mut longest = Duration::ZERO;
+        for pair in window.windows(2) {
+            longest = longest.max(pair[1].0 - pair[0].0);
+        }
+        match (window.first(), window.last()) {
+            (Some(first), Some(last)) => format!(
+                "observer: {} height samples in the last {:?}, at most {longest:?} apart; \
+                 height {} -> {} (last sample {:?} ago)\n",
+                window.len(),
+                from.elapsed(),
+                first.1,
+                last.1,
+                last.0.elapsed()
+            ),
+            _ => format!(
+                "observer: no height sample in the last {:?}\n",
+                from.elapsed()
+            ),
+        }
+    }
 }
 
 impl Drop for Heights {
@@ -331,7 +359,8 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     let acked_after_leader = load.acked();
     if acked_after_leader <= acked_before {
         panic!(
-            "no commit after the leader crash\n{}",
+            "no commit after the leader crash\n{}{}",
+            heights.describe(killed_at),
             diagnosis(&cluster, &load).await
         );
     }
