@@ -302,6 +302,32 @@ async fn wait_for(
     }
 }
 
+/// Waits until every replica of `cluster` has finalized a few blocks.
+async fn first_blocks(cluster: &ProcessCluster, client: &Client) {
+    wait_for(
+        "first blocks",
+        Duration::from_secs(60),
+        cluster,
+        async || {
+            client
+                .status()
+                .await
+                .iter()
+                .all(|r| r.status.as_ref().is_some_and(|s| s.height >= 2))
+        },
+    )
+    .await;
+}
+
+/// Waits (at most 30 s) until replica `i` reports `target` or higher.
+async fn reaches(cluster: &ProcessCluster, i: usize, target: u64, what: &str) {
+    let solo = cluster.solo(i);
+    wait_for(what, Duration::from_secs(30), cluster, async || {
+        height_of(&solo).await.is_some_and(|h| h >= target)
+    })
+    .await;
+}
+
 /// Index of the current leader if the replicas report one, else replica 0 (leaders rotate
 /// round-robin every view, so every replica leads every fourth view anyway).
 async fn current_leader(cluster: &ProcessCluster, client: &Client) -> usize {
@@ -321,19 +347,7 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     let _serial = SERIAL.lock().await;
     let mut cluster = generate("crash", None);
     let client = cluster.client();
-    wait_for(
-        "first blocks",
-        Duration::from_secs(60),
-        &cluster,
-        async || {
-            client
-                .status()
-                .await
-                .iter()
-                .all(|r| r.status.as_ref().is_some_and(|s| s.height >= 2))
-        },
-    )
-    .await;
+    first_blocks(&cluster, &client).await;
 
     let leader = current_leader(&cluster, &client).await;
     let follower = (leader + 1) % N;
@@ -368,14 +382,12 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     // 2. restart it and let it catch up (until then it cannot vote: a second crash now would
     // exceed f), then kill -9 a follower and restart that too.
     let catch_up = async |cluster: &ProcessCluster, restarted: usize| {
-        let solo = cluster.solo(restarted);
-        let target = heights.last();
         let started = Instant::now();
-        wait_for(
-            "restarted replica catches up",
-            Duration::from_secs(30),
+        reaches(
             cluster,
-            async || height_of(&solo).await.is_some_and(|h| h >= target),
+            restarted,
+            heights.last(),
+            "restarted replica catches up",
         )
         .await;
         started.elapsed()
@@ -395,13 +407,11 @@ async fn acknowledged_transfers_survive_crashes_restarts_and_pauses() {
     tokio::time::sleep(PAUSE).await;
     cluster.signal(paused, Signal::CONT);
     let pause_gap = heights.longest_gap(paused_at, Instant::now());
-    let solo = cluster.solo(paused);
-    let target = heights.last();
-    wait_for(
-        "paused replica catches up",
-        Duration::from_secs(30),
+    reaches(
         &cluster,
-        async || height_of(&solo).await.is_some_and(|h| h >= target),
+        paused,
+        heights.last(),
+        "paused replica catches up",
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -495,19 +505,7 @@ async fn commits_resume_after_repeated_leader_crashes() {
         .unwrap_or(10);
     let mut cluster = generate("repeat", None);
     let client = cluster.client();
-    wait_for(
-        "first blocks",
-        Duration::from_secs(60),
-        &cluster,
-        async || {
-            client
-                .status()
-                .await
-                .iter()
-                .all(|r| r.status.as_ref().is_some_and(|s| s.height >= 2))
-        },
-    )
-    .await;
+    first_blocks(&cluster, &client).await;
     let load = Load::start(&cluster).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut resumed = Vec::new();
@@ -561,16 +559,9 @@ async fn commits_resume_after_repeated_leader_crashes() {
         resumed.push(first);
         println!("round {round}: replica{victim} killed for {down:?}; resumed in {first:?}");
         cluster.restart(victim);
-        let solo = cluster.solo(victim);
         let observer = cluster.solo((victim + 1) % N);
         let target = height_of(&observer).await.unwrap_or(0);
-        wait_for(
-            "restarted replica catches up",
-            Duration::from_secs(30),
-            &cluster,
-            async || height_of(&solo).await.is_some_and(|h| h >= target),
-        )
-        .await;
+        reaches(&cluster, victim, target, "restarted replica catches up").await;
         // Connected to every peer again before the next kill (a second replica down with this
         // one still reconnecting would exceed f).
         tokio::time::sleep(Duration::from_millis(500)).await;
