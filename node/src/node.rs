@@ -13,7 +13,7 @@ use crate::{
     p2p,
     shutdown::{self, BlockGate, Signals},
     storage::{Storage, StorageConfig, StorageError},
-    watchdog::{Verdict, Watchdog},
+    watchdog,
     witness::{self, Patience, To, Witness, WitnessParts},
 };
 use commonware_codec::Encode as _;
@@ -25,10 +25,7 @@ use commonware_runtime::{
     Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime,
 };
 use commonware_utils::{NZU32, ordered::Map};
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 use tracing::{info, warn};
 
 /// Errors that stop a replica process.
@@ -241,53 +238,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             });
         }
 
-        {
-            let (handle, witness) = (handle.clone(), witness.clone());
-            tokio::spawn(async move {
-                let mut dog = Watchdog::new(handle.executed_height(), Instant::now());
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    let height = handle.executed_height();
-                    match dog.observe(height, Instant::now()) {
-                        Verdict::Quiet => {}
-                        Verdict::Stalled(stalled) => {
-                            let stats = handle.stats();
-                            let me = witness.name().to_owned();
-                            let peers: Vec<String> = witness
-                                .peers(height)
-                                .into_iter()
-                                .filter(|(name, ..)| *name != me)
-                                .map(|(name, _, h, reachable)| {
-                                    let h = h.map_or_else(|| "?".to_owned(), |h| h.to_string());
-                                    let state = if reachable { "" } else { ", unreachable" };
-                                    format!("{name} (height {h}{state})")
-                                })
-                                .collect();
-                            warn!(
-                                stalled = ?stalled,
-                                height,
-                                finalized = stats.finalized_height,
-                                view = stats.view,
-                                leader = stats.leader.map(hex::encode).unwrap_or_default(),
-                                nullifications = stats.nullifications,
-                                pending = handle.pending(),
-                                peers = if peers.is_empty() {
-                                    "none".to_owned()
-                                } else {
-                                    peers.join(", ")
-                                },
-                                "no block executed"
-                            );
-                        }
-                        Verdict::Resumed(after) => info!(
-                            stalled = ?after,
-                            height, "blocks executing again"
-                        ),
-                    }
-                }
-            });
-        }
+        tokio::spawn(watchdog::watch(handle.clone(), witness.clone()));
 
         let mut events = handle.subscribe();
         let metrics = ops.metrics.clone();

@@ -7,7 +7,12 @@
 //! nothing is pending), and a view with a dead leader costs a leader timeout (1 s by default):
 //! five seconds without a block is a fault worth a line in the log, at the default log level.
 
-use std::time::{Duration, Instant};
+use crate::{consensus::ConsensusHandle, tx::TxVerifier, witness::Witness};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tracing::{info, warn};
 
 /// How long without an executed block before a warning.
 pub const STALL_AFTER: Duration = Duration::from_secs(5);
@@ -58,6 +63,50 @@ impl Watchdog {
             return Verdict::Stalled(stalled);
         }
         Verdict::Quiet
+    }
+}
+
+/// Looks at `handle`'s executed height once a second, for as long as the replica runs, and
+/// logs what a [`Watchdog`] has to say.
+pub async fn watch<V: TxVerifier>(handle: ConsensusHandle<V>, witness: Arc<Witness>) {
+    let me = witness.name().to_owned();
+    let mut dog = Watchdog::new(handle.executed_height(), Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let height = handle.executed_height();
+        match dog.observe(height, Instant::now()) {
+            Verdict::Quiet => {}
+            Verdict::Stalled(stalled) => {
+                let stats = handle.stats();
+                let peers: Vec<String> = witness
+                    .peers(height)
+                    .into_iter()
+                    .filter(|(name, ..)| *name != me)
+                    .map(|(name, _, h, reachable)| {
+                        let h = h.map_or_else(|| "?".to_owned(), |h| h.to_string());
+                        let state = if reachable { "" } else { ", unreachable" };
+                        format!("{name} (height {h}{state})")
+                    })
+                    .collect();
+                warn!(
+                    stalled = ?stalled,
+                    height,
+                    finalized = stats.finalized_height,
+                    view = stats.view,
+                    leader = stats.leader.map(hex::encode).unwrap_or_default(),
+                    nullifications = stats.nullifications,
+                    pending = handle.pending(),
+                    peers = if peers.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        peers.join(", ")
+                    },
+                    "no block executed"
+                );
+            }
+            Verdict::Resumed(after) => info!(stalled = ?after, height, "blocks executing again"),
+        }
     }
 }
 
