@@ -9,6 +9,7 @@
 
 mod redis_harness;
 mod support;
+mod xorshift;
 
 use coffer_ledger::{Address, Amount, Keypair, Txid};
 use coffer_wallet::{Client, TxInfo};
@@ -509,18 +510,18 @@ async fn commits_resume_after_repeated_leader_crashes() {
     let load = Load::start(&cluster).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut resumed = Vec::new();
-    let random = || {
-        u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos(),
-        )
-    };
+    // The shared test generator, seeded from the clock; the seed is printed to retrace a run.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("repeated crashes: seed {seed}");
+    let mut rng = xorshift::Rng(seed);
     for round in 0..rounds {
         // Vary where in a view the kill lands, and how long the replica stays down.
-        tokio::time::sleep(Duration::from_millis(random() % 400)).await;
-        let down = Duration::from_millis(random() % 6_000);
+        tokio::time::sleep(Duration::from_millis(rng.below(400) as u64)).await;
+        let down = Duration::from_millis(rng.below(6_000) as u64);
         // Even rounds: replica0, the gateway every sender asks first; odd: the leader.
         let victim = if round % 2 == 0 {
             0
