@@ -110,6 +110,26 @@ impl PublicKey {
     }
 }
 
+/// Turns the 32 bytes of an x-only key into a [`PublicKey`], for decoders
+/// ([`crate::SignedTransaction::decode_with`]). Parsing is a field square root, about a tenth
+/// of a signature check, so a replica that sees the same signers again may remember the keys
+/// it parsed. An implementation must answer exactly as [`PublicKey::from_bytes`] does: the
+/// result is a function of the bytes.
+pub trait KeyParser {
+    /// `bytes` parsed, or why they are not a key.
+    fn parse_key(&self, bytes: [u8; 32]) -> Result<PublicKey, KeyError>;
+}
+
+/// Parses every key afresh: what the plain decoders use.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParseEveryKey;
+
+impl KeyParser for ParseEveryKey {
+    fn parse_key(&self, bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        PublicKey::from_bytes(bytes)
+    }
+}
+
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.to_bytes()))

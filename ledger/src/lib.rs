@@ -108,7 +108,9 @@ pub use amount::{Amount, MAX_SUPPLY, UNITS_PER_COIN};
 pub use encoding::DecodeError;
 pub use genesis::{Genesis, GenesisError, Limits, ReplicaInfo, ReplicaKey};
 pub use hash::{Hash32, Txid, UtxoSetHash};
-pub use keys::{ADDRESS_HRP, Address, KeyError, Keypair, PublicKey, Signature};
+pub use keys::{
+    ADDRESS_HRP, Address, KeyError, KeyParser, Keypair, ParseEveryKey, PublicKey, Signature,
+};
 pub use reject::RejectCode;
 pub use state::{
     Applied, ApplyError, Change, Commitment, HistoryEntry, HistoryKind, HistoryMode, HistoryPage,

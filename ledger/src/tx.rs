@@ -11,7 +11,7 @@ use crate::encoding::{
     Writer, decode_exact, encode_to_vec,
 };
 use crate::hash::{Hash32, Txid, tagged_hash, tags};
-use crate::keys::{Address, Keypair, PublicKey, Signature};
+use crate::keys::{Address, KeyParser, Keypair, ParseEveryKey, PublicKey, Signature};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -410,10 +410,18 @@ impl Transaction {
 
     /// Reads one transaction from `r` (not requiring end of input).
     pub fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_from_with(r, &ParseEveryKey)
+    }
+
+    /// [`decode_from`](Self::decode_from), with the signer's or issuer's key parsed by `keys`.
+    pub fn decode_from_with(
+        r: &mut Reader<'_>,
+        keys: &impl KeyParser,
+    ) -> Result<Self, DecodeError> {
         match r.u8("transaction tag")? {
             TAG_TRANSFER => {
                 let chain_id = ChainId::decode(r)?;
-                let signer = decode_key(r, "transfer signer")?;
+                let signer = decode_key(r, "transfer signer", keys)?;
                 let n = r.count_u16("inputs", HARD_MAX_INPUTS, OutPoint::ENCODED_LEN)?;
                 let mut inputs = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -429,7 +437,7 @@ impl Transaction {
             }
             TAG_MINT => {
                 let chain_id = ChainId::decode(r)?;
-                let issuer = decode_key(r, "mint issuer")?;
+                let issuer = decode_key(r, "mint issuer", keys)?;
                 let nonce = r.u64("mint nonce")?;
                 let outputs = decode_outputs(r)?;
                 Ok(Transaction::Mint(Mint {
@@ -512,11 +520,16 @@ fn decode_outputs(r: &mut Reader<'_>) -> Result<Vec<TxOut>, DecodeError> {
     Ok(outputs)
 }
 
-fn decode_key(r: &mut Reader<'_>, what: &'static str) -> Result<PublicKey, DecodeError> {
-    PublicKey::from_bytes(r.array(what)?).map_err(|e| DecodeError::Invalid {
-        what,
-        reason: e.to_string(),
-    })
+fn decode_key(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    keys: &impl KeyParser,
+) -> Result<PublicKey, DecodeError> {
+    keys.parse_key(r.array(what)?)
+        .map_err(|e| DecodeError::Invalid {
+            what,
+            reason: e.to_string(),
+        })
 }
 
 /// A transaction with its BIP340 signature over [`Transaction::sighash`].
@@ -555,6 +568,12 @@ impl SignedTransaction {
     /// Decodes exactly one signed transaction occupying all of `bytes`. Refuses inputs longer
     /// than [`HARD_MAX_TX_BYTES`] before reading them.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with(bytes, &ParseEveryKey)
+    }
+
+    /// [`decode`](Self::decode), with the signer's or issuer's key parsed by `keys` (a replica
+    /// passes its cache of parsed keys).
+    pub fn decode_with(bytes: &[u8], keys: &impl KeyParser) -> Result<Self, DecodeError> {
         if bytes.len() > HARD_MAX_TX_BYTES {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
@@ -562,7 +581,7 @@ impl SignedTransaction {
             });
         }
         decode_exact(bytes, |r| {
-            let tx = Transaction::decode_from(r)?;
+            let tx = Transaction::decode_from_with(r, keys)?;
             let signature = Signature::from_bytes(r.array("signature")?);
             Ok(SignedTransaction { tx, signature })
         })

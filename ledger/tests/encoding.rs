@@ -47,6 +47,61 @@ fn binary_round_trip_and_every_prefix_fails() {
     assert!(Block::decode(&bad).is_err());
 }
 
+/// Counts the keys it is asked for, and refuses them all when `refuse` is set.
+struct CountingParser {
+    asked: std::cell::Cell<u32>,
+    refuse: bool,
+}
+
+impl KeyParser for CountingParser {
+    fn parse_key(&self, bytes: [u8; 32]) -> Result<PublicKey, KeyError> {
+        self.asked.set(self.asked.get() + 1);
+        if self.refuse {
+            return Err(KeyError::InvalidPublicKey("refused by the test".into()));
+        }
+        PublicKey::from_bytes(bytes)
+    }
+}
+
+#[test]
+fn decode_with_parses_the_signer_through_the_given_parser() {
+    let parser = CountingParser {
+        asked: std::cell::Cell::new(0),
+        refuse: false,
+    };
+    for stx in samples() {
+        let bytes = stx.encode();
+        assert_eq!(
+            SignedTransaction::decode_with(&bytes, &parser),
+            Ok(stx.clone())
+        );
+        assert_eq!(
+            SignedTransaction::decode_with(&bytes, &ParseEveryKey),
+            Ok(stx)
+        );
+    }
+    assert_eq!(
+        parser.asked.get(),
+        2,
+        "one key per transaction (issuer, signer)"
+    );
+
+    let refusing = CountingParser {
+        asked: std::cell::Cell::new(0),
+        refuse: true,
+    };
+    let [m, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
+    for (stx, what) in [(m, "mint issuer"), (t, "transfer signer")] {
+        match SignedTransaction::decode_with(&stx.encode(), &refusing) {
+            Err(DecodeError::Invalid { what: w, reason }) => {
+                assert_eq!(w, what);
+                assert!(reason.contains("refused by the test"), "{reason}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn non_canonical_bytes_are_refused() {
     let [m, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();

@@ -1,6 +1,7 @@
 //! What the replica's decode cache saves per lookup: decoding a signed transfer (parsing its
 //! x-only key costs a field square root) against hashing its bytes into a wtxid, and a cache
-//! hit (hash, lock, map lookup).
+//! hit (hash, lock, map lookup); and decoding a new transfer of a signer whose key the
+//! replica's key cache already holds.
 //!
 //! `CARGO_TARGET_DIR=/work/target cargo bench -p coffer-node --bench decode_cache -- --quick`
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -35,6 +36,9 @@ fn decode_vs_hash(c: &mut Criterion) {
         b.iter(|| SignedTransaction::decode(black_box(&bytes)).unwrap())
     });
     g.bench_function("wtxid_of", |b| b.iter(|| wtxid_of(black_box(&bytes))));
+    g.bench_function("decode, signer's key cached", |b| {
+        b.iter(|| SignedTransaction::decode_with(black_box(&bytes), cache.keys()).unwrap())
+    });
     g.bench_function("cache hit", |b| {
         b.iter(|| cache.decode(black_box(&bytes)).unwrap())
     });

@@ -14,7 +14,7 @@ use crate::metrics::NodeMetrics;
 use crate::storage::{Storage, Store as _, ledger as stored};
 use crate::witness::{StoreMark, Witness};
 use coffer_ledger::attest::{ReadQuery, ReceiptStatement, Signed};
-use coffer_ledger::{Genesis, SignedTransaction, Txid};
+use coffer_ledger::{DecodeError, Genesis, SignedTransaction, Txid};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +174,10 @@ impl NodeBackend {
 }
 
 impl Backend for NodeBackend {
+    fn decode_tx(&self, bytes: &[u8]) -> Result<SignedTransaction, DecodeError> {
+        SignedTransaction::decode_with(bytes, self.handle.verifier().signatures().keys())
+    }
+
     async fn submit(
         &self,
         tx: SignedTransaction,

@@ -8,6 +8,7 @@ pub mod consensus;
 pub mod executor;
 pub mod health;
 pub mod instrument;
+pub mod keycache;
 pub mod ledger;
 pub mod mempool;
 pub mod metrics;

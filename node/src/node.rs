@@ -102,6 +102,31 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             .await?
             .with_signatures(verifier.signatures());
         let ledger = machine.view();
+        {
+            // How often a signer's key was already parsed: the key cache's hit rate.
+            use crate::metrics::Kind;
+            let keys = [
+                (
+                    "coffer_signer_keys_parsed_total",
+                    "Signer keys parsed while decoding transactions (key cache misses).",
+                    (|s: &crate::sigcache::VerifiedSignatures| s.keys().parsed()) as fn(&_) -> u64,
+                ),
+                (
+                    "coffer_signer_keys_cached_total",
+                    "Signer keys found already parsed in the key cache.",
+                    |s| s.keys().hits(),
+                ),
+            ];
+            for (name, help, read) in keys {
+                let signatures = verifier.signatures();
+                if let Err(e) = ops
+                    .metrics
+                    .register(name, help, Kind::Counter, move || read(&signatures))
+                {
+                    warn!(metric = name, error = %e, "metric not registered");
+                }
+            }
+        }
         info!(
             height = ledger.persisted_height(),
             store = if ephemeral {

@@ -20,6 +20,7 @@
 //! check. A forgotten entry only costs a second decoding or verification, never a wrong
 //! answer.
 
+use crate::keycache::KeyCache;
 use coffer_ledger::{
     DecodeError, Hash32, SignedTransaction, Txid,
     hash::{tagged_hash, tags},
@@ -134,6 +135,8 @@ pub struct VerifiedSignatures {
     verified: AtomicU64,
     /// Transactions actually decoded (cache misses), for metrics and tests.
     decoded: AtomicU64,
+    /// The signers' keys parsed so far: a repeat signer's new transaction skips the parse.
+    keys: KeyCache,
 }
 
 impl Default for VerifiedSignatures {
@@ -158,6 +161,12 @@ impl VerifiedSignatures {
             inner: Mutex::new(Inner::default()),
             verified: AtomicU64::new(0),
             decoded: AtomicU64::new(0),
+            // Off with the rest: a replica that verifies everything again parses again too.
+            keys: KeyCache::new(if capacity == 0 {
+                0
+            } else {
+                crate::keycache::DEFAULT_CAPACITY
+            }),
         }
     }
 
@@ -174,7 +183,7 @@ impl VerifiedSignatures {
             return Ok(tx);
         }
         self.decoded.fetch_add(1, Ordering::Relaxed);
-        let stx = SignedTransaction::decode(bytes)?;
+        let stx = SignedTransaction::decode_with(bytes, &self.keys)?;
         debug_assert_eq!(stx.wtxid(), wtxid, "the transaction encoding is canonical");
         Ok(self.keep(stx, wtxid, bytes.len()))
     }
@@ -216,6 +225,11 @@ impl VerifiedSignatures {
         }
         inner.shrink(self.capacity, self.max_bytes);
         tx
+    }
+
+    /// The replica's cache of parsed public keys, for every decoder of transactions.
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 
     /// Records that this replica verified the signature of the transaction with `wtxid`.
@@ -399,6 +413,27 @@ mod tests {
         off.decode(&bytes).unwrap();
         off.decode(&bytes).unwrap();
         assert_eq!((off.decodings(), off.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_repeat_signer_key_is_parsed_once() {
+        let cache = VerifiedSignatures::new(8);
+        for nonce in 1..=3 {
+            let bytes = mint(nonce, 1);
+            let decoded = cache.decode(&bytes).unwrap();
+            assert_eq!(decoded.stx(), &SignedTransaction::decode(&bytes).unwrap());
+        }
+        assert_eq!(cache.decodings(), 3, "three transactions");
+        assert_eq!(
+            (cache.keys().parsed(), cache.keys().hits()),
+            (1, 2),
+            "one signer"
+        );
+
+        let off = VerifiedSignatures::new(0);
+        off.decode(&mint(1, 1)).unwrap();
+        off.decode(&mint(2, 1)).unwrap();
+        assert_eq!((off.keys().parsed(), off.keys().len()), (2, 0));
     }
 
     #[test]

@@ -180,6 +180,19 @@ async fn metrics_move_and_named_peers_reach_each_other() {
             a.contains("coffer_consensus_view_changes_total "),
             "replica{i}"
         );
+        // Alice's key was new to every replica, and parsed once: her second transfer found it.
+        let (parsed, cached) = (
+            "coffer_signer_keys_parsed_total",
+            "coffer_signer_keys_cached_total",
+        );
+        assert!(
+            sample(a, parsed) > sample(b, parsed),
+            "replica{i} parsed alice's key:\n{a}"
+        );
+        assert!(
+            sample(a, cached) > sample(b, cached),
+            "replica{i} found alice's key parsed:\n{a}"
+        );
         // Blocks it had verified (or proposed) were executed on their finalization
         // certificate, without waiting for marshal's delivery.
         let early = "coffer_consensus_blocks_executed_early_total";

@@ -3,7 +3,7 @@
 //! it in memory.
 
 use coffer_ledger::attest::ReadQuery;
-use coffer_ledger::{RejectCode, SignedTransaction, Txid};
+use coffer_ledger::{DecodeError, RejectCode, SignedTransaction, Txid};
 use std::future::Future;
 
 pub use coffer_ledger::rest::{
@@ -51,6 +51,12 @@ pub trait Backend: Send + Sync + 'static {
         tx: SignedTransaction,
         wait: bool,
     ) -> impl Future<Output = Result<SubmitOutcome, BackendError>> + Send;
+
+    /// Decodes a transaction the client sent in its canonical encoding. The default parses
+    /// the signer's key afresh; a replica parses it through its cache of parsed keys.
+    fn decode_tx(&self, bytes: &[u8]) -> Result<SignedTransaction, DecodeError> {
+        SignedTransaction::decode(bytes)
+    }
 
     /// Status and receipts of a transaction, `None` if this replica never saw it.
     fn transaction(

@@ -328,7 +328,7 @@ async fn submit<B: Backend>(
     .await?;
     let tx: SignedTransaction = match encoding {
         TxEncoding::Json => serde_json::from_slice(&body).map_err(|e| json_error(&e))?,
-        TxEncoding::Binary => SignedTransaction::decode(&body).map_err(|e| {
+        TxEncoding::Binary => state.backend.decode_tx(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 codes::MALFORMED_TRANSACTION,
