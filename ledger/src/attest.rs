@@ -1203,7 +1203,7 @@ mod hex_array {
         bytes: &[u8; N],
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
+        s.serialize_str(crate::hash::Hex::new(bytes).as_str())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
@@ -1223,7 +1223,7 @@ mod hex_list {
     pub fn serialize<S: Serializer>(list: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(list.len()))?;
         for item in list {
-            seq.serialize_element(&hex::encode(item))?;
+            seq.serialize_element(crate::hash::Hex::new(item).as_str())?;
         }
         seq.end()
     }

@@ -68,7 +68,7 @@ pub struct ReplicaKey(pub [u8; 32]);
 
 impl fmt::Display for ReplicaKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(crate::hash::Hex::new(&self.0).as_str())
     }
 }
 

@@ -94,13 +94,13 @@ macro_rules! hex32_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&hex::encode(self.0))
+                f.write_str(Hex::new(&self.0).as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), hex::encode(self.0))
+                write!(f, "{}({})", stringify!($name), Hex::new(&self.0).as_str())
             }
         }
 
@@ -113,7 +113,7 @@ macro_rules! hex32_newtype {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&hex::encode(self.0))
+                s.serialize_str(Hex::new(&self.0).as_str())
             }
         }
 
@@ -143,11 +143,43 @@ pub enum HexError {
     },
 }
 
+/// Lower-case hex of at most 64 bytes, on the stack. The JSON answers carry dozens of hashes,
+/// keys and signatures each; `hex::encode` builds a `String` one `char` at a time, several
+/// times slower than filling a buffer from a table.
+pub(crate) struct Hex {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Hex {
+    pub(crate) fn new<const N: usize>(bytes: &[u8; N]) -> Self {
+        const { assert!(N <= 64, "Hex holds at most 64 bytes") };
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 128];
+        for (i, b) in bytes.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        Self { buf, len: 2 * N }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("hex digits are ASCII")
+    }
+}
+
 /// Parses exactly `N` bytes of hex. Only the canonical lower-case form is accepted so that a
 /// value has one JSON spelling.
 pub(crate) fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     if s.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(HexError::Invalid(format!("{s:?} is not lower-case")));
+    }
+    if s.len() == 2 * N {
+        // The common case, without an allocation; other lengths take the path below, whose
+        // errors (odd length before bad characters before wrong length) stay as they were.
+        let mut out = [0u8; N];
+        hex::decode_to_slice(s, &mut out).map_err(|e| HexError::Invalid(e.to_string()))?;
+        return Ok(out);
     }
     let bytes = hex::decode(s).map_err(|e| HexError::Invalid(e.to_string()))?;
     let got = bytes.len();
@@ -248,8 +280,53 @@ impl fmt::Debug for UtxoSetHash {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_hex_matches_the_hex_crate_and_parsing_reverses_it() {
+        let mut bytes = [0u8; 64];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::try_from(i * 37 % 256).expect("below 256");
+        }
+        bytes[0] = 0xff;
+        assert_eq!(Hex::new(&bytes).as_str(), hex::encode(bytes));
+        let half: [u8; 32] = bytes[..32].try_into().expect("32 bytes");
+        assert_eq!(Hex::new(&half).as_str(), hex::encode(half));
+        assert_eq!(Hex::new(&[0u8; 0]).as_str(), "");
+        assert_eq!(parse_hex::<32>(Hex::new(&half).as_str()), Ok(half));
+        assert_eq!(parse_hex::<64>(Hex::new(&bytes).as_str()), Ok(bytes));
+    }
+
+    #[test]
+    fn parse_hex_errors_are_unchanged_by_the_fast_path() {
+        let good = "ab".repeat(32);
+        // Right length, a bad character: the same error `hex::decode` gives.
+        let bad = format!("zz{}", &good[2..]);
+        assert_eq!(
+            parse_hex::<32>(&bad),
+            Err(HexError::Invalid(
+                hex::decode(&bad).unwrap_err().to_string()
+            ))
+        );
+        assert!(
+            matches!(parse_hex::<32>(&good.to_uppercase()), Err(HexError::Invalid(m)) if m.contains("lower-case"))
+        );
+        assert_eq!(
+            parse_hex::<32>(&good[..62]),
+            Err(HexError::Length {
+                expected: 32,
+                got: 31
+            })
+        );
+        assert!(matches!(
+            parse_hex::<32>(&good[..63]),
+            Err(HexError::Invalid(_))
+        ));
+        // A bad character in a string of the wrong length: reported as before, not as a length.
+        assert!(matches!(parse_hex::<32>("zz"), Err(HexError::Invalid(_))));
+    }
 
     #[test]
     fn tagged_hash_matches_bip340_construction() {

@@ -132,7 +132,7 @@ impl KeyParser for ParseEveryKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.to_bytes()))
+        f.write_str(crate::hash::Hex::new(&self.to_bytes()).as_str())
     }
 }
 
@@ -151,7 +151,7 @@ impl FromStr for PublicKey {
 
 impl Serialize for PublicKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(crate::hash::Hex::new(&self.to_bytes()).as_str())
     }
 }
 
@@ -181,7 +181,7 @@ impl Signature {
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.to_bytes()))
+        f.write_str(crate::hash::Hex::new(&self.to_bytes()).as_str())
     }
 }
 
@@ -200,7 +200,7 @@ impl FromStr for Signature {
 
 impl Serialize for Signature {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        s.serialize_str(crate::hash::Hex::new(&self.to_bytes()).as_str())
     }
 }
 
