@@ -146,13 +146,15 @@ pub enum HexError {
 /// Lower-case hex of at most 64 bytes, on the stack. The JSON answers carry dozens of hashes,
 /// keys and signatures each; `hex::encode` builds a `String` one `char` at a time, several
 /// times slower than filling a buffer from a table.
-pub(crate) struct Hex {
+#[derive(Clone, Copy)]
+pub struct Hex {
     buf: [u8; 128],
     len: usize,
 }
 
 impl Hex {
-    pub(crate) fn new<const N: usize>(bytes: &[u8; N]) -> Self {
+    /// The hex of `bytes`; more than 64 bytes do not compile.
+    pub fn new<const N: usize>(bytes: &[u8; N]) -> Self {
         const { assert!(N <= 64, "Hex holds at most 64 bytes") };
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 128];
@@ -163,8 +165,21 @@ impl Hex {
         Self { buf, len: 2 * N }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..self.len]).expect("hex digits are ASCII")
+    }
+}
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hex({})", self.as_str())
     }
 }
 

@@ -167,7 +167,7 @@ impl NodeBackend {
         }
         Ok(Some(BlockView {
             height,
-            commitment: hex::encode(commitment.state_hash.0),
+            commitment: coffer_ledger::hash::Hex::new(&commitment.state_hash.0).to_string(),
             transactions,
         }))
     }

@@ -282,7 +282,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
                     info!(
                         height = block.height,
                         txs = block.receipts.len(),
-                        commitment = hex::encode(block.commitment),
+                        commitment = %coffer_ledger::hash::Hex::new(&block.commitment),
                         "executed"
                     );
                 }

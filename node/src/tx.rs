@@ -8,6 +8,7 @@
 //! consensus code naming any ledger type.
 
 use bytes::Bytes;
+use coffer_ledger::hash::Hex;
 use std::fmt;
 
 /// Upper bound on the encoded size of one transaction, in bytes.
@@ -22,13 +23,13 @@ pub struct Txid(pub [u8; 32]);
 
 impl fmt::Debug for Txid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Txid({})", hex::encode(self.0))
+        write!(f, "Txid({})", Hex::new(&self.0))
     }
 }
 
 impl fmt::Display for Txid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(Hex::new(&self.0).as_str())
     }
 }
 

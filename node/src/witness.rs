@@ -1137,7 +1137,7 @@ impl Witness {
             if gathered.weak() {
                 return Ok(AttestedRead {
                     height,
-                    commitment: hex::encode(commitment.state_hash.0),
+                    commitment: coffer_ledger::hash::Hex::new(&commitment.state_hash.0).to_string(),
                     result,
                     attestations: gathered.into_vec(),
                 });

@@ -15,6 +15,7 @@ use crate::wire::{
 use coffer_ledger::attest::{
     self, HistoryEntry, ReadQuery, ReadResult, ReceiptStatement, ReplicaSet, Signed, UtxoEntry,
 };
+use coffer_ledger::hash::Hex;
 use coffer_ledger::{
     Address, Amount, ChainId, Keypair, Mint, OutPoint, PublicKey, SignedTransaction, Transaction,
     Transfer, TxOut, Txid,
@@ -280,12 +281,12 @@ impl Client {
     }
 
     fn name_of_key(&self, key: &[u8; 32]) -> String {
-        let hex = hex::encode(key);
+        let hex = Hex::new(key);
         self.config
             .replicas
             .iter()
-            .find(|r| r.public_key.eq_ignore_ascii_case(&hex))
-            .map_or(hex, |r| r.name.clone())
+            .find(|r| r.public_key.eq_ignore_ascii_case(hex.as_str()))
+            .map_or_else(|| hex.to_string(), |r| r.name.clone())
     }
 
     fn problem(
@@ -486,7 +487,7 @@ impl Client {
                     return Some(Ok(Verified {
                         value: answer.result,
                         height: v.statement.height,
-                        commitment: hex::encode(v.statement.commitment),
+                        commitment: Hex::new(&v.statement.commitment).to_string(),
                         answered_by: self.name(index),
                         signers: v.signers.iter().map(|k| self.name_of_key(k)).collect(),
                         problems: std::mem::take(problems),
@@ -695,7 +696,7 @@ impl Client {
         if v.statement.txid != txid.0 {
             return Err(format!(
                 "receipts are for transaction {}, not {txid}",
-                hex::encode(v.statement.txid)
+                Hex::new(&v.statement.txid)
             ));
         }
         let signers = v.signers.iter().map(|k| self.name_of_key(k)).collect();
@@ -715,7 +716,7 @@ impl Client {
             txid: Txid(statement.txid),
             code: statement.code,
             height: statement.height,
-            commitment: hex::encode(statement.commitment),
+            commitment: Hex::new(&statement.commitment).to_string(),
             replayed,
             answered_by: self.name(index),
             signers,
