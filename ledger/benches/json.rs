@@ -1,7 +1,8 @@
 //! What a gateway's answer to a submission costs in JSON: the committed bundle with four
 //! replicas' receipts, each carrying its inclusion proof in a block of 128 transactions (seven
 //! path hashes), serialized by the replica and parsed by the client. Hashes, keys and
-//! signatures travel as hex, so this is mostly hex.
+//! signatures travel as hex, so this is mostly hex. The binary form the wallet asks for
+//! (`SubmitOutcome::encode`) is measured beside it.
 //!
 //! `cargo bench -p coffer-ledger --bench json -- --quick`
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -52,6 +53,15 @@ fn receipts_json(c: &mut Criterion) {
     });
     g.bench_function("parse", |b| {
         b.iter(|| serde_json::from_slice::<SubmitOutcome>(black_box(&json)).unwrap())
+    });
+    g.finish();
+    let binary = outcome.encode().unwrap();
+    let mut g = c.benchmark_group(format!("submit outcome, {} bytes binary", binary.len()));
+    g.bench_function("encode", |b| {
+        b.iter(|| black_box(&outcome).encode().unwrap())
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| SubmitOutcome::decode(black_box(&binary)).unwrap())
     });
     g.finish();
 }

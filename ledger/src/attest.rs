@@ -234,6 +234,125 @@ pub fn sign_receipts(
         .collect())
 }
 
+/// Smallest binary receipt: a statement length, the shortest statement, key, signature, flag.
+const MIN_BINARY_RECEIPT_BYTES: usize = 2 + 1 + 32 + 64 + 1;
+
+/// Appends the binary form of a list of signed receipts to `out`: a count (u16), then per
+/// receipt its statement's canonical encoding (u16 length first), the replica key, the
+/// signature, and a flag byte: 0, or 1 followed by the inclusion proof (index u32, count u32,
+/// path length u8, the path's hashes). Integers are big-endian. Replicas send each other
+/// receipts in it, and a gateway answers a submission in it when asked: JSON with hex fields
+/// costs several times more to write and to parse.
+pub fn encode_receipt_list(
+    receipts: &[Signed<ReceiptStatement>],
+    out: &mut Vec<u8>,
+) -> Result<(), AttestError> {
+    let too_many = || AttestError::Malformed(format!("{} receipts in one list", receipts.len()));
+    out.reserve(2 + receipts.len() * 200);
+    out.extend_from_slice(
+        &u16::try_from(receipts.len())
+            .map_err(|_| too_many())?
+            .to_be_bytes(),
+    );
+    for signed in receipts {
+        let statement = signed.statement.encode()?;
+        // A statement's fields are bounded far below 64 KiB (chain id, code: 255 bytes each).
+        let len = u16::try_from(statement.len())
+            .map_err(|_| AttestError::Malformed("statement above 64 KiB".into()))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&statement);
+        out.extend_from_slice(&signed.attestation.replica);
+        out.extend_from_slice(&signed.attestation.signature);
+        match &signed.attestation.proof {
+            None => out.push(0),
+            Some(proof) => {
+                let depth = u8::try_from(proof.path.len())
+                    .ok()
+                    .filter(|d| usize::from(*d) <= crate::merkle::MAX_DEPTH)
+                    .ok_or_else(|| {
+                        AttestError::Malformed(format!("path of {} hashes", proof.path.len()))
+                    })?;
+                out.push(1);
+                out.extend_from_slice(&proof.index.to_be_bytes());
+                out.extend_from_slice(&proof.count.to_be_bytes());
+                out.push(depth);
+                for hash in &proof.path {
+                    out.extend_from_slice(hash);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads what [`encode_receipt_list`] wrote from the front of `bytes` and advances it past
+/// the list. More than `max` receipts, truncation, a statement that is not canonical, a bad
+/// flag or a path deeper than [`crate::merkle::MAX_DEPTH`] is an error; no input panics, and a
+/// forged count never drives an allocation beyond what the input can hold.
+pub fn decode_receipt_list(
+    bytes: &mut &[u8],
+    max: usize,
+) -> Result<Vec<Signed<ReceiptStatement>>, AttestError> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], AttestError> {
+        if rest.len() < n {
+            return Err(AttestError::Malformed(format!(
+                "receipt list truncated ({} < {n} bytes)",
+                rest.len()
+            )));
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], AttestError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(take(rest, N)?);
+        Ok(out)
+    }
+    let count = usize::from(u16::from_be_bytes(array(bytes)?));
+    if count > max {
+        return Err(AttestError::Malformed(format!(
+            "{count} receipts in one list, above {max}"
+        )));
+    }
+    let mut receipts = Vec::with_capacity(count.min(bytes.len() / MIN_BINARY_RECEIPT_BYTES));
+    for _ in 0..count {
+        let len = usize::from(u16::from_be_bytes(array(bytes)?));
+        let statement = ReceiptStatement::decode(take(bytes, len)?)?;
+        let replica = array(bytes)?;
+        let signature = array(bytes)?;
+        let proof = match array::<1>(bytes)? {
+            [0] => None,
+            [1] => {
+                let index = u32::from_be_bytes(array(bytes)?);
+                let count = u32::from_be_bytes(array(bytes)?);
+                let [depth] = array::<1>(bytes)?;
+                let depth = usize::from(depth);
+                if depth > crate::merkle::MAX_DEPTH {
+                    return Err(AttestError::Malformed(format!(
+                        "inclusion path of {depth} hashes"
+                    )));
+                }
+                let mut path = Vec::with_capacity(depth);
+                for _ in 0..depth {
+                    path.push(array(bytes)?);
+                }
+                Some(InclusionProof { index, count, path })
+            }
+            [other] => return Err(AttestError::Malformed(format!("proof flag {other}"))),
+        };
+        receipts.push(Signed {
+            statement,
+            attestation: Attestation {
+                replica,
+                signature,
+                proof,
+            },
+        });
+    }
+    Ok(receipts)
+}
+
 impl ReceiptStatement {
     /// Decodes the canonical encoding; rejects trailing bytes and any other domain.
     pub fn decode(bytes: &[u8]) -> Result<Self, AttestError> {

@@ -33,8 +33,7 @@ use crate::ledger::LedgerView;
 use crate::origins::Origins;
 use crate::storage::{Storage, Store as _, ledger as stored};
 use coffer_ledger::attest::{
-    InclusionProof, ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _,
-    sign,
+    ReadQuery, ReadStatement, ReceiptStatement, ReplicaSet, Signed, Statement as _, sign,
 };
 use coffer_ledger::{ChainId, Txid};
 use ed25519_dalek::SigningKey;
@@ -104,101 +103,25 @@ enum Message {
 const RECEIPTS_TAG: u8 = 0x01;
 
 /// Encodes a message for the wire. Receipts, the bulk of the traffic (one per transaction per
-/// replica), travel in binary: a count, then per receipt the statement's canonical encoding
-/// (length-prefixed), the replica key, the signature, and a flag byte: 0, or 1 followed by the
-/// inclusion proof (index u32, count u32, path length u8, path hashes). JSON with hex fields cost a replica
-/// several percent of its CPU. The rest is JSON.
+/// replica), travel in binary: the tag, then [`coffer_ledger::attest::encode_receipt_list`].
+/// JSON with hex fields cost a replica several percent of its CPU. The rest is JSON.
 fn encode_message(message: &Message) -> Option<Vec<u8>> {
     let Message::Receipts { receipts } = message else {
         return serde_json::to_vec(message).ok();
     };
-    let count = u16::try_from(receipts.len()).ok()?;
-    let mut out = Vec::with_capacity(3 + receipts.len() * 200);
-    out.push(RECEIPTS_TAG);
-    out.extend_from_slice(&count.to_be_bytes());
-    for signed in receipts {
-        let statement = signed.statement.encode().ok()?;
-        out.extend_from_slice(&u16::try_from(statement.len()).ok()?.to_be_bytes());
-        out.extend_from_slice(&statement);
-        out.extend_from_slice(&signed.attestation.replica);
-        out.extend_from_slice(&signed.attestation.signature);
-        match &signed.attestation.proof {
-            None => out.push(0),
-            Some(proof) => {
-                out.push(1);
-                out.extend_from_slice(&proof.index.to_be_bytes());
-                out.extend_from_slice(&proof.count.to_be_bytes());
-                out.push(u8::try_from(proof.path.len()).ok()?);
-                for hash in &proof.path {
-                    out.extend_from_slice(hash);
-                }
-            }
-        }
-    }
+    let mut out = vec![RECEIPTS_TAG];
+    coffer_ledger::attest::encode_receipt_list(receipts, &mut out).ok()?;
     Some(out)
 }
 
 /// Decodes what [`encode_message`] produced; anything else (bad lengths, trailing bytes, a
 /// statement that is not canonical, more than [`MAX_RECEIPTS_PER_MESSAGE`]) is an error.
 fn decode_message(bytes: &[u8]) -> Result<Message, String> {
-    if bytes.first() != Some(&RECEIPTS_TAG) {
+    let Some((&RECEIPTS_TAG, mut rest)) = bytes.split_first() else {
         return serde_json::from_slice(bytes).map_err(|e| e.to_string());
-    }
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if rest.len() < n {
-            return Err(format!(
-                "receipts message truncated ({} < {n} bytes)",
-                rest.len()
-            ));
-        }
-        let (head, tail) = rest.split_at(n);
-        *rest = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(take(rest, N)?);
-        Ok(out)
-    }
-    let mut rest = &bytes[1..];
-    let count = usize::from(u16::from_be_bytes(array(&mut rest)?));
-    if count > MAX_RECEIPTS_PER_MESSAGE {
-        return Err(format!("{count} receipts in one message"));
-    }
-    let mut receipts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let len = usize::from(u16::from_be_bytes(array(&mut rest)?));
-        let statement =
-            ReceiptStatement::decode(take(&mut rest, len)?).map_err(|e| e.to_string())?;
-        let replica = array(&mut rest)?;
-        let signature = array(&mut rest)?;
-        let proof = match array::<1>(&mut rest)? {
-            [0] => None,
-            [1] => {
-                let index = u32::from_be_bytes(array(&mut rest)?);
-                let count = u32::from_be_bytes(array(&mut rest)?);
-                let [depth] = array::<1>(&mut rest)?;
-                let depth = usize::from(depth);
-                if depth > coffer_ledger::merkle::MAX_DEPTH {
-                    return Err(format!("inclusion path of {depth} hashes"));
-                }
-                let mut path = Vec::with_capacity(depth);
-                for _ in 0..depth {
-                    path.push(array(&mut rest)?);
-                }
-                Some(InclusionProof { index, count, path })
-            }
-            [other] => return Err(format!("proof flag {other}")),
-        };
-        receipts.push(Signed {
-            statement,
-            attestation: coffer_ledger::attest::Attestation {
-                replica,
-                signature,
-                proof,
-            },
-        });
-    }
+    };
+    let receipts = coffer_ledger::attest::decode_receipt_list(&mut rest, MAX_RECEIPTS_PER_MESSAGE)
+        .map_err(|e| e.to_string())?;
     if !rest.is_empty() {
         return Err(format!("{} trailing bytes after receipts", rest.len()));
     }

@@ -10,7 +10,7 @@ use coffer_ledger::attest::{
     Signed, verify_quorum, verify_read,
 };
 use coffer_ledger::{Keypair, OutPoint, SignedTransaction};
-use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome};
+use coffer_node::api::{ApiConfig, ApiServer, OPENAPI_JSON, SubmitOutcome, TxStatus};
 use common::client::{Client, Reply};
 use common::{
     Byzantine, CHAIN, MemoryCluster, dev_ca, dev_server_tls, mint, replica_set, transfer,
@@ -103,6 +103,65 @@ async fn submit_read_back_and_verify() {
     let out = committed_ok(&reply);
     assert_eq!(out.bundle.txid, t.txid());
     let height = out.bundle.height.expect("committed");
+
+    // Asked for binary, the answer is the same outcome in `SubmitOutcome`'s binary form, and
+    // its receipts verify as the JSON ones do.
+    let reply = client
+        .send_accepting(
+            Method::POST,
+            "/v1/transactions",
+            Some(SignedTransaction::MEDIA_TYPE),
+            Some("application/octet-stream, application/json"),
+            t.encode(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.headers[hyper::header::CONTENT_TYPE],
+        SubmitOutcome::MEDIA_TYPE
+    );
+    let binary = SubmitOutcome::decode(&reply.body).expect("binary outcome");
+    assert!(
+        binary.replayed,
+        "the second submission of a committed transaction"
+    );
+    assert_eq!(
+        (
+            binary.bundle.txid,
+            binary.bundle.status,
+            binary.bundle.height
+        ),
+        (t.txid(), TxStatus::Committed, Some(height))
+    );
+    assert_eq!(binary.bundle.code.as_deref(), Some("ok"));
+    let v = verify_quorum(&binary.bundle.receipts, &set, CHAIN, 3).expect("quorum");
+    assert_eq!((v.statement.txid, v.statement.height), (t.txid().0, height));
+    // An error stays JSON, whatever the client accepts.
+    let change = transfer(
+        &alice,
+        vec![OutPoint {
+            txid: t.txid(),
+            vout: 1,
+        }],
+        vec![(bob.address(), 400)],
+    );
+    let mut forged = change.encode();
+    *forged.last_mut().expect("signature") ^= 1;
+    let reply = client
+        .send_accepting(
+            Method::POST,
+            "/v1/transactions",
+            Some(SignedTransaction::MEDIA_TYPE),
+            Some("application/octet-stream"),
+            forged,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        reply.headers[hyper::header::CONTENT_TYPE],
+        "application/json"
+    );
+    assert_eq!(reply.code(), "bad_signature");
 
     // The transaction by id: same receipts, verifiable.
     let reply = client.get(&format!("/v1/transactions/{}", t.txid())).await;

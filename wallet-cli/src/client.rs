@@ -772,6 +772,11 @@ impl Client {
                 };
             }
             let outcome: Option<SubmitOutcome> = match reply.status {
+                StatusCode::OK | StatusCode::ACCEPTED
+                    if reply.media_type == SubmitOutcome::MEDIA_TYPE =>
+                {
+                    SubmitOutcome::decode(&reply.body).ok()
+                }
                 StatusCode::OK | StatusCode::ACCEPTED => serde_json::from_slice(&reply.body).ok(),
                 _ => serde_json::from_slice::<ErrorEnvelope>(&reply.body)
                     .ok()

@@ -147,6 +147,8 @@ impl Endpoint {
 pub struct Reply {
     /// HTTP status.
     pub status: StatusCode,
+    /// The body's media type (`Content-Type` without parameters), empty when absent.
+    pub media_type: String,
     /// The whole body.
     pub body: Bytes,
 }
@@ -167,6 +169,8 @@ pub struct Body {
     pub bytes: Bytes,
     /// Their `Content-Type`.
     pub content_type: &'static str,
+    /// The `Accept` sent with them.
+    pub accept: &'static str,
 }
 
 impl Body {
@@ -175,15 +179,18 @@ impl Body {
         Body {
             bytes: bytes.into(),
             content_type: "application/json",
+            accept: "application/json",
         }
     }
 
     /// A signed transaction in its canonical encoding, which replicas take without parsing
-    /// JSON.
+    /// JSON, asking for the answer in binary too ([`coffer_ledger::rest::SubmitOutcome`]'s
+    /// binary form; a replica that does not offer it answers JSON).
     pub fn transaction(tx: &coffer_ledger::SignedTransaction) -> Self {
         Body {
             bytes: tx.encode().into(),
             content_type: coffer_ledger::SignedTransaction::MEDIA_TYPE,
+            accept: "application/octet-stream, application/json",
         }
     }
 }
@@ -312,13 +319,14 @@ impl Transport {
             reason: e.to_string(),
         };
         let content_type = body.as_ref().map(|b| b.content_type);
+        let accept = body.as_ref().map_or("application/json", |b| b.accept);
         let body = body.map(|b| b.bytes).unwrap_or_default();
         let build = |body: Bytes| {
             let mut req = Request::builder()
                 .method(method.clone())
                 .uri(path_and_query)
                 .header(header::HOST, endpoint.host.as_str())
-                .header(header::ACCEPT, "application/json");
+                .header(header::ACCEPT, accept);
             if let Some(content_type) = content_type {
                 req = req.header(header::CONTENT_TYPE, content_type);
             }
@@ -346,6 +354,13 @@ impl Transport {
             }
         };
         let status = resp.status();
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -363,7 +378,11 @@ impl Transport {
             })?
             .to_bytes();
         self.put_idle(addr, sender);
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            media_type,
+            body,
+        })
     }
 }
 

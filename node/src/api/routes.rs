@@ -124,6 +124,36 @@ fn ok_json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     Ok(json_response(status, body))
 }
 
+fn ok_binary(status: StatusCode, outcome: &SubmitOutcome) -> Reply {
+    let body = outcome.encode().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            e.to_string(),
+        )
+    })?;
+    Ok(super::server::response(
+        status,
+        SubmitOutcome::MEDIA_TYPE,
+        body,
+    ))
+}
+
+/// Whether the request's `Accept` lists `media_type` (parameters and quality ignored: a client
+/// that lists it can read it).
+fn accepts(req: &Request<Incoming>, media_type: &str) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
+        })
+}
+
 fn backend_error(e: BackendError) -> ApiError {
     match e {
         BackendError::Rejected { code, message } => ApiError::rejected(code.as_str(), message),
@@ -320,6 +350,7 @@ async fn submit<B: Backend>(
         .transpose()?
         .unwrap_or(true);
     let encoding = tx_encoding(&req)?;
+    let binary_answer = accepts(&req, SubmitOutcome::MEDIA_TYPE);
     let body = read_body(
         req,
         state.config.max_body_bytes,
@@ -343,11 +374,17 @@ async fn submit<B: Backend>(
     };
     let outcome: SubmitOutcome = deadline(limit, "commit", state.backend.submit(tx, wait)).await?;
     let bundle = &outcome.bundle;
-    match (bundle.status, bundle.code.as_deref()) {
-        (TxStatus::Pending, _) => ok_json(StatusCode::ACCEPTED, &outcome),
-        (TxStatus::Committed, Some(coffer_ledger::attest::CODE_OK)) => {
-            ok_json(StatusCode::OK, &outcome)
+    // Successes in binary when the client asked for it; errors stay JSON.
+    let ok = |status| {
+        if binary_answer {
+            ok_binary(status, &outcome)
+        } else {
+            ok_json(status, &outcome)
         }
+    };
+    match (bundle.status, bundle.code.as_deref()) {
+        (TxStatus::Pending, _) => ok(StatusCode::ACCEPTED),
+        (TxStatus::Committed, Some(coffer_ledger::attest::CODE_OK)) => ok(StatusCode::OK),
         (TxStatus::Committed, code) => {
             // Committed but refused by the ledger (e.g. an input already spent): the signed
             // receipts prove it, so they travel with the error.

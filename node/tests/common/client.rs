@@ -69,9 +69,22 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
+        self.send_accepting(method, path, content_type, None, body)
+            .await
+    }
+
+    /// [`send`](Self::send) with an `Accept` header.
+    pub async fn send_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
         tokio::time::timeout(
             Duration::from_secs(20),
-            self.send_inner(method, path, content_type, body),
+            self.send_inner(method, path, content_type, accept, body),
         )
         .await
         .expect("request finished in time")
@@ -82,6 +95,7 @@ impl Client {
         method: Method,
         path: &str,
         content_type: Option<&str>,
+        accept: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
         let tcp = TcpStream::connect(self.addr).await.expect("connect");
@@ -102,6 +116,9 @@ impl Client {
             .header(hyper::header::HOST, "localhost");
         if let Some(ct) = content_type {
             req = req.header(hyper::header::CONTENT_TYPE, ct);
+        }
+        if let Some(accept) = accept {
+            req = req.header(hyper::header::ACCEPT, accept);
         }
         let req = req.body(Full::new(Bytes::from(body))).expect("request");
         let resp = sender.send_request(req).await.expect("response");
