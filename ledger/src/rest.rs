@@ -288,9 +288,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_binary_submit_outcome_round_trips_and_is_smaller_than_json() {
-        let pending = SubmitOutcome {
+    fn pending() -> SubmitOutcome {
+        SubmitOutcome {
             replayed: false,
             bundle: ReceiptBundle {
                 txid: Txid([1; 32]),
@@ -299,8 +298,12 @@ mod tests {
                 code: None,
                 receipts: Vec::new(),
             },
-        };
-        for outcome in [pending, committed(1), committed(4)] {
+        }
+    }
+
+    #[test]
+    fn the_binary_submit_outcome_round_trips_and_is_smaller_than_json() {
+        for outcome in [pending(), committed(1), committed(4)] {
             let bytes = outcome.encode().expect("encodes");
             assert_eq!(SubmitOutcome::decode(&bytes).expect("decodes"), outcome);
             let json = serde_json::to_vec(&outcome).expect("serializes");
@@ -341,17 +344,7 @@ mod tests {
             assert!(SubmitOutcome::decode(&x).is_err(), "byte {at} = {bad}");
         }
         // A receipt count far above what the input holds.
-        let pending = SubmitOutcome {
-            replayed: false,
-            bundle: ReceiptBundle {
-                txid: Txid([1; 32]),
-                status: TxStatus::Pending,
-                height: None,
-                code: None,
-                receipts: Vec::new(),
-            },
-        };
-        let mut forged = pending.encode().expect("encodes");
+        let mut forged = pending().encode().expect("encodes");
         let n = forged.len();
         forged[n - 2..].copy_from_slice(&u16::MAX.to_be_bytes());
         assert!(SubmitOutcome::decode(&forged).is_err());
