@@ -113,25 +113,22 @@ fn not_allowed(method: &Method, allow: &'static str) -> Reply {
     .with_details(serde_json::json!({ "allow": allow })))
 }
 
+/// A 500 `internal`: our own failure, never the input's.
+fn internal(message: impl ToString) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        codes::INTERNAL,
+        message.to_string(),
+    )
+}
+
 fn ok_json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
-    let body = serde_json::to_vec(value).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            e.to_string(),
-        )
-    })?;
+    let body = serde_json::to_vec(value).map_err(internal)?;
     Ok(json_response(status, body))
 }
 
 fn ok_binary(status: StatusCode, outcome: &SubmitOutcome) -> Reply {
-    let body = outcome.encode().map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            e.to_string(),
-        )
-    })?;
+    let body = outcome.encode().map_err(internal)?;
     Ok(super::server::response(
         status,
         SubmitOutcome::MEDIA_TYPE,
@@ -160,9 +157,7 @@ fn backend_error(e: BackendError) -> ApiError {
         BackendError::Invalid(m) => ApiError::bad_request(m),
         BackendError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::BUSY, m),
         BackendError::Timeout(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT, m),
-        BackendError::Internal(m) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, m)
-        }
+        BackendError::Internal(m) => internal(m),
     }
 }
 
@@ -390,13 +385,7 @@ async fn submit<B: Backend>(
             // receipts prove it, so they travel with the error.
             let code = code.and_then(|c| RejectCode::from_str(c).ok());
             let code_str = code.map_or("rejected", RejectCode::as_str);
-            let details = serde_json::to_value(&outcome).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    codes::INTERNAL,
-                    e.to_string(),
-                )
-            })?;
+            let details = serde_json::to_value(&outcome).map_err(internal)?;
             Err(ApiError::rejected(
                 code_str,
                 format!("transaction {} rejected: {code_str}", bundle.txid),
