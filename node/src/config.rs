@@ -45,6 +45,11 @@
 //! grace_ms = 10000
 //! block_timeout_ms = 30000
 //!
+//! [runtime]                            # optional; see `runtime::RuntimeSection`
+//! engine = "tokio"                     # or "io_uring" (Linux 6.1+)
+//! workers = 2                          # worker threads (io_uring: of consensus and p2p)
+//! api_workers = 1                      # io_uring only: tokio threads for REST and Redis
+//!
 //! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
 //! address = "127.0.0.1:7000"           # or "replica0:7000" (resolved at start)
@@ -54,7 +59,8 @@
 //! (`IP:port` or `host:port`; names are resolved at start, with retries).
 //!
 //! Environment variables override the file (for containers and scripts): `COFFER_P2P_LISTEN`,
-//! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, and the store:
+//! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, `COFFER_RUNTIME` (the engine),
+//! `COFFER_RUNTIME_WORKERS`, `COFFER_RUNTIME_API_WORKERS`, and the store:
 //! - `COFFER_STORAGE_URL`: a Redis URL switches the store to Redis standalone at that URL;
 //!   `memory` switches to memory;
 //! - `COFFER_REDIS_SENTINELS` (comma-separated sentinel URLs) with `COFFER_REDIS_MASTER_NAME`:
@@ -332,6 +338,9 @@ pub struct NodeConfig {
     /// Graceful shutdown bounds.
     #[serde(default)]
     pub shutdown: crate::shutdown::ShutdownConfig,
+    /// The async runtime.
+    #[serde(default)]
+    pub runtime: crate::runtime::RuntimeSection,
     /// Addresses of the genesis replicas.
     pub peers: Vec<PeerEntry>,
     /// Directory the relative paths are resolved against (the config file's).
@@ -411,6 +420,24 @@ impl NodeConfig {
         if let Some(v) = var("COFFER_P2P_LISTEN") {
             self.p2p_listen = addr("COFFER_P2P_LISTEN", v)?;
         }
+        if let Some(v) = var("COFFER_RUNTIME") {
+            self.runtime.engine = crate::runtime::Engine::parse(&v).ok_or_else(|| {
+                ConfigFileError::Toml(format!(
+                    "COFFER_RUNTIME={v:?}: expected \"tokio\" or \"io_uring\""
+                ))
+            })?;
+        }
+        if let Some(v) = var("COFFER_RUNTIME_WORKERS") {
+            self.runtime.workers = v
+                .parse()
+                .map_err(|e| ConfigFileError::Toml(format!("COFFER_RUNTIME_WORKERS={v:?}: {e}")))?;
+        }
+        if let Some(v) = var("COFFER_RUNTIME_API_WORKERS") {
+            self.runtime.api_workers = v.parse().map_err(|e| {
+                ConfigFileError::Toml(format!("COFFER_RUNTIME_API_WORKERS={v:?}: {e}"))
+            })?;
+        }
+        self.runtime.validate().map_err(ConfigFileError::Toml)?;
         if let Some(v) = var("COFFER_API_LISTEN") {
             let listen = addr("COFFER_API_LISTEN", v)?;
             match self.api.as_mut() {
@@ -521,7 +548,10 @@ impl NodeConfig {
 
     /// Parses TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigFileError> {
-        toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))
+        let config: Self =
+            toml::from_str(text).map_err(|e| ConfigFileError::Toml(e.to_string()))?;
+        config.runtime.validate().map_err(ConfigFileError::Toml)?;
+        Ok(config)
     }
 
     /// Renders the configuration as TOML.
@@ -654,6 +684,7 @@ mod tests {
             consensus: ConsensusSection::default(),
             health: Default::default(),
             shutdown: Default::default(),
+            runtime: Default::default(),
             peers: vec![PeerEntry {
                 public_key: public_key_hex(&key.public_key()),
                 address: "127.0.0.1:1".into(),
@@ -770,5 +801,66 @@ mod tests {
             reparsed.consensus(&genesis).unwrap().retain_blocks,
             Some(50_000)
         );
+    }
+
+    #[test]
+    fn the_runtime_section_and_its_overrides() {
+        use crate::runtime::{Engine, RuntimeSection};
+        let key = PrivateKey::from_seed(9);
+        let head = format!(
+            "genesis = \"g.json\"\ndata_dir = \"d\"\nprivate_key = \"{}\"\np2p_listen = \"127.0.0.1:1\"\n\
+             peers = []\n",
+            private_key_hex(&key)
+        );
+        let plain = NodeConfig::parse(&head).expect("no [runtime]: the defaults");
+        assert_eq!(plain.runtime, RuntimeSection::default());
+        assert_eq!(plain.runtime.engine, Engine::Tokio);
+        let uring = NodeConfig::parse(&format!(
+            "{head}[runtime]\nengine = \"io_uring\"\nworkers = 1\napi_workers = 3\n"
+        ))
+        .expect("parses");
+        assert_eq!(
+            uring.runtime,
+            RuntimeSection {
+                engine: Engine::IoUring,
+                workers: 1,
+                api_workers: 3
+            }
+        );
+        let back = NodeConfig::parse(&uring.to_toml()).expect("round trip");
+        assert_eq!(back.runtime, uring.runtime);
+        for bad in [
+            "engine = \"uring\"",
+            "workers = 0",
+            "api_workers = 0",
+            "workers = 100000",
+            "threads = 2",
+        ] {
+            let refused = NodeConfig::parse(&format!("{head}[runtime]\n{bad}\n"));
+            assert!(refused.is_err(), "{bad} accepted");
+        }
+
+        let mut env = plain.clone();
+        env.apply_env(|name| match name {
+            "COFFER_RUNTIME" => Some("io_uring".into()),
+            "COFFER_RUNTIME_WORKERS" => Some("1".into()),
+            "COFFER_RUNTIME_API_WORKERS" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(env.runtime.engine, Engine::IoUring);
+        assert_eq!(env.runtime.workers, 1);
+        assert_eq!(env.runtime.api_workers, 2);
+        for (name, value) in [
+            ("COFFER_RUNTIME", "uring"),
+            ("COFFER_RUNTIME_WORKERS", "0"),
+            ("COFFER_RUNTIME_WORKERS", "two"),
+            ("COFFER_RUNTIME_API_WORKERS", "0"),
+        ] {
+            let refused = plain
+                .clone()
+                .apply_env(|n| (n == name).then(|| value.to_owned()));
+            assert!(refused.is_err(), "{name}={value} accepted");
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod node;
 pub mod origins;
 pub mod p2p;
+pub mod runtime;
 pub mod shutdown;
 pub mod sigcache;
 pub mod storage;

@@ -1,7 +1,8 @@
-//! Runs one replica as a process: tokio runtime (commonware's, which is tokio underneath, so the
-//! REST server and Redis client run on it too), the store, authenticated p2p with the genesis
-//! peer set, consensus, execution, the receipt/read [`witness`](crate::witness) exchange and
-//! the REST gateway.
+//! Runs one replica as a process: a runtime (commonware's tokio runtime, which also runs the
+//! REST server and the Redis client; or commonware's io_uring runtime with a tokio runtime
+//! beside it for those two, see [`runtime`](crate::runtime)), the store, authenticated p2p
+//! with the genesis peer set, consensus, execution, the receipt/read
+//! [`witness`](crate::witness) exchange and the REST gateway.
 
 use crate::{
     api::{ApiServer, tls},
@@ -11,6 +12,7 @@ use crate::{
     instrument::Instrumented,
     ledger::{LedgerMachine, LedgerVerifier},
     p2p,
+    runtime::{Engine, InTokio},
     shutdown::{self, BlockGate, Signals},
     storage::{Storage, StorageConfig, StorageError},
     watchdog,
@@ -22,7 +24,8 @@ use commonware_p2p::{
     Address, AddressableManager as _, Receiver as _, Recipients, Sender as _, authenticated::lookup,
 };
 use commonware_runtime::{
-    Metrics as _, Quota, Runner as _, Spawner as _, Supervisor as _, tokio as runtime,
+    Clock, Metrics, Network, Quota, Resolver, Runner as _, Spawner, Storage as RuntimeStorage,
+    iouring, tokio as runtime,
 };
 use commonware_utils::{NZU32, ordered::Map};
 use std::{sync::Arc, time::Duration};
@@ -47,6 +50,9 @@ pub enum RunError {
     /// The REST API could not start.
     #[error("api: {0}")]
     Api(String),
+    /// The runtime could not start.
+    #[error("runtime: {0}")]
+    Runtime(String),
     /// Stopped by a signal before the block in flight was persisted.
     #[error("stopped before the block in flight was persisted (it is replayed at the next start)")]
     Unfinished,
@@ -88,253 +94,345 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         ),
         None => None,
     };
-    let runner = runtime::Runner::new(
-        runtime::Config::new().with_storage_directory(config.resolve(&config.data_dir)),
+    let data_dir = config.resolve(&config.data_dir);
+    let settings = config.runtime.clone();
+    settings.validate().map_err(RunError::Runtime)?;
+    info!(
+        engine = settings.engine.name(),
+        workers = settings.workers,
+        "runtime"
     );
-    runner.start(|context| async move {
-        // Installed first: a SIGTERM from here on is a graceful shutdown, not a kill.
-        let signals = Signals::install().map_err(|e| RunError::Api(format!("signals: {e}")))?;
-        let ops = Operations::default();
-        let gate = Arc::new(BlockGate::new());
-        let ephemeral = matches!(config.storage, StorageConfig::Memory);
-        let store = Arc::new(Storage::open(&config.storage).await?);
-        let machine = LedgerMachine::open(genesis.clone(), store.clone())
-            .await?
-            .with_signatures(verifier.signatures());
-        let ledger = machine.view();
-        {
-            // How often a signer's key was already parsed: the key cache's hit rate.
-            use crate::metrics::Kind;
-            let keys = [
-                (
-                    "coffer_signer_keys_parsed_total",
-                    "Signer keys parsed while decoding transactions (key cache misses).",
-                    (|s: &crate::sigcache::VerifiedSignatures| s.keys().parsed()) as fn(&_) -> u64,
-                ),
-                (
-                    "coffer_signer_keys_cached_total",
-                    "Signer keys found already parsed in the key cache.",
-                    |s| s.keys().hits(),
-                ),
-            ];
-            for (name, help, read) in keys {
-                let signatures = verifier.signatures();
-                if let Err(e) = ops
-                    .metrics
-                    .register(name, help, Kind::Counter, move || read(&signatures))
-                {
-                    warn!(metric = name, error = %e, "metric not registered");
-                }
+    let parts = Parts {
+        config,
+        genesis,
+        consensus_cfg,
+        verifier,
+        signer,
+        receipt_key,
+        n,
+        peer_map,
+        namespace,
+        tls_config,
+    };
+    match settings.engine {
+        Engine::Tokio => {
+            let runner = runtime::Runner::new(
+                runtime::Config::new()
+                    .with_worker_threads(settings.workers)
+                    .with_storage_directory(data_dir),
+            );
+            runner.start(|context| serve(context, parts))
+        }
+        Engine::IoUring => {
+            crate::runtime::probe_io_uring().map_err(|e| {
+                RunError::Runtime(format!(
+                    "io_uring is not available here ({e}); set [runtime] engine = \"tokio\""
+                ))
+            })?;
+            // The REST gateway and the Redis client run on tokio, beside the io_uring workers.
+            let side = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(settings.api_workers)
+                .thread_name("coffer-api")
+                .enable_all()
+                .build()
+                .map_err(|e| RunError::Runtime(format!("tokio runtime: {e}")))?;
+            let handle = side.handle().clone();
+            let runner = iouring::Runner::new(
+                iouring::Config::new()
+                    .with_worker_threads(settings.workers)
+                    // A replica shares its cores with its store, and in the benchmark with
+                    // other replicas: an idle worker parks at once instead of spinning.
+                    .with_idle_spinner(iouring::SpinnerConfig::disabled())
+                    .with_storage_directory(data_dir),
+            );
+            let ended = runner.start(|context| InTokio::new(Some(handle), serve(context, parts)));
+            // Tasks still on the side runtime (connections, the witness) end with it.
+            side.shutdown_timeout(Duration::from_secs(1));
+            ended
+        }
+    }
+}
+
+/// What [`run`] prepares before a runtime starts, for [`serve`].
+struct Parts {
+    config: NodeConfig,
+    genesis: coffer_ledger::Genesis,
+    consensus_cfg: consensus::ConsensusConfig,
+    verifier: LedgerVerifier,
+    signer: commonware_cryptography::ed25519::PrivateKey,
+    receipt_key: ed25519_dalek::SigningKey,
+    n: usize,
+    peer_map: Map<commonware_cryptography::ed25519::PublicKey, Address>,
+    namespace: String,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The replica itself, on whichever runtime `context` belongs to (with a tokio runtime
+/// entered for the REST gateway, the Redis client and the witness).
+async fn serve<E>(context: E, parts: Parts) -> Result<(), RunError>
+where
+    E: Spawner
+        + Clock
+        + Metrics
+        + RuntimeStorage
+        + Network
+        + Resolver
+        + rand::CryptoRng
+        + rand::Rng,
+{
+    let Parts {
+        config,
+        genesis,
+        consensus_cfg,
+        verifier,
+        signer,
+        receipt_key,
+        n,
+        peer_map,
+        namespace,
+        tls_config,
+    } = parts;
+    // Installed first: a SIGTERM from here on is a graceful shutdown, not a kill.
+    let signals = Signals::install().map_err(|e| RunError::Api(format!("signals: {e}")))?;
+    let ops = Operations::default();
+    let gate = Arc::new(BlockGate::new());
+    let ephemeral = matches!(config.storage, StorageConfig::Memory);
+    let store = Arc::new(Storage::open(&config.storage).await?);
+    let machine = LedgerMachine::open(genesis.clone(), store.clone())
+        .await?
+        .with_signatures(verifier.signatures());
+    let ledger = machine.view();
+    {
+        // How often a signer's key was already parsed: the key cache's hit rate.
+        use crate::metrics::Kind;
+        let keys = [
+            (
+                "coffer_signer_keys_parsed_total",
+                "Signer keys parsed while decoding transactions (key cache misses).",
+                (|s: &crate::sigcache::VerifiedSignatures| s.keys().parsed()) as fn(&_) -> u64,
+            ),
+            (
+                "coffer_signer_keys_cached_total",
+                "Signer keys found already parsed in the key cache.",
+                |s| s.keys().hits(),
+            ),
+        ];
+        for (name, help, read) in keys {
+            let signatures = verifier.signatures();
+            if let Err(e) = ops
+                .metrics
+                .register(name, help, Kind::Counter, move || read(&signatures))
+            {
+                warn!(metric = name, error = %e, "metric not registered");
             }
         }
-        info!(
-            height = ledger.persisted_height(),
-            store = if ephemeral {
-                "memory (ephemeral)"
-            } else {
-                "redis"
-            },
-            "state restored"
-        );
+    }
+    info!(
+        height = ledger.persisted_height(),
+        store = if ephemeral {
+            "memory (ephemeral)"
+        } else {
+            "redis"
+        },
+        "state restored"
+    );
 
-        let p2p_cfg = p2p::config(
-            signer.clone(),
-            namespace.as_bytes(),
-            config.p2p_listen,
-            n,
-            consensus::max_message_size(n),
-        );
-        let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
-        let _ = oracle.track(0, peer_map);
-        // Per-peer message rate on each channel. Receivers preallocate one burst per peer, so
-        // this also sizes their queues; 1000/s carries 256k gossiped transactions per second.
-        let quota = Quota::per_second(NZU32!(1_000));
-        let networks = Networks {
-            votes: network.register(channels::VOTES, quota),
-            certificates: network.register(channels::CERTIFICATES, quota),
-            resolver: network.register(channels::RESOLVER, quota),
-            blocks: network.register(channels::BLOCKS, quota),
-            backfill: network.register(channels::BACKFILL, quota),
-            mempool: network.register(channels::MEMPOOL, quota),
-        };
-        let (mut witness_sender, mut witness_receiver) = network.register(witness::CHANNEL, quota);
-        network.start();
+    let p2p_cfg = p2p::config(
+        signer.clone(),
+        namespace.as_bytes(),
+        config.p2p_listen,
+        n,
+        consensus::max_message_size(n),
+    );
+    let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
+    let _ = oracle.track(0, peer_map);
+    // Per-peer message rate on each channel. Receivers preallocate one burst per peer, so
+    // this also sizes their queues; 1000/s carries 256k gossiped transactions per second.
+    let quota = Quota::per_second(NZU32!(1_000));
+    let networks = Networks {
+        votes: network.register(channels::VOTES, quota),
+        certificates: network.register(channels::CERTIFICATES, quota),
+        resolver: network.register(channels::RESOLVER, quota),
+        blocks: network.register(channels::BLOCKS, quota),
+        backfill: network.register(channels::BACKFILL, quota),
+        mempool: network.register(channels::MEMPOOL, quota),
+    };
+    let (mut witness_sender, mut witness_receiver) = network.register(witness::CHANNEL, quota);
+    network.start();
 
-        {
-            // The consensus engines' own metrics (views, nullifications, timeouts, latencies).
-            // Every context encodes the runtime's one registry.
-            let registry = context.child("metrics");
-            let _ = ops.metrics.register_text(move || registry.encode());
-        }
-        consensus::check_archives(&context, &consensus_cfg).await?;
-        let started = consensus::start(
-            context.child("consensus"),
-            consensus_cfg,
-            verifier,
-            Instrumented::new(machine, ops.metrics.clone(), gate.clone()),
-            oracle.clone(),
-            oracle,
-            networks,
-        );
-        let (handle, mut root) = match started {
-            Ok(started) => started,
-            Err(e) => return Err(RunError::Consensus(e)),
-        };
-        info!(public_key = %signer.public_key(), replicas = n, "replica started");
-        {
-            use crate::metrics::Kind;
-            let metrics = [
-                (
-                    "coffer_consensus_view",
-                    "The consensus view this replica is in.",
-                    Kind::Gauge,
-                    (|s: &consensus::ConsensusStats| s.view) as fn(&_) -> u64,
-                ),
-                (
-                    "coffer_consensus_view_changes_total",
-                    "Views skipped by a nullification certificate (leader timeout or fault).",
-                    Kind::Counter,
-                    |s| s.nullifications,
-                ),
-                (
-                    "coffer_consensus_finalized_height",
-                    "Height of the highest finalized block this replica knows of.",
-                    Kind::Gauge,
-                    |s| s.finalized_height,
-                ),
-                (
-                    "coffer_consensus_blocks_executed_early_total",
-                    "Blocks executed on their finalization certificate, before marshal's \
-                     delivery (this replica proposed or verified them).",
-                    Kind::Counter,
-                    |s| s.executed_early,
-                ),
-            ];
-            for (name, help, kind, read) in metrics {
-                let handle = handle.clone();
-                if let Err(e) = ops
-                    .metrics
-                    .register(name, help, kind, move || read(&handle.stats()))
-                {
-                    warn!(metric = name, error = %e, "metric not registered");
-                }
+    {
+        // The consensus engines' own metrics (views, nullifications, timeouts, latencies).
+        // Every context encodes the runtime's one registry.
+        let registry = context.child("metrics");
+        let _ = ops.metrics.register_text(move || registry.encode());
+    }
+    consensus::check_archives(&context, &consensus_cfg).await?;
+    let started = consensus::start(
+        context.child("consensus"),
+        consensus_cfg,
+        verifier,
+        Instrumented::new(machine, ops.metrics.clone(), gate.clone()),
+        oracle.clone(),
+        oracle,
+        networks,
+    );
+    let (handle, mut root) = match started {
+        Ok(started) => started,
+        Err(e) => return Err(RunError::Consensus(e)),
+    };
+    info!(public_key = %signer.public_key(), replicas = n, "replica started");
+    {
+        use crate::metrics::Kind;
+        let metrics = [
+            (
+                "coffer_consensus_view",
+                "The consensus view this replica is in.",
+                Kind::Gauge,
+                (|s: &consensus::ConsensusStats| s.view) as fn(&_) -> u64,
+            ),
+            (
+                "coffer_consensus_view_changes_total",
+                "Views skipped by a nullification certificate (leader timeout or fault).",
+                Kind::Counter,
+                |s| s.nullifications,
+            ),
+            (
+                "coffer_consensus_finalized_height",
+                "Height of the highest finalized block this replica knows of.",
+                Kind::Gauge,
+                |s| s.finalized_height,
+            ),
+            (
+                "coffer_consensus_blocks_executed_early_total",
+                "Blocks executed on their finalization certificate, before marshal's \
+                 delivery (this replica proposed or verified them).",
+                Kind::Counter,
+                |s| s.executed_early,
+            ),
+        ];
+        for (name, help, kind, read) in metrics {
+            let handle = handle.clone();
+            if let Err(e) = ops
+                .metrics
+                .register(name, help, kind, move || read(&handle.stats()))
+            {
+                warn!(metric = name, error = %e, "metric not registered");
             }
         }
+    }
 
-        let (witness, mut outbound) = Witness::new(WitnessParts {
-            chain_id: genesis.chain_id.clone(),
-            key: receipt_key,
-            replicas: genesis
-                .replicas
-                .iter()
-                .map(|r| (r.name.clone(), r.public_key.0))
-                .collect(),
-            ledger,
-            store: store.clone(),
-            events: handle.event_sender(),
-            patience: Patience::default(),
-            origins: handle.origins(),
-        })
-        .map_err(RunError::Peers)?;
-        tokio::spawn(witness.clone().run_signer());
-        tokio::spawn(witness.clone().run_heartbeat());
-        {
-            let witness = witness.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        out = outbound.recv() => {
-                            let Some(out) = out else { return };
-                            let recipients = match out.to {
-                                To::All => Recipients::All,
-                                To::One(key) => match replica_key(&coffer_ledger::ReplicaKey(key)) {
-                                    Ok(k) => Recipients::One(k),
-                                    Err(_) => continue,
-                                },
-                            };
-                            witness_sender.send(recipients, out.bytes, false);
-                        }
-                        message = witness_receiver.recv() => {
-                            let Ok((peer, bytes)) = message else { return };
-                            witness.on_message(genesis_key(&peer).0, bytes.as_ref());
-                        }
-                    }
-                }
-            });
-        }
-
-        tokio::spawn(watchdog::watch(handle.clone(), witness.clone()));
-
-        let mut events = handle.subscribe();
-        let metrics = ops.metrics.clone();
-        context.child("log").spawn(move |_| async move {
+    let (witness, mut outbound) = Witness::new(WitnessParts {
+        chain_id: genesis.chain_id.clone(),
+        key: receipt_key,
+        replicas: genesis
+            .replicas
+            .iter()
+            .map(|r| (r.name.clone(), r.public_key.0))
+            .collect(),
+        ledger,
+        store: store.clone(),
+        events: handle.event_sender(),
+        patience: Patience::default(),
+        origins: handle.origins(),
+    })
+    .map_err(RunError::Peers)?;
+    tokio::spawn(witness.clone().run_signer());
+    tokio::spawn(witness.clone().run_heartbeat());
+    {
+        let witness = witness.clone();
+        tokio::spawn(async move {
             loop {
-                let block = match events.recv().await {
-                    Ok(block) => block,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        warn!(missed, "metrics and log fell behind executed blocks");
-                        continue;
+                tokio::select! {
+                    out = outbound.recv() => {
+                        let Some(out) = out else { return };
+                        let recipients = match out.to {
+                            To::All => Recipients::All,
+                            To::One(key) => match replica_key(&coffer_ledger::ReplicaKey(key)) {
+                                Ok(k) => Recipients::One(k),
+                                Err(_) => continue,
+                            },
+                        };
+                        witness_sender.send(recipients, out.bytes, false);
                     }
-                    Err(_) => return,
-                };
-                metrics.on_executed(&block);
-                if !block.receipts.is_empty() {
-                    info!(
-                        height = block.height,
-                        txs = block.receipts.len(),
-                        commitment = %coffer_ledger::hash::Hex::new(&block.commitment),
-                        "executed"
-                    );
+                    message = witness_receiver.recv() => {
+                        let Ok((peer, bytes)) = message else { return };
+                        witness.on_message(genesis_key(&peer).0, bytes.as_ref());
+                    }
                 }
             }
         });
-        let server = match (&config.api, tls_config) {
-            (Some(api), Some(tls_config)) => {
-                let api_config = api.api_config();
-                let deadlines = Deadlines {
-                    // Answer before the gateway's own deadline turns the wait into a 504.
-                    submit: api_config
-                        .submit_timeout
-                        .saturating_sub(Duration::from_secs(2)),
-                    read: api_config
-                        .request_timeout
-                        .saturating_sub(Duration::from_secs(1)),
-                };
-                let backend = NodeBackend::new(
-                    Arc::new(genesis.clone()),
-                    handle.clone(),
-                    witness.clone(),
-                    store.clone(),
-                    deadlines,
-                )
-                .with_operations(ops.clone());
-                let server =
-                    ApiServer::start(api.listen, tls_config, api_config, Arc::new(backend))
-                        .await
-                        .map_err(|e| RunError::Api(format!("listen {}: {e}", api.listen)))?;
-                info!(listen = %server.local_addr(), "REST API listening (HTTPS)");
-                Some(server)
+    }
+
+    tokio::spawn(watchdog::watch(handle.clone(), witness.clone()));
+
+    let mut events = handle.subscribe();
+    let metrics = ops.metrics.clone();
+    context.child("log").spawn(move |_| async move {
+        loop {
+            let block = match events.recv().await {
+                Ok(block) => block,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "metrics and log fell behind executed blocks");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            metrics.on_executed(&block);
+            if !block.receipts.is_empty() {
+                info!(
+                    height = block.height,
+                    txs = block.receipts.len(),
+                    commitment = %coffer_ledger::hash::Hex::new(&block.commitment),
+                    "executed"
+                );
             }
-            _ => None,
-        };
-        let ended = shutdown::run_until_signal(
-            signals,
-            &mut root,
-            server,
-            &gate,
-            &ops.stopping,
-            &config.shutdown,
-        )
-        .await;
-        match ended {
-            shutdown::Ended::Stopped => {
-                warn!("replica stopped");
-                Ok(())
-            }
-            shutdown::Ended::Clean => Ok(()),
-            shutdown::Ended::BlockUnfinished => Err(RunError::Unfinished),
         }
-    })
+    });
+    let server = match (&config.api, tls_config) {
+        (Some(api), Some(tls_config)) => {
+            let api_config = api.api_config();
+            let deadlines = Deadlines {
+                // Answer before the gateway's own deadline turns the wait into a 504.
+                submit: api_config
+                    .submit_timeout
+                    .saturating_sub(Duration::from_secs(2)),
+                read: api_config
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(1)),
+            };
+            let backend = NodeBackend::new(
+                Arc::new(genesis.clone()),
+                handle.clone(),
+                witness.clone(),
+                store.clone(),
+                deadlines,
+            )
+            .with_operations(ops.clone());
+            let server = ApiServer::start(api.listen, tls_config, api_config, Arc::new(backend))
+                .await
+                .map_err(|e| RunError::Api(format!("listen {}: {e}", api.listen)))?;
+            info!(listen = %server.local_addr(), "REST API listening (HTTPS)");
+            Some(server)
+        }
+        _ => None,
+    };
+    let ended = shutdown::run_until_signal(
+        signals,
+        &mut root,
+        server,
+        &gate,
+        &ops.stopping,
+        &config.shutdown,
+    )
+    .await;
+    match ended {
+        shutdown::Ended::Stopped => {
+            warn!("replica stopped");
+            Ok(())
+        }
+        shutdown::Ended::Clean => Ok(()),
+        shutdown::Ended::BlockUnfinished => Err(RunError::Unfinished),
+    }
 }
 
 /// Turns transparent huge pages off for this process (Linux; elsewhere a no-op).

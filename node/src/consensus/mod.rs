@@ -466,6 +466,9 @@ where
         origins: origins.clone(),
     };
 
+    // The executor calls the store (the Redis client, whose timers and sockets need tokio):
+    // it runs with the caller's tokio runtime entered, whichever runtime polls it.
+    let ambient = tokio::runtime::Handle::try_current().ok();
     let root = context.child("replica").spawn(move |context| async move {
         let genesis = Block::genesis(&config.chain_id);
         let genesis_digest = genesis.digest();
@@ -569,55 +572,57 @@ where
         let replay_mailbox = marshal_mailbox.clone();
         let prune_mailbox = marshal_mailbox.clone();
         let executed_tracker = tracker.clone();
-        context.child("executor").spawn(move |_| async move {
-            let from = executor.applied_height() + 1;
-            for height in from..=processed {
-                let Some(block) = replay_mailbox.get_block(Height::new(height)).await else {
-                    warn!(
-                        height,
-                        "finalized block missing from local archive; waiting for delivery"
-                    );
-                    break;
-                };
-                if let Err(e) = executor.offer(finalized(&block)).await {
-                    crate::executor::fatal_store_error(&e);
-                }
-            }
-            let mut arrivals = futures::stream::select(
-                deliveries_rx.map(|(block, ack)| (block, Some(ack))),
-                early_rx.map(|block| (block, None)),
-            );
-            while let Some((block, ack)) = arrivals.next().await {
-                // Marshal's copy of a block already executed early (the usual case) is not
-                // converted for the executor only to be found a duplicate.
-                let offered = if block.inner().height <= executor.applied_height() {
-                    Ok(Offered::Duplicate)
-                } else {
-                    executor.offer(finalized(&block)).await
-                };
-                match offered {
-                    Ok(Offered::Applied) if ack.is_none() => executed_tracker.executed_early(),
-                    // An early block above a gap is normal (its ancestor's certificate came
-                    // first, or it was never held); marshal delivers it again in order.
-                    Ok(Offered::Dropped) if ack.is_some() => {
-                        warn!(height = block.inner().height, "dropped block above gap")
+        context.child("executor").spawn(move |_| {
+            crate::runtime::InTokio::new(ambient, async move {
+                let from = executor.applied_height() + 1;
+                for height in from..=processed {
+                    let Some(block) = replay_mailbox.get_block(Height::new(height)).await else {
+                        warn!(
+                            height,
+                            "finalized block missing from local archive; waiting for delivery"
+                        );
+                        break;
+                    };
+                    if let Err(e) = executor.offer(finalized(&block)).await {
+                        crate::executor::fatal_store_error(&e);
                     }
-                    Ok(_) => {}
-                    Err(e) => crate::executor::fatal_store_error(&e),
                 }
-                let Some(ack) = ack else {
-                    continue;
-                };
-                // Acknowledge only once applied and recorded: marshal then advances its
-                // processed height, which bounds what a restart must replay.
-                ack.acknowledge();
-                if let Some(below) =
-                    retain.and_then(|r| archives::prune_point(executor.applied_height(), r))
-                {
-                    info!(below, "pruning finalized blocks");
-                    prune_mailbox.prune(Height::new(below));
+                let mut arrivals = futures::stream::select(
+                    deliveries_rx.map(|(block, ack)| (block, Some(ack))),
+                    early_rx.map(|block| (block, None)),
+                );
+                while let Some((block, ack)) = arrivals.next().await {
+                    // Marshal's copy of a block already executed early (the usual case) is not
+                    // converted for the executor only to be found a duplicate.
+                    let offered = if block.inner().height <= executor.applied_height() {
+                        Ok(Offered::Duplicate)
+                    } else {
+                        executor.offer(finalized(&block)).await
+                    };
+                    match offered {
+                        Ok(Offered::Applied) if ack.is_none() => executed_tracker.executed_early(),
+                        // An early block above a gap is normal (its ancestor's certificate came
+                        // first, or it was never held); marshal delivers it again in order.
+                        Ok(Offered::Dropped) if ack.is_some() => {
+                            warn!(height = block.inner().height, "dropped block above gap")
+                        }
+                        Ok(_) => {}
+                        Err(e) => crate::executor::fatal_store_error(&e),
+                    }
+                    let Some(ack) = ack else {
+                        continue;
+                    };
+                    // Acknowledge only once applied and recorded: marshal then advances its
+                    // processed height, which bounds what a restart must replay.
+                    ack.acknowledge();
+                    if let Some(below) =
+                        retain.and_then(|r| archives::prune_point(executor.applied_height(), r))
+                    {
+                        info!(below, "pruning finalized blocks");
+                        prune_mailbox.prune(Height::new(below));
+                    }
                 }
-            }
+            })
         });
         marshal_actor.start(
             Deliveries {
