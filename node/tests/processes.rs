@@ -87,8 +87,24 @@ async fn blocks(
 
 #[test]
 fn four_processes_agree_on_loopback() {
+    agree("proc", "");
+}
+
+/// The same on commonware's io_uring runtime (`[runtime] engine = "io_uring"`): consensus,
+/// p2p and their storage on rings, the REST gateway on tokio beside them. Where io_uring is
+/// refused, a replica configured for it must refuse to start instead.
+#[test]
+fn four_processes_agree_on_io_uring() {
+    if support::io_uring_or_refusal("proc-uring-refused") {
+        agree("proc-uring", support::IO_URING);
+    }
+}
+
+/// Four replicas, each config with `extra` appended, commit mints and transfers sent through
+/// every replica, reject a double spend, and list the same blocks.
+fn agree(name: &str, extra: &str) {
     let started = Instant::now();
-    let cluster = support::start_cluster("proc", N, |config| config);
+    let cluster = support::start_cluster(name, N, |config| config + extra);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

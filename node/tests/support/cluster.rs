@@ -260,3 +260,31 @@ impl ProcessCluster {
         }
     }
 }
+
+/// The `[runtime]` lines that put a replica on commonware's io_uring runtime, one worker (as
+/// the benchmark runs four replicas on two cores).
+pub const IO_URING: &str = "\n[runtime]\nengine = \"io_uring\"\nworkers = 1\n";
+
+/// Whether replicas can run on io_uring here. When they cannot (an old kernel, a seccomp
+/// profile refusing it), checks instead that a replica configured for it refuses to start and
+/// says why, and returns `false`.
+pub fn io_uring_or_refusal(name: &str) -> bool {
+    let Err(reason) = coffer_node::runtime::probe_io_uring() else {
+        return true;
+    };
+    eprintln!("io_uring unavailable here ({reason}): checking that a replica refuses it");
+    let mut cluster = start_cluster(name, 1, |text| text + IO_URING);
+    let code = cluster.wait_exit(0, Duration::from_secs(30));
+    assert_ne!(
+        code,
+        Some(0),
+        "a replica without io_uring exits with an error"
+    );
+    let log = cluster.log(0);
+    assert!(
+        log.contains("io_uring is not available here") && log.contains("engine = \"tokio\""),
+        "the error names the cause and the way out:\n{}",
+        tail(&log)
+    );
+    false
+}

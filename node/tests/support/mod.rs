@@ -8,7 +8,7 @@ mod cluster;
 
 // Each test crate (and the benchmark) uses a part of this module, like the rest of it.
 #[allow(unused_imports)]
-pub use cluster::{ProcessCluster, bin, start_cluster, tail};
+pub use cluster::{IO_URING, ProcessCluster, bin, io_uring_or_refusal, start_cluster, tail};
 
 use coffer_ledger::{
     Amount, ChainId, Keypair, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut, Txid,
