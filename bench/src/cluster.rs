@@ -37,6 +37,25 @@ impl Store {
     }
 }
 
+/// The replicas' runtime engine (`[runtime] engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    /// commonware's tokio runtime (the replica's default).
+    Tokio,
+    /// commonware's io_uring runtime (Linux 6.1+), tokio beside it for REST and Redis.
+    IoUring,
+}
+
+impl Runtime {
+    /// The engine in the replica's configuration.
+    pub fn engine(self) -> coffer_node::runtime::Engine {
+        match self {
+            Self::Tokio => coffer_node::runtime::Engine::Tokio,
+            Self::IoUring => coffer_node::runtime::Engine::IoUring,
+        }
+    }
+}
+
 /// How the last replica misbehaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +128,12 @@ pub struct ClusterSpec {
     /// `[consensus] retain_blocks` of every replica (Redis stores only); `None` keeps every
     /// finalized block, the generated default.
     pub retain_blocks: Option<u64>,
+    /// `[runtime] engine` of every replica.
+    pub runtime: coffer_node::runtime::Engine,
+    /// `[runtime] workers` of every replica; `None`: the replica's default.
+    pub workers: Option<usize>,
+    /// `[runtime] api_workers` of every replica (io_uring only); `None`: the default.
+    pub api_workers: Option<usize>,
 }
 
 /// Redis servers started by a script, stopped by the same script.
@@ -319,6 +344,15 @@ impl LocalCluster {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| io_err(&log_path, e))?)
                 .stderr(log);
+            cmd.env("COFFER_RUNTIME", spec.runtime.name());
+            match spec.workers {
+                Some(workers) => cmd.env("COFFER_RUNTIME_WORKERS", workers.to_string()),
+                None => cmd.env_remove("COFFER_RUNTIME_WORKERS"),
+            };
+            match spec.api_workers {
+                Some(workers) => cmd.env("COFFER_RUNTIME_API_WORKERS", workers.to_string()),
+                None => cmd.env_remove("COFFER_RUNTIME_API_WORKERS"),
+            };
             if spec.byzantine == Byzantine::Forge && i == n - 1 {
                 cmd.env(coffer_node::byzantine::ENV, "forge");
             } else {

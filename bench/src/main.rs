@@ -3,7 +3,7 @@
 //! `docs/EVALUATION.md` for the method and the results.
 
 use clap::{Args, Parser, Subcommand};
-use coffer_bench::cluster::{Byzantine, ClusterSpec, LocalCluster, Store};
+use coffer_bench::cluster::{Byzantine, ClusterSpec, LocalCluster, Runtime, Store};
 use coffer_bench::report::{self, RunReport};
 use coffer_bench::workload::{self, WorkloadSpec};
 use coffer_bench::{configs, plot, sigcost};
@@ -106,6 +106,16 @@ struct Common {
     /// retain_blocks`; Redis stores only, at least 1024). Default: keep every block.
     #[arg(long)]
     retain_blocks: Option<u64>,
+    /// Runtime of every replica (`[runtime] engine`).
+    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+    runtime: Runtime,
+    /// Worker threads per replica (`[runtime] workers`). Default: the replica's own, 2.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// With `--runtime io-uring`: tokio threads per replica for its REST gateway and Redis
+    /// client (`[runtime] api_workers`). Default: the replica's own, 1.
+    #[arg(long)]
+    api_workers: Option<usize>,
 }
 
 #[derive(Args)]
@@ -367,6 +377,9 @@ async fn measure_local(
         replica_exe: std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
         scripts_dir: common.scripts.clone(),
         retain_blocks: common.retain_blocks,
+        runtime: common.runtime.engine(),
+        workers: common.workers,
+        api_workers: common.api_workers,
     };
     let retention = common
         .retain_blocks
@@ -442,7 +455,7 @@ async fn measure_local(
             });
         }
         drop(cluster);
-        Ok::<_, String>(RunReport::new(
+        let mut report = RunReport::new(
             name.clone(),
             (replicas, Some(store), byzantine, common.retain_blocks),
             common.threads,
@@ -450,7 +463,11 @@ async fn measure_local(
             m,
             sig,
             started_unix_s,
-        ))
+        );
+        report.runtime = Some(spec.runtime.name().to_owned());
+        report.workers = spec.workers;
+        report.api_workers = spec.api_workers;
+        Ok::<_, String>(report)
     }
     .await;
     if temp && !common.keep {

@@ -41,6 +41,16 @@ pub struct RunReport {
     /// it was recorded, which read back as `None`.
     #[serde(default)]
     pub retain_blocks: Option<u64>,
+    /// `--runtime`: the replicas' runtime engine (`tokio`, `io_uring`). `None`: a running
+    /// cluster, or a report written before it was recorded (those ran tokio).
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// `--workers`: worker threads per replica. `None`: the replicas' default.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// `--api-workers`: tokio threads per io_uring replica. `None`: the replicas' default.
+    #[serde(default)]
+    pub api_workers: Option<usize>,
 }
 
 impl RunReport {
@@ -76,6 +86,9 @@ impl RunReport {
             fraction_of_sig_limit: fraction,
             started_unix_s,
             retain_blocks,
+            runtime: None,
+            workers: None,
+            api_workers: None,
         }
     }
 }

@@ -81,6 +81,11 @@ fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
         .sum();
     assert_eq!(per_second, transfers, "{name}: timeline does not add up");
     assert!(r["sig_limit"]["verify_us"].as_f64().unwrap() > 0.0);
+    assert!(
+        matches!(r["runtime"].as_str(), Some("tokio" | "io_uring")),
+        "{name}: {}",
+        r["runtime"]
+    );
     // No --retain-blocks: every block kept.
     assert!(
         r["retain_blocks"].is_null(),
@@ -129,14 +134,26 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
 }
 
 /// A forging replica (COFFER_BYZANTINE=forge) signs wrong receipts: transfers still complete,
-/// every one verified, and none counted the forger's receipt.
+/// every one verified, and none counted the forger's receipt. The replicas run on io_uring
+/// (`--runtime io-uring`, one worker each) where this machine allows it.
 #[test]
 fn a_forging_replica_is_outvoted() {
     let out = tempfile::tempdir().unwrap();
-    bench(
-        out.path(),
-        &["--replicas", "4", "--byzantine", "forge", "--audit"],
-    );
+    let uring = coffer_node::runtime::probe_io_uring().is_ok();
+    let mut args = vec!["--replicas", "4", "--byzantine", "forge", "--audit"];
+    if uring {
+        args.extend(["--runtime", "io-uring", "--workers", "1"]);
+    }
+    bench(out.path(), &args);
     let forger_signed = check_report(out.path(), "n4-forge-memory", 4);
     assert_eq!(forger_signed, 0, "a forged receipt was counted");
+    let text = std::fs::read_to_string(out.path().join("n4-forge-memory.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    if uring {
+        assert_eq!(r["runtime"], "io_uring");
+        assert_eq!(r["workers"], 1);
+    } else {
+        assert_eq!(r["runtime"], "tokio");
+        assert!(r["workers"].is_null());
+    }
 }
