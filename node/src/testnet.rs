@@ -266,7 +266,9 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              # the store: COFFER_STORAGE_URL (a redis:// URL: standalone, or \"memory\"),\n\
              # COFFER_REDIS_SENTINELS (comma-separated) + COFFER_REDIS_MASTER_NAME (sentinel),\n\
              # COFFER_REDIS_CLUSTER_SEEDS (comma-separated; Redis Cluster), COFFER_STORAGE_PREFIX,\n\
-             # COFFER_REDIS_WAIT_REPLICAS. Logs: COFFER_LOG (e.g. info,coffer_node=debug).\n\
+             # COFFER_REDIS_WAIT_REPLICAS; the runtime: COFFER_RUNTIME (tokio or io_uring),\n\
+             # COFFER_RUNTIME_WORKERS, COFFER_RUNTIME_API_WORKERS. Logs: COFFER_LOG (e.g.\n\
+             # info,coffer_node=debug).\n\
              \n\
              # The ledger genesis (chain id, issuers, replica set); relative to this file.\n\
              genesis = \"../genesis.json\"\n\
@@ -312,6 +314,11 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              [shutdown]                       # on SIGTERM / Ctrl-C\n\
              grace_ms = 10000                 # open API connections may finish their request\n\
              block_timeout_ms = 30000         # the block in flight may finish persisting\n\
+             \n\
+             # [runtime]                      # unset: commonware's tokio runtime, 2 workers\n\
+             # engine = \"io_uring\"            # Linux 6.1+: consensus, p2p and storage on io_uring\n\
+             # workers = 2                    # worker threads (io_uring: consensus and p2p)\n\
+             # api_workers = 1                # io_uring: tokio threads for the REST API and Redis\n\
              \n\
              # Every genesis replica (this one included) and its p2p address: IP:port or\n\
              # host:port (DNS names, e.g. docker compose services, are resolved at start).\n\
@@ -415,6 +422,27 @@ mod tests {
             ));
             config.consensus(&genesis).unwrap();
         }
+        // The commented [runtime] section is valid once uncommented, and says what it does.
+        let text = std::fs::read_to_string(&net.configs[0]).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                for key in ["[runtime]", "engine", "workers", "api_workers"] {
+                    if let Some(rest) = l.strip_prefix(&format!("# {key}")) {
+                        return format!("{key}{rest}\n");
+                    }
+                }
+                format!("{l}\n")
+            })
+            .collect();
+        assert_ne!(uncommented, text, "a commented [runtime] section");
+        let runtime = NodeConfig::parse(&uncommented).unwrap().runtime;
+        assert_eq!(runtime.engine, crate::runtime::Engine::IoUring);
+        assert_eq!((runtime.workers, runtime.api_workers), (2, 1));
+        assert_eq!(
+            NodeConfig::parse(&text).unwrap().runtime,
+            crate::runtime::RuntimeSection::default()
+        );
         assert!(dir.join("tls/ca.pem").exists());
         assert!(
             generate(&TestnetOptions {
