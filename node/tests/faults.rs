@@ -524,7 +524,8 @@ async fn crashes_restarts_and_pauses(mut cluster: ProcessCluster) {
 /// (never 6 s without one), restart it, let it catch up, repeat. A stress loop
 /// for rare liveness failures, not in the default run:
 /// `COFFER_FAULT_ROUNDS=50 cargo test -p coffer-node --test faults -- --ignored repeated`
-/// (add `COFFER_KEEP_LOGS=1 COFFER_LOG=info,commonware_consensus=debug` to keep the evidence).
+/// (add `COFFER_KEEP_LOGS=1 COFFER_LOG=info,commonware_consensus=debug` to keep the evidence;
+/// `COFFER_FAULT_RUNTIME=io_uring` runs the replicas on io_uring).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a stress loop; run with --ignored"]
 async fn commits_resume_after_repeated_leader_crashes() {
@@ -533,7 +534,14 @@ async fn commits_resume_after_repeated_leader_crashes() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10);
-    let mut cluster = generate("repeat", None);
+    let mut cluster = match std::env::var("COFFER_FAULT_RUNTIME").as_deref() {
+        Ok("io_uring") => {
+            coffer_node::runtime::probe_io_uring().expect("io_uring available");
+            ProcessCluster::start("faults-repeat", N, None, |text| text + support::IO_URING)
+        }
+        Ok("tokio") | Err(_) => generate("repeat", None),
+        Ok(other) => panic!("COFFER_FAULT_RUNTIME={other:?}: tokio or io_uring"),
+    };
     let client = cluster.client();
     first_blocks(&cluster, &client).await;
     let load = Load::start(&cluster).await;
