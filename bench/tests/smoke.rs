@@ -123,11 +123,15 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     assert_eq!(lines.len(), 3, "{csv}");
     let fields = lines[0].split(',').count();
     assert!(lines[0].starts_with("name,replicas,f,"));
-    assert!(lines[0].ends_with(",retain_blocks"), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with(",retain_blocks,runtime,workers,api_workers"),
+        "{}",
+        lines[0]
+    );
     for line in &lines[1..] {
         assert_eq!(line.split(',').count(), fields, "{line}");
-        // Every block kept: the last column is empty.
-        assert!(line.ends_with(','), "{line}");
+        // Every block kept (an empty retain_blocks), on the default runtime.
+        assert!(line.ends_with(",,tokio,,"), "{line}");
     }
     assert!(lines[1].starts_with("n1-memory,1,0,memory,none,4,400,"));
     assert!(lines[2].starts_with("n4-memory,4,1,memory,none,4,400,"));
