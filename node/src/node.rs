@@ -64,25 +64,22 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
     let genesis = config.load_genesis()?;
     let consensus_cfg = config.consensus(&genesis)?;
     let peers = config.peer_set(&genesis)?;
-    let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
-    let signer = consensus_cfg.signer.clone();
     // The receipt key is the consensus key: commonware's ed25519 private key encoding is the
     // 32-byte seed ed25519-dalek takes (see `coffer_ledger::attest`).
-    let seed: [u8; 32] = signer.encode()[..]
-        .try_into()
-        .map_err(|_| ConfigFileError::Key {
-            field: "private_key".into(),
-            reason: "not a 32-byte ed25519 seed".into(),
-        })?;
+    let seed: [u8; 32] =
+        consensus_cfg.signer.encode()[..]
+            .try_into()
+            .map_err(|_| ConfigFileError::Key {
+                field: "private_key".into(),
+                reason: "not a 32-byte ed25519 seed".into(),
+            })?;
     let receipt_key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let n = peers.len();
     let peer_map: Map<_, Address> = peers
         .iter()
         .map(|(k, a)| (k.clone(), Address::Symmetric(*a)))
         .collect::<Vec<_>>()
         .try_into()
         .map_err(|e| RunError::Peers(format!("{e:?}")))?;
-    let namespace = format!("coffer/{}/p2p", genesis.chain_id.as_str());
     let tls_config = match &config.api {
         Some(api) => Some(
             tls::server_config_from_files(
@@ -106,12 +103,8 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
         config,
         genesis,
         consensus_cfg,
-        verifier,
-        signer,
         receipt_key,
-        n,
         peer_map,
-        namespace,
         tls_config,
     };
     match settings.engine {
@@ -153,17 +146,14 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
     }
 }
 
-/// What [`run`] prepares before a runtime starts, for [`serve`].
+/// What [`run`] reads, resolves and checks before a runtime starts (files, keys, peer
+/// addresses), for [`serve`].
 struct Parts {
     config: NodeConfig,
     genesis: coffer_ledger::Genesis,
     consensus_cfg: consensus::ConsensusConfig,
-    verifier: LedgerVerifier,
-    signer: commonware_cryptography::ed25519::PrivateKey,
     receipt_key: ed25519_dalek::SigningKey,
-    n: usize,
     peer_map: Map<commonware_cryptography::ed25519::PublicKey, Address>,
-    namespace: String,
     tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -184,14 +174,14 @@ where
         config,
         genesis,
         consensus_cfg,
-        verifier,
-        signer,
         receipt_key,
-        n,
         peer_map,
-        namespace,
         tls_config,
     } = parts;
+    let verifier = LedgerVerifier::new(Arc::new(genesis.clone()));
+    let signer = consensus_cfg.signer.clone();
+    let n = peer_map.len();
+    let namespace = format!("coffer/{}/p2p", genesis.chain_id.as_str());
     // Installed first: a SIGTERM from here on is a graceful shutdown, not a kill.
     let signals = Signals::install().map_err(|e| RunError::Api(format!("signals: {e}")))?;
     let ops = Operations::default();
