@@ -167,18 +167,19 @@ pub fn csv(reports: &[RunReport]) -> String {
 /// A Markdown table of `reports`.
 pub fn markdown(reports: &[RunReport]) -> String {
     let mut out = String::new();
-    out.push_str("| configuration | n | store | byzantine | clients | offered/s | verified transfers/s | p50 ms | p90 ms | p99 ms | max ms | failed | µs/verify | sig limit/s | % of limit | cores: replicas / client / other | machine hiccups p99 / max ms |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| configuration | n | store | byzantine | runtime | clients | offered/s | verified transfers/s | p50 ms | p90 ms | p99 ms | max ms | failed | µs/verify | sig limit/s | % of limit | cores: replicas / client / other | machine hiccups p99 / max ms |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let m = &r.measurement;
         let l = &m.latency;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {:.1}% | {} / {} / {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {:.1}% | {} / {} / {} | {} / {} |",
             r.name,
             r.replicas,
             r.store,
             r.byzantine,
+            runtime(r),
             r.threads,
             m.offered_rate_tps
                 .map_or("closed loop".to_owned(), |x| format!("{x:.0}")),
@@ -199,6 +200,20 @@ pub fn markdown(reports: &[RunReport]) -> String {
         );
     }
     out
+}
+
+/// The replicas' runtime for the Markdown table, with the thread counts the run chose:
+/// `io_uring (1 + 2 api)`. Empty when unknown (a running cluster).
+fn runtime(r: &RunReport) -> String {
+    let Some(engine) = &r.runtime else {
+        return String::new();
+    };
+    match (r.workers, r.api_workers) {
+        (None, None) => engine.clone(),
+        (Some(w), None) => format!("{engine} ({w})"),
+        (None, Some(a)) => format!("{engine} ({a} api)"),
+        (Some(w), Some(a)) => format!("{engine} ({w} + {a} api)"),
+    }
 }
 
 /// Writes `text` to `path`, naming the file in the error.
@@ -241,7 +256,7 @@ mod tests {
             lines[1].split(',').count(),
             "{text}"
         );
-        assert!(markdown(&[r]).contains("| n4-memory | 4 | memory | none | 8 |"));
+        assert!(markdown(&[r]).contains("| n4-memory | 4 | memory | none |  | 8 |"));
     }
 
     /// Scripts read the CSV by column number; these must not move.
@@ -282,6 +297,18 @@ mod tests {
         assert_eq!(tail(lines[0]), "runtime,workers,api_workers");
         assert_eq!(tail(lines[1]), ",,", "{text}");
         assert_eq!(tail(lines[2]), "io_uring,1,", "{text}");
+        let table = markdown(&[unknown.clone(), uring.clone()]);
+        assert!(table.contains("| none |  | 8 |"), "{table}");
+        assert!(table.contains("| none | io_uring (1) | 8 |"), "{table}");
+        let mut both = uring.clone();
+        both.api_workers = Some(2);
+        assert!(markdown(&[both]).contains("| io_uring (1 + 2 api) |"));
+        let header = table.lines().next().unwrap_or_default();
+        let rule = table.lines().nth(1).unwrap_or_default();
+        let row = table.lines().nth(3).unwrap_or_default();
+        let cells = |line: &str| line.matches('|').count();
+        assert_eq!(cells(header), cells(rule), "{table}");
+        assert_eq!(cells(header), cells(row), "{table}");
         for r in [unknown, uring] {
             let value = serde_json::to_value(&r).expect("report serializes");
             let back: RunReport = serde_json::from_value(value).expect("report deserializes");
