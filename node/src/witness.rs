@@ -804,11 +804,11 @@ impl Witness {
     }
 
     /// Waits until this replica executed `txid`, then gathers receipts until f+1 with valid
-    /// signatures match (or 2f+1 match, unchecked); `Timeout` at `deadline` without f+1. `Ok(None)` if this replica
-    /// has not executed it by the deadline. With `checked`, the caller found `txid` missing
-    /// from the store at that mark (a fresh submission, checked for a replay): the store is not
-    /// asked again until the signer skips blocks or OWN_RECHECK passes, which saves a
-    /// submission one store read (a Redis round trip).
+    /// signatures match (or 2f+1 match, unchecked); `Timeout` at `deadline` without f+1.
+    /// `Ok(None)` if this replica has not executed it by the deadline. With `checked`, the
+    /// caller found `txid` missing from the store at that mark (a fresh submission, checked
+    /// for a replay): the store is not asked again until the signer skips blocks or
+    /// OWN_RECHECK passes, which saves a submission one store read (a Redis round trip).
     pub async fn gather_receipts(
         &self,
         txid: &Txid,
