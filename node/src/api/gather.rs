@@ -1,13 +1,9 @@
 //! Gathering signed statements from peers: the replica that received a request collects its
-//! own and its peers' signatures, keeps only valid ones from distinct genesis replicas, and
-//! answers once 2f+1 match, or f+1 once the patience for more has run out.
+//! own and its peers' signatures and keeps only valid ones from distinct genesis replicas;
+//! the witness (`crate::witness`) decides when f+1 or 2f+1 matching ones are enough.
 
-use super::backend::BackendError;
 use coffer_ledger::attest::{ReplicaSet, Signed, Statement};
 use std::collections::BTreeMap;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 /// Valid signatures from distinct replicas, at most one per replica (so at most n).
 #[derive(Clone, Debug)]
@@ -110,47 +106,6 @@ impl<S: Statement> Gathered<S> {
     pub fn into_vec(self) -> Vec<Signed<S>> {
         self.by_replica.into_values().collect()
     }
-
-    /// Receives from `peers` until 2f+1 match or `patience` has passed; then settles for f+1,
-    /// waiting for them at most until `deadline`. Invalid and repeated answers are dropped.
-    /// `Timeout` if f+1 matching never arrived (or the peers' channel closed first).
-    pub async fn collect(
-        &mut self,
-        peers: &mut mpsc::Receiver<Signed<S>>,
-        patience: Duration,
-        deadline: Duration,
-    ) -> Result<(), BackendError> {
-        let start = Instant::now();
-        let (patience_at, deadline_at) = (start + patience, start + deadline.max(patience));
-        loop {
-            if self.strong() || (self.weak() && Instant::now() >= patience_at) {
-                return Ok(());
-            }
-            let wake = if self.weak() {
-                patience_at
-            } else {
-                deadline_at
-            };
-            match tokio::time::timeout_at(wake, peers.recv()).await {
-                Ok(Some(signed)) => {
-                    let _ = self.add(signed);
-                }
-                Ok(None) => break,
-                Err(_) if self.weak() => return Ok(()),
-                Err(_) => break,
-            }
-        }
-        if self.weak() {
-            Ok(())
-        } else {
-            Err(BackendError::Timeout(format!(
-                "{} of {} matching signatures after {} ms",
-                self.matching(),
-                self.replicas.weak_quorum(),
-                start.elapsed().as_millis()
-            )))
-        }
-    }
 }
 
 #[cfg(test)]
@@ -211,64 +166,5 @@ mod tests {
         assert_eq!(g.add(sign(statement("ok"), &k[3]).expect("sign")), Ok(()));
         assert!(g.weak() && !g.strong());
         assert_eq!(g.len(), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn returns_at_once_on_strong_quorum() {
-        let k = keys();
-        let mut g = Gathered::new(set(), "coffer-test");
-        g.add(sign(statement("ok"), &k[0]).expect("sign"))
-            .expect("own");
-        let (tx, mut rx) = mpsc::channel(8);
-        for key in &k[1..3] {
-            tx.send(sign(statement("ok"), key).expect("sign"))
-                .await
-                .expect("send");
-        }
-        let started = Instant::now();
-        g.collect(&mut rx, Duration::from_secs(1), Duration::from_secs(5))
-            .await
-            .expect("2f+1");
-        assert!(g.strong());
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn settles_for_weak_quorum_after_patience() {
-        let k = keys();
-        let mut g = Gathered::new(set(), "coffer-test");
-        g.add(sign(statement("ok"), &k[0]).expect("sign"))
-            .expect("own");
-        let (tx, mut rx) = mpsc::channel(8);
-        tx.send(sign(statement("ok"), &k[1]).expect("sign"))
-            .await
-            .expect("send");
-        let started = Instant::now();
-        g.collect(&mut rx, Duration::from_secs(1), Duration::from_secs(5))
-            .await
-            .expect("f+1");
-        assert!(g.weak() && !g.strong());
-        assert_eq!(started.elapsed(), Duration::from_secs(1));
-        drop(tx);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn times_out_without_weak_quorum() {
-        let k = keys();
-        let mut g: Gathered<ReceiptStatement> = Gathered::new(set(), "coffer-test");
-        g.add(sign(statement("ok"), &k[0]).expect("sign"))
-            .expect("own");
-        let (tx, mut rx) = mpsc::channel(8);
-        // A lone dissenter does not make a quorum.
-        tx.send(sign(statement("bad_signature"), &k[1]).expect("sign"))
-            .await
-            .expect("send");
-        let started = Instant::now();
-        let err = g
-            .collect(&mut rx, Duration::from_secs(1), Duration::from_secs(5))
-            .await;
-        assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-        drop(tx);
     }
 }
