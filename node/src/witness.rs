@@ -9,8 +9,8 @@
 //!   at), or to every peer when it does not know where the transaction came from. Every
 //!   replica keeps a bounded cache of receipts by txid, from all replicas
 //!   (one per replica per txid; the p2p sender must be the signer). A peer's signature is
-//!   checked only when this replica needs the receipt (a client waits for that txid here), once,
-//!   and usually not at all (see [`Witness::gather_receipts`]). A gateway missing receipts (a
+//!   checked only when this replica needs the receipt (a client waits for that txid here), at
+//!   most once per peer and block (see [`Witness::gather_receipts`]). A gateway missing receipts (a
 //!   restart emptied its cache, a message was dropped, or the transaction was not submitted
 //!   here) asks its peers with [`Message::ReceiptRequest`]; they answer from their cache or
 //!   re-sign from their store.
@@ -18,7 +18,8 @@
 //!   persisted height `h`, signs it, and asks every peer for a statement about the same query at
 //!   `h`. A peer at `h` answers at once; a peer behind waits (at most [`READ_WAIT`]) until it
 //!   reaches `h`; a peer ahead answers at its own height. Rule: the gateway keeps the statements
-//!   made at `h`; if f+1 do not match within a round, it moves to the newest height any peer
+//!   made at `h` (checked as they arrive) and answers as soon as f+1 match; if they do not
+//!   within a round, it moves to the newest height any peer
 //!   answered at (once its own state is there) and asks again, until its deadline. An idle or
 //!   lightly loaded cluster holds a height for a few hundred milliseconds (leaders wait briefly
 //!   before proposing an empty block), so the first or second round converges.
@@ -248,8 +249,8 @@ impl ReceiptCache {
 /// Gathering parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct Patience {
-    /// How long a read waits for 2f+1 once f+1 match, and a gateway for peers to push a
-    /// transaction's receipts before it asks them.
+    /// How long a gateway waits for peers to push a transaction's receipts before it asks
+    /// them.
     pub quorum: Duration,
     /// One read round: how long to wait for f+1 at one height before moving on.
     pub read_round: Duration,
@@ -965,8 +966,8 @@ impl Witness {
         }
     }
 
-    /// Answers `query` with f+1 (2f+1 when they come in time) matching signed statements, by
-    /// the rule in the module docs; `Timeout` at `deadline`.
+    /// Answers `query` with f+1 matching signed statements, by the rule in the module docs;
+    /// `Timeout` at `deadline`.
     pub async fn read(
         &self,
         query: &ReadQuery,
@@ -1014,26 +1015,17 @@ impl Witness {
             }
             let round_end = (tokio::time::Instant::now() + self.patience.read_round).min(deadline);
             let mut newer = height;
-            let mut weak_since: Option<tokio::time::Instant> = None;
             let mut responses = 0usize;
             loop {
-                let now = tokio::time::Instant::now();
-                // Everyone answered (or 2f+1 agree): nothing more to wait for this round.
-                if gathered.strong() || responses + 1 >= self.replicas.len() {
+                // f+1 agree (statements are checked as they arrive, so waiting for more would
+                // only wait for the slowest replica), or everyone answered: this round is over.
+                if gathered.weak() || responses + 1 >= self.replicas.len() {
                     break;
                 }
-                if gathered.weak() {
-                    let since = *weak_since.get_or_insert(now);
-                    if now >= since + self.patience.quorum {
-                        break;
-                    }
-                }
-                if now >= round_end {
+                if tokio::time::Instant::now() >= round_end {
                     break;
                 }
-                let wake =
-                    weak_since.map_or(round_end, |s| (s + self.patience.quorum).min(round_end));
-                match tokio::time::timeout_at(wake, rx.recv()).await {
+                match tokio::time::timeout_at(round_end, rx.recv()).await {
                     Ok(Some(statement)) => {
                         responses += 1;
                         if statement.statement.height == height {
@@ -1304,6 +1296,56 @@ mod tests {
         let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
         let v = coffer_ledger::attest::verify_quorum(&got, &set, "witness", 2).unwrap();
         assert!(v.discarded.is_empty());
+        assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_is_answered_when_f_plus_one_statements_match() {
+        let (w, mut out, _machine) = witness_and_machine(Patience::default());
+        let k = keys();
+        let started = tokio::time::Instant::now();
+        let reader = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.read(&ReadQuery::Supply, deadline).await
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut request = None;
+        while let Ok(o) = out.try_recv() {
+            if let Ok(Message::ReadRequest { id, height, .. }) = decode_message(&o.bytes) {
+                request = Some((id, height));
+            }
+        }
+        let (id, height) = request.expect("the gateway asked its peers");
+        // One peer signs the same statement: with the gateway's own, f+1 = 2.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let (_, _, own) = w
+            .answer_at_least(&ReadQuery::Supply, height, deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        let peer = sign(own.statement.clone(), &k[1]).unwrap();
+        w.on_message(
+            k[1].verifying_key().to_bytes(),
+            &encode_message(&Message::ReadResponse {
+                id,
+                statement: peer,
+            })
+            .unwrap(),
+        );
+        let read = reader.await.unwrap().unwrap();
+        assert_eq!(read.attestations.len(), 2);
+        // Answered on arrival: no wait for a third replica (paused time would jump to it).
+        assert!(
+            started.elapsed() < Duration::from_millis(1),
+            "{:?}",
+            started.elapsed()
+        );
+        let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
+        let v =
+            coffer_ledger::attest::verify_quorum(&read.attestations, &set, "witness", 2).unwrap();
         assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
     }
 
