@@ -10,19 +10,19 @@
 //!   replica keeps a bounded cache of receipts by txid, from all replicas
 //!   (one per replica per txid; the p2p sender must be the signer). A peer's signature is
 //!   checked only when this replica needs the receipt (a client waits for that txid here), at
-//!   most once per peer and block (see [`Witness::gather_receipts`]). A gateway missing receipts (a
-//!   restart emptied its cache, a message was dropped, or the transaction was not submitted
-//!   here) asks its peers with [`Message::ReceiptRequest`]; they answer from their cache or
-//!   re-sign from their store.
+//!   most once per peer and block (see [`Witness::gather_receipts`]). A gateway missing
+//!   receipts (a restart emptied its cache, a message was dropped, or the transaction was not
+//!   submitted here) asks its peers with [`Message::ReceiptRequest`]; they answer from their
+//!   cache or re-sign from their store.
 //! - **Reads (request/response).** The gateway answers a query from its own state at its
 //!   persisted height `h`, signs it, and asks every peer for a statement about the same query at
 //!   `h`. A peer at `h` answers at once; a peer behind waits (at most [`READ_WAIT`]) until it
 //!   reaches `h`; a peer ahead answers at its own height. Rule: the gateway keeps the statements
 //!   made at `h` (checked as they arrive) and answers as soon as f+1 match; if they do not
-//!   within a round, it moves to the newest height any peer
-//!   answered at (once its own state is there) and asks again, until its deadline. An idle or
-//!   lightly loaded cluster holds a height for a few hundred milliseconds (leaders wait briefly
-//!   before proposing an empty block), so the first or second round converges.
+//!   within a round, it moves to the newest height any peer answered at (once its own state
+//!   is there) and asks again, until its deadline. An idle or lightly loaded cluster holds a
+//!   height for a few hundred milliseconds (leaders wait briefly before proposing an empty
+//!   block), so the first or second round converges.
 //!
 //! None of this touches consensus: the channel has its own queues, a full outbound queue drops
 //! messages (the pull path recovers receipts), and waiting is done in separate tasks.
