@@ -172,7 +172,17 @@ pub struct Outbound {
 /// A cached receipt and whether its signature was checked.
 struct Cached {
     signed: Signed<ReceiptStatement>,
-    verified: bool,
+    check: Check,
+}
+
+/// Whether a cached receipt's signature was checked, and how it came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    Unchecked,
+    Valid,
+    /// Kept, never counted: it holds its replica's place for this txid, so that a replica
+    /// sending broken signatures costs at most one check per txid, however often it resends.
+    Invalid,
 }
 
 #[derive(Default)]
@@ -202,17 +212,6 @@ impl ByReplica {
         self.position(replica).ok().map(|i| &mut self.0[i])
     }
 
-    #[cfg(test)]
-    fn contains_key(&self, replica: &[u8; 32]) -> bool {
-        self.position(replica).is_ok()
-    }
-
-    fn remove(&mut self, replica: &[u8; 32]) {
-        if let Ok(i) = self.position(replica) {
-            self.0.remove(i);
-        }
-    }
-
     /// Keeps `cached` unless its replica already has a receipt here.
     fn insert_if_absent(&mut self, cached: Cached) {
         if let Err(i) = self.position(&cached.signed.attestation.replica) {
@@ -237,7 +236,12 @@ impl ReceiptCache {
             self.order.push_back(txid);
             ByReplica::default()
         });
-        entry.insert_if_absent(Cached { signed, verified });
+        let check = if verified {
+            Check::Valid
+        } else {
+            Check::Unchecked
+        };
+        entry.insert_if_absent(Cached { signed, check });
         while self.order.len() > RECEIPT_CACHE_TXIDS {
             if let Some(old) = self.order.pop_front() {
                 self.by_txid.remove(&old);
@@ -728,13 +732,19 @@ impl Witness {
             .map(|c| c.signed.clone())
     }
 
-    /// Every cached receipt for `txid`, signatures checked or not.
+    /// Every cached receipt for `txid` not found invalid, signatures checked or not.
     fn cached_receipts_unchecked(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .by_txid
             .get(txid)
-            .map(|by_replica| by_replica.values().map(|c| c.signed.clone()).collect())
+            .map(|by_replica| {
+                by_replica
+                    .values()
+                    .filter(|c| c.check != Check::Invalid)
+                    .map(|c| c.signed.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -752,7 +762,9 @@ impl Witness {
     }
 
     /// Every cached receipt for `txid` with a valid signature (this replica's included).
-    /// Signatures not checked yet are checked now, once; invalid receipts are dropped.
+    /// Signatures not checked yet are checked now, once; an invalid receipt is never counted,
+    /// and its replica's later receipts for `txid` are ignored (a correct replica never signs
+    /// badly over the authenticated channel).
     pub fn cached_receipts(&self, txid: &Txid) -> Vec<Signed<ReceiptStatement>> {
         let unchecked: Vec<Signed<ReceiptStatement>> = {
             let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -761,7 +773,7 @@ impl Witness {
             };
             by_replica
                 .values()
-                .filter(|c| !c.verified)
+                .filter(|c| c.check == Check::Unchecked)
                 .map(|c| c.signed.clone())
                 .collect()
         };
@@ -775,22 +787,24 @@ impl Witness {
             return Vec::new();
         };
         for (replica, valid) in checked {
+            let Some(c) = by_replica.get_mut(&replica) else {
+                continue;
+            };
             if valid {
-                if let Some(c) = by_replica.get_mut(&replica) {
-                    c.verified = true;
-                }
+                c.check = Check::Valid;
             } else {
                 warn!(
                     replica = hex::encode(replica),
                     %txid,
-                    "receipt with an invalid signature dropped"
+                    "receipt with an invalid signature refused (its replica's later receipts \
+                     for this transaction are ignored)"
                 );
-                by_replica.remove(&replica);
+                c.check = Check::Invalid;
             }
         }
         by_replica
             .values()
-            .filter(|c| c.verified)
+            .filter(|c| c.check == Check::Valid)
             .map(|c| c.signed.clone())
             .collect()
     }
@@ -880,7 +894,7 @@ impl Witness {
                 if gathered.weak() {
                     return Ok(Some(gathered.into_vec()));
                 }
-                // Invalid signatures were dropped from the cache: wait for more.
+                // Invalid signatures no longer count (see `cached_receipts`): wait for more.
             }
             let now = tokio::time::Instant::now();
             if !asked && now >= ask_after {
@@ -1221,8 +1235,13 @@ mod tests {
         let other_chain = sign(other_chain, &k[1]).unwrap();
         w.on_message(peer, &receipts_message(vec![relayed, forged, other_chain]));
         assert!(w.cached_receipts(&Txid(txid)).is_empty());
-        // The forged one was the sender's own: checked when needed, found invalid, dropped.
-        assert!(!w.cache.lock().unwrap().by_txid[&Txid(txid)].contains_key(&peer));
+        // The forged one was the sender's own: checked when needed, found invalid, refused.
+        let check = |t: [u8; 32]| {
+            w.cache.lock().unwrap().by_txid[&Txid(t)]
+                .get(&peer)
+                .map(|c| c.check)
+        };
+        assert_eq!(check(txid), Some(Check::Invalid));
         // Garbage and strangers are ignored without a panic.
         w.on_message(peer, b"\xff not json");
         let stranger = SigningKey::from_bytes(&[9; 32]);
@@ -1232,12 +1251,25 @@ mod tests {
             &receipts_message(vec![own_by_stranger]),
         );
         assert!(w.cached_receipts(&Txid(txid)).is_empty());
-        // The sender's own valid receipt is kept.
+        // A replica that signed badly is not heard again for that txid: neither a valid receipt
+        // nor the broken one resent is taken or checked.
+        let mut broken = sign(statement(txid), &k[1]).unwrap();
+        broken.attestation.signature[0] ^= 1;
         w.on_message(
             peer,
-            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
+            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap(), broken]),
         );
-        assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
+        assert!(w.cached_receipts(&Txid(txid)).is_empty());
+        assert!(w.cached_receipts_unchecked(&Txid(txid)).is_empty());
+        assert_eq!(check(txid), Some(Check::Invalid));
+        // Its valid receipt for another txid is kept.
+        let other = [13; 32];
+        w.on_message(
+            peer,
+            &receipts_message(vec![sign(statement(other), &k[1]).unwrap()]),
+        );
+        assert_eq!(w.cached_receipts(&Txid(other)).len(), 1);
+        assert_eq!(check(other), Some(Check::Valid));
     }
 
     #[tokio::test(start_paused = true)]
@@ -1378,7 +1410,7 @@ mod tests {
         let audit = coffer_ledger::attest::verify_quorum(&got, &set, "witness", 2).unwrap();
         assert_eq!(audit.signers.len(), 2);
         assert_eq!(audit.discarded.len(), 1);
-        // Below 2f+1, every signature is checked: the broken one is dropped and only the two
+        // Below 2f+1, every signature is checked: the broken one is refused and only the two
         // valid receipts remain.
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 2);
     }
@@ -1424,7 +1456,7 @@ mod tests {
             &receipts_message(vec![broken]),
         );
         // Own + broken look like f+1 until checked; checked at once, the broken one is
-        // dropped, and without another receipt the request times out.
+        // refused, and without another receipt the request times out.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let err = w.gather_receipts(&Txid(txid), deadline, None).await;
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
