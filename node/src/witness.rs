@@ -1216,6 +1216,19 @@ mod tests {
         asked
     }
 
+    /// `peer` sends this replica its own valid receipt for `txid`.
+    fn receipt_from(w: &Arc<Witness>, peer: &SigningKey, txid: [u8; 32]) {
+        w.on_message(
+            peer.verifying_key().to_bytes(),
+            &receipts_message(vec![sign(statement(txid), peer).unwrap()]),
+        );
+    }
+
+    /// The test replicas, to check a gateway's answer the way a client does.
+    fn replica_set() -> ReplicaSet {
+        ReplicaSet::new(keys().iter().map(|k| k.verifying_key().to_bytes())).unwrap()
+    }
+
     fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
         serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
     }
@@ -1293,10 +1306,7 @@ mod tests {
         assert!(matches!(err, Err(BackendError::Timeout(_))), "{err:?}");
         assert!(asked(&mut out), "peers were asked for their receipts");
         // One matching peer receipt makes f+1 = 2.
-        w.on_message(
-            k[1].verifying_key().to_bytes(),
-            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
-        );
+        receipt_from(&w, &k[1], txid);
         let got = gathered(&w, txid).await;
         assert_eq!(got.len(), 2);
     }
@@ -1314,10 +1324,7 @@ mod tests {
         assert!(w.waiting.lock().unwrap().contains_key(&Txid(txid)));
         // The first peer's valid receipt makes f+1: answered on arrival, checked, without
         // waiting for a third replica or the patience (paused time would jump to it).
-        w.on_message(
-            k[1].verifying_key().to_bytes(),
-            &receipts_message(vec![sign(statement(txid), &k[1]).unwrap()]),
-        );
+        receipt_from(&w, &k[1], txid);
         let got = gather.await.unwrap().unwrap().unwrap();
         assert_eq!(got.len(), 2);
         assert!(
@@ -1325,7 +1332,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
+        let set = replica_set();
         let v = coffer_ledger::attest::verify_quorum(&got, &set, "witness", 2).unwrap();
         assert!(v.discarded.is_empty());
         assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
@@ -1375,7 +1382,7 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
+        let set = replica_set();
         let v =
             coffer_ledger::attest::verify_quorum(&read.attestations, &set, "witness", 2).unwrap();
         assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
@@ -1403,7 +1410,7 @@ mod tests {
         let got = gathered(&w, txid).await;
         assert_eq!(got.len(), 3);
         // The client still finds f+1 valid signatures; a full audit reports the broken one.
-        let set = ReplicaSet::new(k.iter().map(|k| k.verifying_key().to_bytes())).unwrap();
+        let set = replica_set();
         let v = coffer_ledger::attest::accept_quorum(&got, &set, "witness", 2).unwrap();
         assert_eq!(v.signers.len(), 2);
         assert!(!v.signers.contains(&k[2].verifying_key().to_bytes()));
@@ -1427,14 +1434,8 @@ mod tests {
         assert!(w.waiting.lock().unwrap().contains_key(&Txid(txid)));
         // Receipts for another txid do not concern it; its own two peers' receipts do.
         for peer in &k[1..=2] {
-            w.on_message(
-                peer.verifying_key().to_bytes(),
-                &receipts_message(vec![sign(statement([9; 32]), peer).unwrap()]),
-            );
-            w.on_message(
-                peer.verifying_key().to_bytes(),
-                &receipts_message(vec![sign(statement(txid), peer).unwrap()]),
-            );
+            receipt_from(&w, peer, [9; 32]);
+            receipt_from(&w, peer, txid);
         }
         let got = gather.await.unwrap().unwrap().unwrap();
         assert_eq!(got.len(), 3);
@@ -1672,10 +1673,7 @@ mod tests {
         let request = wait(next);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(executed_behind_the_signer(&mut machine, 2).await, next);
-        w.on_message(
-            k[1].verifying_key().to_bytes(),
-            &receipts_message(vec![sign(statement(next), &k[1]).unwrap()]),
-        );
+        receipt_from(&w, &k[1], next);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
             !asked(&mut out),
