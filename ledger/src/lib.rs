@@ -117,7 +117,8 @@ pub use state::{
     HistoryWindow, LedgerState, NoCache, Outcome, Receipt, RestoreError, SignatureCache, Snapshot,
 };
 pub use tx::{
-    Block, ChainId, Lock, Mint, OutPoint, SignedTransaction, Transaction, Transfer, TxOut,
+    Block, ChainId, IdentifiedTx, Lock, Mint, OutPoint, SignedTransaction, Transaction, Transfer,
+    TxOut,
 };
 pub use validate::{verify_bytes, verify_stateless};
 

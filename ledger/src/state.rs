@@ -10,7 +10,7 @@ use crate::genesis::{Genesis, GenesisError};
 use crate::hash::{Hash32, Txid, UtxoSetHash, tagged_hash, tags};
 use crate::keys::Address;
 use crate::reject::RejectCode;
-use crate::tx::{Block, OutPoint, SignedTransaction, Transaction, TxOut};
+use crate::tx::{Block, IdentifiedTx, OutPoint, SignedTransaction, Transaction, TxOut};
 use crate::validate;
 use rayon::prelude::*;
 
@@ -438,6 +438,13 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
     Hash32(tagged_hash(tags::BLOCK_RECEIPTS, &[&data]))
 }
 
+/// A transaction to apply, with its ids.
+struct Known<'a> {
+    stx: &'a SignedTransaction,
+    txid: Txid,
+    wtxid: Hash32,
+}
+
 /// Signatures this replica has already verified, by wtxid (see
 /// [`LedgerState::apply_with_cache`]).
 pub trait SignatureCache: Sync {
@@ -657,42 +664,74 @@ impl LedgerState {
         block: &Block,
         cache: &dyn SignatureCache,
     ) -> Result<Applied, ApplyError> {
+        let txs: Vec<Known<'_>> = block
+            .txs
+            .iter()
+            .map(|stx| Known {
+                stx,
+                txid: stx.txid(),
+                wtxid: stx.wtxid(),
+            })
+            .collect();
+        self.apply_known(block.height, &txs, cache)
+    }
+
+    /// [`apply_with_cache`](LedgerState::apply_with_cache) of the block at `height` holding
+    /// `txs`, in order, whose ids were computed when they were decoded: nothing is encoded or
+    /// hashed again.
+    pub fn apply_identified(
+        &mut self,
+        height: u64,
+        txs: &[&IdentifiedTx],
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
+        let txs: Vec<Known<'_>> = txs
+            .iter()
+            .map(|t| Known {
+                stx: t.stx(),
+                txid: t.txid(),
+                wtxid: t.wtxid(),
+            })
+            .collect();
+        self.apply_known(height, &txs, cache)
+    }
+
+    fn apply_known(
+        &mut self,
+        height: u64,
+        txs: &[Known<'_>],
+        cache: &dyn SignatureCache,
+    ) -> Result<Applied, ApplyError> {
         let expected = self.height + 1;
-        if block.height != expected {
+        if height != expected {
             return Err(ApplyError::WrongHeight {
                 expected,
-                got: block.height,
+                got: height,
             });
         }
         let max = self.genesis.limits.max_block_txs;
         // u32 -> usize cannot truncate on supported targets.
-        if block.txs.len() > max as usize {
+        if txs.len() > max as usize {
             return Err(ApplyError::TooManyTxs {
-                got: block.txs.len(),
+                got: txs.len(),
                 max,
             });
         }
-        // Structure, wtxid and signature-cache lookup per transaction, in order: cheap. Only the
+        // Structure and signature-cache lookup per transaction, in order: cheap. Only the
         // signatures the cache does not vouch for are verified, and in parallel only when there
         // are enough of them to pay for waking the pool (a replica has usually verified every
         // transaction on admission, and on a 2-core machine an idle pool's spinning workers
         // cost more than a few verifications).
-        let mut wtxids = Vec::with_capacity(block.txs.len());
-        let mut stateless: Vec<Result<Txid, RejectCode>> = Vec::with_capacity(block.txs.len());
+        let mut stateless: Vec<Result<Txid, RejectCode>> = Vec::with_capacity(txs.len());
         let mut unverified = Vec::new();
-        for (i, stx) in block.txs.iter().enumerate() {
-            let wtxid = stx.wtxid();
-            let check = validate::check_structure(&self.genesis, stx);
-            if let Ok(txid) = check
-                && !cache.is_verified(&wtxid)
-            {
-                unverified.push((i, txid));
+        for (i, t) in txs.iter().enumerate() {
+            let check = validate::check_rules(&self.genesis, t.stx).map(|()| t.txid);
+            if check.is_ok() && !cache.is_verified(&t.wtxid) {
+                unverified.push(i);
             }
-            wtxids.push(wtxid);
             stateless.push(check);
         }
-        let verify =
-            |&(i, txid): &(usize, Txid)| (i, block.txs[i].verify_signature_with_txid(&txid));
+        let verify = |&i: &usize| (i, txs[i].stx.verify_signature_with_txid(&txs[i].txid));
         let verified: Vec<(usize, bool)> = if unverified.len() >= PARALLEL_VERIFY_MIN {
             unverified.par_iter().map(verify).collect()
         } else {
@@ -707,22 +746,22 @@ impl LedgerState {
         let supply_before = self.supply;
         let mut minted = Amount::ZERO;
         let mut cb = ChangeBuilder::default();
-        let mut receipts = Vec::with_capacity(block.txs.len());
-        for (i, (stx, pre)) in block.txs.iter().zip(stateless).enumerate() {
+        let mut receipts = Vec::with_capacity(txs.len());
+        for (i, (t, pre)) in txs.iter().zip(stateless).enumerate() {
             let index = u32::try_from(i).expect("block size bounded by max_block_txs (u32)");
-            let (txid, outcome) = match pre {
-                Ok(txid) => match self.apply_tx(&stx.tx, txid, block.height, index, &mut cb) {
+            let outcome = match pre {
+                Ok(txid) => match self.apply_tx(&t.stx.tx, txid, height, index, &mut cb) {
                     Ok(m) => {
                         minted = minted.checked_add(m).expect("mints bounded by supply cap");
-                        (txid, Outcome::Accepted)
+                        Outcome::Accepted
                     }
-                    Err(code) => (txid, Outcome::Rejected(code)),
+                    Err(code) => Outcome::Rejected(code),
                 },
-                Err(code) => (stx.txid(), Outcome::Rejected(code)),
+                Err(code) => Outcome::Rejected(code),
             };
             receipts.push(Receipt {
-                txid,
-                height: block.height,
+                txid: t.txid,
+                height,
                 index,
                 outcome,
             });
@@ -734,7 +773,8 @@ impl LedgerState {
             "supply drifted"
         );
 
-        self.height = block.height;
+        self.height = height;
+        let wtxids: Vec<Hash32> = txs.iter().map(|t| t.wtxid).collect();
         let utxo_hash = self.utxo_hash.to_hash();
         let rh = receipts_hash(&receipts);
         self.state_hash = Hash32(tagged_hash(

@@ -598,12 +598,81 @@ impl SignedTransaction {
         self.verify_signature_with_txid(&self.txid())
     }
 
-    pub(crate) fn verify_signature_with_txid(&self, txid: &Txid) -> bool {
+    /// [`verify_signature`](Self::verify_signature) with the txid already known (it must be
+    /// this transaction's: [`IdentifiedTx::txid`], say).
+    pub fn verify_signature_with_txid(&self, txid: &Txid) -> bool {
         self.tx
             .signer()
             .verify(&sighash_for(&self.tx, txid), &self.signature)
     }
 }
+
+/// A signed transaction with its txid and wtxid, computed once when it is made, so that
+/// whoever checks, applies or looks it up does not encode and hash it again.
+///
+/// Both ids come from the canonical encoding, `encode(tx) || signature[64]`: the wtxid hashes
+/// all of it, the txid all but the signature. Decoding from bytes hashes those very bytes,
+/// which decoding proves canonical (a successful decode encodes back to its input), so no
+/// encoding happens at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifiedTx {
+    stx: SignedTransaction,
+    txid: Txid,
+    wtxid: Hash32,
+}
+
+impl IdentifiedTx {
+    /// `stx` with its ids (encodes it once).
+    pub fn new(stx: SignedTransaction) -> Self {
+        Self::encoded(stx).0
+    }
+
+    /// `stx` with its ids, and its canonical encoding.
+    pub fn encoded(stx: SignedTransaction) -> (Self, Vec<u8>) {
+        let bytes = stx.encode();
+        (Self::with_encoding(stx, &bytes), bytes)
+    }
+
+    /// Decodes like [`SignedTransaction::decode_with`] and takes the ids from `bytes`.
+    pub fn decode_with(bytes: &[u8], keys: &impl KeyParser) -> Result<Self, DecodeError> {
+        let stx = SignedTransaction::decode_with(bytes, keys)?;
+        Ok(Self::with_encoding(stx, bytes))
+    }
+
+    /// `encoding` must be `stx`'s canonical encoding.
+    fn with_encoding(stx: SignedTransaction, encoding: &[u8]) -> Self {
+        debug_assert_eq!(stx.encode(), encoding, "the encoding is canonical");
+        let unsigned = &encoding[..encoding.len().saturating_sub(SIGNATURE_LEN)];
+        Self {
+            txid: Txid(tagged_hash(tags::TXID, &[unsigned])),
+            wtxid: Hash32(tagged_hash(tags::WTXID, &[encoding])),
+            stx,
+        }
+    }
+
+    /// The transaction.
+    pub fn stx(&self) -> &SignedTransaction {
+        &self.stx
+    }
+
+    /// Its txid ([`SignedTransaction::txid`]).
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    /// Its wtxid ([`SignedTransaction::wtxid`]).
+    pub fn wtxid(&self) -> Hash32 {
+        self.wtxid
+    }
+
+    /// The transaction, ids dropped.
+    pub fn into_stx(self) -> SignedTransaction {
+        self.stx
+    }
+}
+
+/// Bytes of a BIP340 signature at the end of a signed transaction's encoding.
+const SIGNATURE_LEN: usize = 64;
 
 /// An ordered batch of transactions at a height: what [`crate::LedgerState::apply`] consumes.
 /// The consensus layer wraps it with its own parent and view fields.
@@ -628,13 +697,27 @@ impl Block {
             self.txs.len() <= HARD_MAX_BLOCK_TXS,
             "too many transactions to encode"
         );
+        let encoded: Vec<Vec<u8>> = self.txs.iter().map(SignedTransaction::encode).collect();
+        let txs: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+        Self::encode_encoded(self.height, &txs)
+    }
+
+    /// [`encode`](Self::encode) of the block at `height` whose transactions have these
+    /// canonical encodings, in order (a replica holds them as received).
+    ///
+    /// # Panics
+    /// If there are more than [`HARD_MAX_BLOCK_TXS`] transactions.
+    pub fn encode_encoded(height: u64, txs: &[&[u8]]) -> Vec<u8> {
+        assert!(
+            txs.len() <= HARD_MAX_BLOCK_TXS,
+            "too many transactions to encode"
+        );
         let mut w = Writer::new();
-        w.u64(self.height);
-        w.count_u32(self.txs.len());
-        for tx in &self.txs {
-            let bytes = tx.encode();
+        w.u64(height);
+        w.count_u32(txs.len());
+        for bytes in txs {
             w.count_u32(bytes.len());
-            w.bytes(&bytes);
+            w.bytes(bytes);
         }
         w.into_bytes()
     }

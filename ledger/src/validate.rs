@@ -43,6 +43,12 @@ fn output_len(o: &TxOut) -> usize {
 
 /// Every stateless check except the signature; returns the txid.
 pub fn check_structure(genesis: &Genesis, stx: &SignedTransaction) -> Result<Txid, RejectCode> {
+    check_rules(genesis, stx)?;
+    Ok(stx.txid())
+}
+
+/// [`check_structure`] for a transaction whose txid is already known.
+pub fn check_rules(genesis: &Genesis, stx: &SignedTransaction) -> Result<(), RejectCode> {
     let limits = &genesis.limits;
     // u32 -> usize cannot truncate on the 32- and 64-bit targets we support.
     if encoded_len(stx) > limits.max_tx_bytes as usize {
@@ -83,7 +89,7 @@ pub fn check_structure(genesis: &Genesis, stx: &SignedTransaction) -> Result<Txi
     if Amount::checked_sum(tx.outputs().iter().map(|o| o.amount)).is_none() {
         return Err(RejectCode::AmountOverflow);
     }
-    Ok(stx.txid())
+    Ok(())
 }
 
 /// All stateless checks including the signature (what the mempool runs): `Ok(txid)` or the code.

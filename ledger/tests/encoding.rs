@@ -177,6 +177,42 @@ fn txid_excludes_signature_and_binds_chain() {
 }
 
 #[test]
+fn identified_transactions_carry_the_ids_of_their_encoding() {
+    for stx in samples() {
+        let (made, bytes) = IdentifiedTx::encoded(stx.clone());
+        assert_eq!(bytes, stx.encode());
+        let decoded = IdentifiedTx::decode_with(&bytes, &ParseEveryKey).unwrap();
+        for t in [&made, &decoded, &IdentifiedTx::new(stx.clone())] {
+            assert_eq!(t.stx(), &stx);
+            assert_eq!(t.txid(), stx.txid());
+            assert_eq!(t.wtxid(), stx.wtxid());
+        }
+        assert_ne!(made.txid().0, made.wtxid().0);
+        assert_eq!(decoded.into_stx(), stx);
+        // Whatever fails to decode fails the same way.
+        assert_eq!(
+            IdentifiedTx::decode_with(&bytes[..bytes.len() - 1], &ParseEveryKey).map(|_| ()),
+            SignedTransaction::decode(&bytes[..bytes.len() - 1]).map(|_| ())
+        );
+    }
+    let block = Block {
+        height: 9,
+        txs: samples(),
+    };
+    let encodings: Vec<Vec<u8>> = block.txs.iter().map(SignedTransaction::encode).collect();
+    let refs: Vec<&[u8]> = encodings.iter().map(Vec::as_slice).collect();
+    assert_eq!(Block::encode_encoded(9, &refs), block.encode());
+    assert_eq!(
+        Block::encode_encoded(9, &[]),
+        Block {
+            height: 9,
+            txs: Vec::new()
+        }
+        .encode()
+    );
+}
+
+#[test]
 fn json_forms() {
     let [m, t] = <[SignedTransaction; 2]>::try_from(samples()).unwrap();
     let v: serde_json::Value = serde_json::to_value(&t).unwrap();

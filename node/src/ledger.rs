@@ -14,8 +14,8 @@ use crate::storage::{self, Storage, StorageError};
 use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
-    Applied, ApplyError, Block, Genesis, HistoryMode, LedgerState, Outcome, RejectCode,
-    hash::tagged_hash, validate::check_structure,
+    Applied, ApplyError, Block, Genesis, HistoryMode, IdentifiedTx, LedgerState, Outcome,
+    RejectCode, hash::tagged_hash, validate::check_rules,
 };
 use std::sync::{
     Arc, RwLock, RwLockReadGuard,
@@ -109,22 +109,23 @@ impl LedgerVerifier {
             .signatures
             .decode(bytes)
             .map_err(|e| RejectCode::from(&e))?;
+        let txid = tx.txid();
         let refuse = |code| {
             // These bytes fail every check: keep the room for transactions that may apply.
             self.signatures.forget(&tx.wtxid());
             Refusal {
                 code,
-                txid: Some(tx.txid()),
+                txid: Some(txid),
             }
         };
         // Cheap next to the signature, and run on every call so that a hit in the signature
         // cache never skips a check it does not cover.
-        let txid = check_structure(&self.genesis, tx.stx()).map_err(refuse)?;
+        check_rules(&self.genesis, tx.stx()).map_err(refuse)?;
         if self.signatures.contains(&tx.wtxid()) {
             return Ok(txid);
         }
         self.signatures.count_verification();
-        if !tx.stx().verify_signature() {
+        if !tx.stx().verify_signature_with_txid(&txid) {
             return Err(refuse(RejectCode::BadSignature));
         }
         self.signatures.insert(tx.wtxid());
@@ -169,13 +170,22 @@ impl LedgerView {
     }
 }
 
+/// A block the ledger applied, waiting to be persisted.
+#[derive(Debug)]
+struct Unpersisted {
+    height: u64,
+    /// Its encoding ([`Block::encode`]).
+    block: Vec<u8>,
+    applied: Applied,
+}
+
 /// The ledger fed with finalized blocks, persisting each through a [`Storage`].
 #[derive(Debug)]
 pub struct LedgerMachine {
     view: LedgerView,
     store: Arc<Storage>,
     /// The block applied but not yet persisted.
-    unpersisted: Option<(Block, Applied)>,
+    unpersisted: Option<Unpersisted>,
     /// Signatures this replica already verified (shared with its [`LedgerVerifier`]).
     signatures: Arc<VerifiedSignatures>,
 }
@@ -241,14 +251,13 @@ impl StateMachine for LedgerMachine {
     fn apply_block(&mut self, height: u64, txs: &[Bytes]) -> Vec<Receipt> {
         let mut receipts: Vec<Option<Receipt>> = vec![None; txs.len()];
         let mut decoded = Vec::with_capacity(txs.len());
-        let mut wtxids = Vec::with_capacity(txs.len());
+        let mut encodings: Vec<&[u8]> = Vec::with_capacity(txs.len());
         let mut positions = Vec::with_capacity(txs.len());
         for (i, bytes) in txs.iter().enumerate() {
             match self.signatures.decode(bytes) {
                 Ok(tx) => {
-                    // A clone copies a few vectors; the keys stay parsed.
-                    decoded.push(tx.stx().clone());
-                    wtxids.push(tx.wtxid());
+                    decoded.push(tx);
+                    encodings.push(bytes);
                     positions.push(i);
                 }
                 Err(e) => {
@@ -265,16 +274,13 @@ impl StateMachine for LedgerMachine {
             self.unpersisted.is_none(),
             "apply_block at height {height} before the previous block was persisted"
         );
-        let block = Block {
-            height,
-            txs: decoded,
-        };
+        let identified: Vec<&IdentifiedTx> = decoded.iter().map(|t| t.identified()).collect();
         let mut state = self.view.state.write().unwrap_or_else(|e| e.into_inner());
-        let outcome = state.apply_with_cache(&block, &*self.signatures);
+        let outcome = state.apply_identified(height, &identified, &*self.signatures);
         // Executed (or refused as a whole): their entries are not needed again (a repeat in a
         // later block is decoded and verified afresh, and rejected as spent or replayed anyway).
-        for wtxid in &wtxids {
-            self.signatures.forget(wtxid);
+        for tx in &decoded {
+            self.signatures.forget(&tx.wtxid());
         }
         match outcome {
             Ok(applied) => {
@@ -293,7 +299,13 @@ impl StateMachine for LedgerMachine {
                         code: receipt.outcome.as_u16(),
                     });
                 }
-                self.unpersisted = Some((block, applied));
+                // The decodable transactions as received: their encodings are canonical, so
+                // this is the encoding of the block the ledger applied.
+                self.unpersisted = Some(Unpersisted {
+                    height,
+                    block: Block::encode_encoded(height, &encodings),
+                    applied,
+                });
             }
             Err(ApplyError::TooManyTxs { got, max }) => {
                 // Deterministic on every replica: the block's height is consumed, nothing in
@@ -307,12 +319,18 @@ impl StateMachine for LedgerMachine {
                     txs: Vec::new(),
                 };
                 match state.apply(&empty) {
-                    Ok(applied) => self.unpersisted = Some((empty, applied)),
+                    Ok(applied) => {
+                        self.unpersisted = Some(Unpersisted {
+                            height,
+                            block: empty.encode(),
+                            applied,
+                        });
+                    }
                     Err(e) => panic!("ledger refused an empty block at height {height}: {e}"),
                 }
-                for (stx, i) in block.txs.iter().zip(positions) {
+                for (tx, i) in decoded.iter().zip(positions) {
                     receipts[i] = Some(Receipt {
-                        txid: Txid(stx.txid().0),
+                        txid: Txid(tx.txid().0),
                         rejection: Some(BLOCK_TOO_LARGE),
                         code: BLOCK_TOO_LARGE_CODE,
                     });
@@ -327,13 +345,15 @@ impl StateMachine for LedgerMachine {
     }
 
     async fn persist(&mut self) -> Result<(), PersistError> {
-        let Some((block, applied)) = self.unpersisted.take() else {
+        let Some(u) = self.unpersisted.take() else {
             return Ok(());
         };
-        let height = block.height;
-        if let Err(e) = storage::ledger::persist_applied(&*self.store, &block, &applied).await {
+        let height = u.height;
+        if let Err(e) =
+            storage::ledger::persist_encoded(&*self.store, height, &u.block, &u.applied).await
+        {
             // Keep it: the executor treats this as fatal, but nothing is published meanwhile.
-            self.unpersisted = Some((block, applied));
+            self.unpersisted = Some(u);
             return Err(PersistError::Backend {
                 height,
                 reason: e.to_string(),
@@ -536,6 +556,36 @@ pub(crate) mod tests {
         assert_eq!(record.state_hash.0, machine.commitment());
         assert_eq!(record.height, 1);
         assert_ne!(machine.commitment(), [0; 32]);
+        // The stored block is the decodable transactions as received; undecodable bytes get a
+        // receipt but are not part of it.
+        let junk = Bytes::from_static(b"not a transaction");
+        let receipts = machine.apply_block(2, &[junk, a.clone()]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(receipts[0].rejection, Some(UNDECODABLE));
+        assert_eq!(receipts[1].rejection, Some("input_already_spent"));
+        use crate::storage::Store as _;
+        let store = machine.store();
+        let stored = |height| {
+            let entry = futures::executor::block_on(store.block(height))
+                .unwrap()
+                .unwrap();
+            Block::decode(&entry.block).unwrap()
+        };
+        let decode = |b: &Bytes| coffer_ledger::SignedTransaction::decode(b).unwrap();
+        assert_eq!(
+            stored(1),
+            Block {
+                height: 1,
+                txs: vec![decode(&m), decode(&a), decode(&b)],
+            }
+        );
+        assert_eq!(
+            stored(2),
+            Block {
+                height: 2,
+                txs: vec![decode(&a)],
+            }
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use crate::keycache::KeyCache;
 use coffer_ledger::{
-    DecodeError, Hash32, SignedTransaction, Txid,
+    DecodeError, Hash32, IdentifiedTx, SignedTransaction, Txid,
     hash::{tagged_hash, tags},
     state::SignatureCache,
 };
@@ -51,26 +51,29 @@ pub fn wtxid_of(bytes: &[u8]) -> Hash32 {
 /// A signed transaction decoded once, with its ids.
 #[derive(Debug)]
 pub struct DecodedTx {
-    stx: SignedTransaction,
-    txid: Txid,
-    wtxid: Hash32,
+    tx: IdentifiedTx,
     encoded_len: usize,
 }
 
 impl DecodedTx {
     /// The transaction.
     pub fn stx(&self) -> &SignedTransaction {
-        &self.stx
+        self.tx.stx()
+    }
+
+    /// The transaction with its ids, as the ledger applies it.
+    pub fn identified(&self) -> &IdentifiedTx {
+        &self.tx
     }
 
     /// Its txid.
     pub fn txid(&self) -> Txid {
-        self.txid
+        self.tx.txid()
     }
 
     /// Its wtxid (the hash of the bytes it was decoded from).
     pub fn wtxid(&self) -> Hash32 {
-        self.wtxid
+        self.tx.wtxid()
     }
 }
 
@@ -183,9 +186,9 @@ impl VerifiedSignatures {
             return Ok(tx);
         }
         self.decoded.fetch_add(1, Ordering::Relaxed);
-        let stx = SignedTransaction::decode_with(bytes, &self.keys)?;
-        debug_assert_eq!(stx.wtxid(), wtxid, "the transaction encoding is canonical");
-        Ok(self.keep(stx, wtxid, bytes.len()))
+        let tx = IdentifiedTx::decode_with(bytes, &self.keys)?;
+        debug_assert_eq!(tx.wtxid(), wtxid, "the transaction encoding is canonical");
+        Ok(self.keep(tx, bytes.len()))
     }
 
     /// Encodes `stx` and remembers it decoded under its encoding, so that checking the returned
@@ -193,20 +196,14 @@ impl VerifiedSignatures {
     /// already parsed). Decoding the encoding gives `stx` back (the encoding is canonical), so
     /// the entry is what [`decode`](Self::decode) would have stored.
     pub fn encode_and_keep(&self, stx: SignedTransaction) -> Vec<u8> {
-        let bytes = stx.encode();
-        let wtxid = wtxid_of(&bytes);
-        let len = bytes.len();
-        self.keep(stx, wtxid, len);
+        let (tx, bytes) = IdentifiedTx::encoded(stx);
+        self.keep(tx, bytes.len());
         bytes
     }
 
-    fn keep(&self, stx: SignedTransaction, wtxid: Hash32, encoded_len: usize) -> Arc<DecodedTx> {
-        let tx = Arc::new(DecodedTx {
-            txid: stx.txid(),
-            stx,
-            wtxid,
-            encoded_len,
-        });
+    fn keep(&self, tx: IdentifiedTx, encoded_len: usize) -> Arc<DecodedTx> {
+        let wtxid = tx.wtxid();
+        let tx = Arc::new(DecodedTx { tx, encoded_len });
         if self.capacity == 0 || encoded_len > self.max_bytes {
             return tx;
         }

@@ -208,10 +208,20 @@ pub async fn persist_applied<S: Store>(
     block: &Block,
     applied: &Applied,
 ) -> Result<(), StorageError> {
-    if applied.commitment.height != block.height {
+    persist_encoded(store, block.height, &block.encode(), applied).await
+}
+
+/// [`persist_applied`] with the block at `height` already encoded ([`Block::encode`]).
+pub async fn persist_encoded<S: Store>(
+    store: &S,
+    height: u64,
+    block: &[u8],
+    applied: &Applied,
+) -> Result<(), StorageError> {
+    if applied.commitment.height != height {
         return Err(StorageError::InvalidChange(format!(
-            "commitment at height {} for block {}",
-            applied.commitment.height, block.height
+            "commitment at height {} for block {height}",
+            applied.commitment.height
         )));
     }
     let mut change = block_change(applied);
@@ -229,7 +239,7 @@ pub async fn persist_applied<S: Store>(
     if !repeats.is_empty() {
         change.txs.retain(|t| !repeats.contains(&t.txid));
     }
-    store.persist(block.height, &block.encode(), &change).await
+    store.persist(height, block, &change).await
 }
 
 /// Converts a stored snapshot to the ledger's.
