@@ -16,8 +16,9 @@ use rayon::prelude::*;
 
 /// Fewest unverified signatures in a block worth spreading over the thread pool.
 const PARALLEL_VERIFY_MIN: usize = 16;
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The state commitment after a block: what replicas compare and sign.
@@ -462,7 +463,7 @@ impl SignatureCache for NoCache {
     }
 }
 
-impl<S: std::hash::BuildHasher + Sync> SignatureCache for HashSet<Hash32, S> {
+impl<S: std::hash::BuildHasher + Sync> SignatureCache for std::collections::HashSet<Hash32, S> {
     fn is_verified(&self, wtxid: &Hash32) -> bool {
         self.contains(wtxid)
     }

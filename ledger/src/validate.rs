@@ -22,7 +22,7 @@ use crate::genesis::Genesis;
 use crate::hash::Txid;
 use crate::reject::RejectCode;
 use crate::tx::{Lock, SignedTransaction, Transaction, TxOut};
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt as _};
 
 /// Size of the canonical encoding of `stx`, computed without encoding it.
 pub fn encoded_len(stx: &SignedTransaction) -> usize {

@@ -13,16 +13,14 @@
 //! previous one is dropped. A key found in the previous generation moves to the current one,
 //! so a key in use survives and one unused for two generations is forgotten. The cache holds
 //! at most twice `capacity` keys, and an attacker sending fresh keys only churns it (each
-//! costs it one parse, as without a cache). The maps use the standard library's randomly
-//! seeded hasher: keys are chosen by clients.
+//! costs it one parse, as without a cache). The maps use foldhash, seeded at random per process:
+//! keys are chosen by clients.
 
 use coffer_ledger::{KeyError, KeyParser, PublicKey};
-use std::{
-    collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use foldhash::HashMap;
+use std::sync::{
+    Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 
 /// Default capacity of one generation. Two full generations take about 13 MiB; the benchmark's

@@ -9,7 +9,8 @@
 
 use crate::tx::Txid;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Limits of a [`Mempool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,9 +208,9 @@ mod tests {
             pool.insert(id(3), Bytes::from_static(b"c")),
             Admission::Busy
         );
-        assert!(pool.has_candidate(&HashSet::from([id(1)])));
-        assert!(!pool.has_candidate(&HashSet::from([id(1), id(2)])));
-        let picked = pool.select(10, 100, &HashSet::from([id(1)]));
+        assert!(pool.has_candidate(&HashSet::from_iter([id(1)])));
+        assert!(!pool.has_candidate(&HashSet::from_iter([id(1), id(2)])));
+        let picked = pool.select(10, 100, &HashSet::from_iter([id(1)]));
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].0, id(2));
         pool.finalize(&id(1));

@@ -14,7 +14,8 @@
 //!   exposition text (the consensus runtime's own registry is exported that way).
 
 use crate::executor::ExecutedBlock;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -12,7 +12,8 @@
 //! receipts away from the gateway. The memory is bounded; a forgotten transaction's receipts go
 //! to every peer, as before.
 
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 /// Transactions remembered; the oldest are forgotten first. Above the default mempool bound

@@ -26,8 +26,9 @@ use coffer_ledger::{
     hash::{tagged_hash, tags},
     state::SignatureCache,
 };
+use foldhash::HashMap;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},

@@ -38,8 +38,9 @@ use coffer_ledger::attest::{
 };
 use coffer_ledger::{ChainId, Txid};
 use ed25519_dalek::SigningKey;
+use foldhash::{HashMap, HashMapExt as _};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -26,13 +26,11 @@ use commonware_consensus::{
     Application, Heightable as _, marshal::ancestry::Ancestry, simplex::types::Context,
 };
 use commonware_cryptography::{Digested, Digestible as _, ed25519::PublicKey, sha256::Digest};
+use foldhash::{HashSet, HashSetExt as _};
 use futures::StreamExt as _;
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 use tracing::{debug, warn};
 

@@ -1,6 +1,7 @@
 //! An in-memory store with the same contract as the Redis one: unit tests and ephemeral devnets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use super::{
