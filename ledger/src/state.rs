@@ -12,14 +12,14 @@ use crate::keys::Address;
 use crate::reject::RejectCode;
 use crate::tx::{Block, IdentifiedTx, OutPoint, SignedTransaction, Transaction, TxOut};
 use crate::validate;
-use rayon::prelude::*;
-
-/// Fewest unverified signatures in a block worth spreading over the thread pool.
-const PARALLEL_VERIFY_MIN: usize = 16;
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// Fewest unverified signatures in a block worth spreading over the thread pool.
+const PARALLEL_VERIFY_MIN: usize = 16;
 
 /// The state commitment after a block: what replicas compare and sign.
 ///
