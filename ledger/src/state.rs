@@ -668,10 +668,10 @@ impl LedgerState {
         let txs: Vec<Known<'_>> = block
             .txs
             .iter()
-            .map(|stx| Known {
-                stx,
-                txid: stx.txid(),
-                wtxid: stx.wtxid(),
+            .map(|stx| {
+                // One encoding for both ids.
+                let (txid, wtxid) = crate::tx::ids_of_encoding(&stx.encode());
+                Known { stx, txid, wtxid }
             })
             .collect();
         self.apply_known(block.height, &txs, cache)

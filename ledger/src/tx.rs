@@ -642,12 +642,8 @@ impl IdentifiedTx {
     /// `encoding` must be `stx`'s canonical encoding.
     fn with_encoding(stx: SignedTransaction, encoding: &[u8]) -> Self {
         debug_assert_eq!(stx.encode(), encoding, "the encoding is canonical");
-        let unsigned = &encoding[..encoding.len().saturating_sub(SIGNATURE_LEN)];
-        Self {
-            txid: Txid(tagged_hash(tags::TXID, &[unsigned])),
-            wtxid: Hash32(tagged_hash(tags::WTXID, &[encoding])),
-            stx,
-        }
+        let (txid, wtxid) = ids_of_encoding(encoding);
+        Self { stx, txid, wtxid }
     }
 
     /// The transaction.
@@ -673,6 +669,15 @@ impl IdentifiedTx {
 
 /// Bytes of a BIP340 signature at the end of a signed transaction's encoding.
 const SIGNATURE_LEN: usize = 64;
+
+/// The txid and wtxid of a signed transaction, from its canonical encoding.
+pub(crate) fn ids_of_encoding(encoding: &[u8]) -> (Txid, Hash32) {
+    let unsigned = &encoding[..encoding.len().saturating_sub(SIGNATURE_LEN)];
+    (
+        Txid(tagged_hash(tags::TXID, &[unsigned])),
+        Hash32(tagged_hash(tags::WTXID, &[encoding])),
+    )
+}
 
 /// An ordered batch of transactions at a height: what [`crate::LedgerState::apply`] consumes.
 /// The consensus layer wraps it with its own parent and view fields.

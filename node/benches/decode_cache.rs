@@ -60,16 +60,9 @@ const BLOCK_TXS: usize = 100;
 
 fn block_through_a_replica(c: &mut Criterion) {
     let issuer = Keypair::from_secret_bytes([7; 32]).unwrap();
-    let chain = ChainId::new("coffer-bench").unwrap();
-    let genesis = Arc::new(Genesis {
-        chain_id: chain.clone(),
-        issuers: vec![issuer.public_key()],
-        replicas: vec![ReplicaInfo {
-            name: "r0".into(),
-            public_key: ReplicaKey([1; 32]),
-        }],
-        limits: Limits::default(),
-    });
+    let replica = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let genesis = Arc::new(coffer_testkit::genesis("coffer-bench", &issuer, &[replica]));
+    let chain = genesis.chain_id.clone();
     // One wallet per transfer, as in the benchmark (every signer's key is new to the block).
     let wallets: Vec<Keypair> = (0..BLOCK_TXS)
         .map(|i| Keypair::from_secret_bytes([i as u8 + 10; 32]).unwrap())
