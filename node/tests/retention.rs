@@ -101,20 +101,29 @@ async fn pruned_block_archive_keeps_the_ledger_and_survives_a_restart() {
         sent.height
     );
 
-    // Two sections past the first prune point: sections 0 and 256 are gone.
+    // Two sections past the first prune point: sections 0 and 256 go. Pruning follows
+    // marshal's deliveries, which may trail the executed height the status reports.
     let reached = wait_height(&net, 0, RETAIN + 2 * 256 + 64, Duration::from_secs(240)).await;
     let home = net.home(0);
     let blocks = partition(&home, "-blocks-pruned-value").expect("pruned block archive");
-    let kept = sections(&blocks);
-    assert!(!kept.is_empty(), "recent blocks are kept");
+    let started = Instant::now();
+    let kept = loop {
+        let kept = sections(&blocks);
+        if kept.first().is_some_and(|&first| first >= 512) {
+            break kept;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "sections below {} not pruned since height {reached}: {kept:?}\n{}",
+            reached - RETAIN,
+            net.tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let now = wait_height(&net, 0, reached, Duration::from_secs(10)).await;
     assert!(
-        kept[0] >= 512,
-        "sections below {} pruned at height {reached}: {kept:?}",
-        reached - RETAIN
-    );
-    assert!(
-        kept[0] + RETAIN <= reached + 256,
-        "at least the retention is kept (first kept section {}, height {reached})",
+        kept[0] + RETAIN <= now,
+        "at least the retention is kept (first kept section {}, height {now})",
         kept[0]
     );
     assert!(

@@ -4,7 +4,7 @@
 //! archives (which cannot be pruned). With a block retention
 //! ([`ConsensusConfig::retain_blocks`](super::ConsensusConfig::retain_blocks)) it uses
 //! prunable archives instead, under other partition names, and the executor asks marshal to
-//! prune blocks more than the retention below the executed height (see [`prune_point`]).
+//! prune blocks more than the retention below the executed height (see [`Pruner`]).
 //!
 //! The two layouts are not interchangeable: a replica refuses to start in one mode when its
 //! data directory holds archives of the other ([`check_layout`]), rather than running with
@@ -39,14 +39,41 @@ fn section(retain: u64) -> NonZeroU64 {
     NonZeroU64::new((retain / 4).clamp(1, MAX_SECTION)).unwrap_or(NZU64!(1))
 }
 
-/// After executing `height`, the height below which blocks may be pruned, when it is time to
-/// ask (once per section); `None` otherwise.
-pub fn prune_point(height: u64, retain: u64) -> Option<u64> {
-    let section = section(retain).get();
-    if !height.is_multiple_of(section) || height <= retain {
-        return None;
+/// Decides when the executor asks marshal to prune: once the executed height has moved a
+/// whole section past the last request, blocks below the last section boundary at least the
+/// retention behind it may go.
+///
+/// It looks at the height it is told, not only at section boundaries: the executor runs ahead
+/// of marshal's deliveries (blocks executed early), so the height seen when a delivery is
+/// acknowledged can skip a boundary. A skipped boundary used to mean a section kept until the
+/// next one.
+#[derive(Debug)]
+pub struct Pruner {
+    retain: u64,
+    requested: u64,
+}
+
+impl Pruner {
+    /// A pruner for a retention of `retain` blocks that has asked for nothing yet (after a
+    /// restart, its first request covers everything already old enough).
+    pub fn new(retain: u64) -> Self {
+        Self {
+            retain,
+            requested: 0,
+        }
     }
-    Some(height - retain)
+
+    /// After executing `height`: the height below which blocks may be pruned, when it moved
+    /// past a section boundary since the last request; `None` otherwise.
+    pub fn after(&mut self, height: u64) -> Option<u64> {
+        let section = section(self.retain).get();
+        let point = height.saturating_sub(self.retain) / section * section;
+        if point <= self.requested {
+            return None;
+        }
+        self.requested = point;
+        Some(point)
+    }
 }
 
 /// Partition suffixes of the immutable layout: metadata, freezer table, key and value, ordinal.
@@ -359,18 +386,35 @@ mod tests {
     #[test]
     fn prunes_once_per_section_and_keeps_the_retention() {
         // Retention 1,024: sections of 256 blocks.
-        assert_eq!(prune_point(1_024, 1_024), None, "nothing is old enough yet");
-        assert_eq!(prune_point(1_280, 1_024), Some(256));
-        assert_eq!(
-            prune_point(1_281, 1_024),
-            None,
-            "only at section boundaries"
-        );
-        assert_eq!(prune_point(1_536, 1_024), Some(512));
+        let mut pruner = Pruner::new(1_024);
+        assert_eq!(pruner.after(1_024), None, "nothing is old enough yet");
+        assert_eq!(pruner.after(1_279), None);
+        assert_eq!(pruner.after(1_280), Some(256));
+        assert_eq!(pruner.after(1_281), None, "once per section");
+        assert_eq!(pruner.after(1_535), None);
+        assert_eq!(pruner.after(1_536), Some(512));
         // Large retentions: sections stop growing at MAX_SECTION.
         assert_eq!(section(1_000_000).get(), MAX_SECTION);
-        assert_eq!(prune_point(245 * MAX_SECTION, 1_000_000), Some(3_520));
-        assert_eq!(prune_point(245 * MAX_SECTION + 1, 1_000_000), None);
+        let mut pruner = Pruner::new(1_000_000);
+        assert_eq!(pruner.after(1_000_000 + MAX_SECTION - 1), None);
+        assert_eq!(pruner.after(1_000_000 + MAX_SECTION), Some(MAX_SECTION));
+    }
+
+    #[test]
+    fn a_height_past_a_boundary_still_prunes() {
+        // The executor ran ahead of the delivery being acknowledged: 1,536 was never seen.
+        let mut pruner = Pruner::new(1_024);
+        assert_eq!(pruner.after(1_280), Some(256));
+        assert_eq!(
+            pruner.after(1_540),
+            Some(512),
+            "the boundary 1,536 was passed"
+        );
+        assert_eq!(pruner.after(1_541), None);
+        // A restarted replica asks at once for everything old enough.
+        let mut restarted = Pruner::new(1_024);
+        assert_eq!(restarted.after(5_000), Some(3_840));
+        assert_eq!(restarted.after(4_000), None, "never backwards");
     }
 
     #[test]

@@ -572,6 +572,7 @@ where
         let replay_mailbox = marshal_mailbox.clone();
         let prune_mailbox = marshal_mailbox.clone();
         let executed_tracker = tracker.clone();
+        let mut pruner = retain.map(archives::Pruner::new);
         context.child("executor").spawn(move |_| {
             crate::runtime::InTokio::new(ambient, async move {
                 let from = executor.applied_height() + 1;
@@ -615,8 +616,9 @@ where
                     // Acknowledge only once applied and recorded: marshal then advances its
                     // processed height, which bounds what a restart must replay.
                     ack.acknowledge();
-                    if let Some(below) =
-                        retain.and_then(|r| archives::prune_point(executor.applied_height(), r))
+                    if let Some(below) = pruner
+                        .as_mut()
+                        .and_then(|p| p.after(executor.applied_height()))
                     {
                         info!(below, "pruning finalized blocks");
                         prune_mailbox.prune(Height::new(below));
