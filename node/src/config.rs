@@ -49,6 +49,7 @@
 //! engine = "tokio"                     # or "io_uring" (Linux 6.1+)
 //! workers = 2                          # worker threads (io_uring: of consensus and p2p)
 //! api_workers = 1                      # io_uring only: tokio threads for REST and Redis
+//! blocking_threads = 2                 # tokio only: threads for file I/O and name lookups
 //!
 //! [[peers]]                            # address of every genesis replica, this one included
 //! public_key = "<hex>"
@@ -437,6 +438,11 @@ impl NodeConfig {
                 ConfigFileError::Toml(format!("COFFER_RUNTIME_API_WORKERS={v:?}: {e}"))
             })?;
         }
+        if let Some(v) = var("COFFER_RUNTIME_BLOCKING_THREADS") {
+            self.runtime.blocking_threads = v.parse().map_err(|e| {
+                ConfigFileError::Toml(format!("COFFER_RUNTIME_BLOCKING_THREADS={v:?}: {e}"))
+            })?;
+        }
         self.runtime.validate().map_err(ConfigFileError::Toml)?;
         if let Some(v) = var("COFFER_API_LISTEN") {
             let listen = addr("COFFER_API_LISTEN", v)?;
@@ -816,7 +822,8 @@ mod tests {
         assert_eq!(plain.runtime, RuntimeSection::default());
         assert_eq!(plain.runtime.engine, Engine::Tokio);
         let uring = NodeConfig::parse(&format!(
-            "{head}[runtime]\nengine = \"io_uring\"\nworkers = 1\napi_workers = 3\n"
+            "{head}[runtime]\nengine = \"io_uring\"\nworkers = 1\napi_workers = 3\n\
+             blocking_threads = 4\n"
         ))
         .expect("parses");
         assert_eq!(
@@ -824,7 +831,8 @@ mod tests {
             RuntimeSection {
                 engine: Engine::IoUring,
                 workers: 1,
-                api_workers: 3
+                api_workers: 3,
+                blocking_threads: 4,
             }
         );
         let back = NodeConfig::parse(&uring.to_toml()).expect("round trip");
@@ -833,6 +841,7 @@ mod tests {
             "engine = \"uring\"",
             "workers = 0",
             "api_workers = 0",
+            "blocking_threads = 0",
             "workers = 100000",
             "threads = 2",
         ] {
@@ -845,17 +854,20 @@ mod tests {
             "COFFER_RUNTIME" => Some("io_uring".into()),
             "COFFER_RUNTIME_WORKERS" => Some("1".into()),
             "COFFER_RUNTIME_API_WORKERS" => Some("2".into()),
+            "COFFER_RUNTIME_BLOCKING_THREADS" => Some("8".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(env.runtime.engine, Engine::IoUring);
         assert_eq!(env.runtime.workers, 1);
         assert_eq!(env.runtime.api_workers, 2);
+        assert_eq!(env.runtime.blocking_threads, 8);
         for (name, value) in [
             ("COFFER_RUNTIME", "uring"),
             ("COFFER_RUNTIME_WORKERS", "0"),
             ("COFFER_RUNTIME_WORKERS", "two"),
             ("COFFER_RUNTIME_API_WORKERS", "0"),
+            ("COFFER_RUNTIME_BLOCKING_THREADS", "0"),
         ] {
             let refused = plain
                 .clone()

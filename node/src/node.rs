@@ -97,6 +97,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
     info!(
         engine = settings.engine.name(),
         workers = settings.workers,
+        blocking_threads = settings.blocking_threads,
         "runtime"
     );
     let parts = Parts {
@@ -112,6 +113,7 @@ pub fn run(config: NodeConfig) -> Result<(), RunError> {
             let runner = runtime::Runner::new(
                 runtime::Config::new()
                     .with_worker_threads(settings.workers)
+                    .with_max_blocking_threads(settings.blocking_threads)
                     .with_storage_directory(data_dir),
             );
             runner.start(|context| serve(context, parts))

@@ -3,6 +3,8 @@
 //! - `tokio` (the default): commonware's tokio runtime runs everything: consensus, p2p, the
 //!   REST gateway and the Redis client. Its file I/O (the consensus journal and archives,
 //!   about 50 calls per view) goes to tokio's blocking thread pool, a thread hand-off each.
+//!   `blocking_threads` bounds that pool ([`DEFAULT_BLOCKING_THREADS`]): a call finding its
+//!   threads busy waits in the pool's queue and is picked up without waking another thread.
 //! - `io_uring` (Linux 6.1 or newer): commonware's io_uring runtime runs consensus, p2p and
 //!   their storage, each worker submitting its file and socket I/O to its own ring, with no
 //!   hand-offs. The REST gateway and the Redis client, which are written for tokio, run on a
@@ -52,6 +54,14 @@ impl Engine {
 /// Largest accepted worker count (a typo guard, not a tuning limit).
 pub const MAX_WORKERS: usize = 256;
 
+/// Default bound on the tokio engine's blocking threads, which do the file I/O of consensus
+/// and its archives (and resolve host names). tokio's own default, 512, hands nearly every call
+/// to a thread of its own, parked and woken each time: on two cores shared by four replicas
+/// that hand-off was a quarter of the CPU a replica spends per view (`docs/EVALUATION.md`,
+/// session 20). Two keep a sync from waiting behind a slow one, and a host-name lookup from
+/// holding up the journal.
+pub const DEFAULT_BLOCKING_THREADS: usize = 2;
+
 /// The `[runtime]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +72,9 @@ pub struct RuntimeSection {
     pub workers: usize,
     /// With `io_uring`: threads of the tokio runtime beside it (REST gateway, Redis client).
     pub api_workers: usize,
+    /// With `tokio`: the most threads doing blocking work at once (file I/O, host-name
+    /// lookups); see [`DEFAULT_BLOCKING_THREADS`].
+    pub blocking_threads: usize,
 }
 
 impl Default for RuntimeSection {
@@ -70,6 +83,7 @@ impl Default for RuntimeSection {
             engine: Engine::Tokio,
             workers: 2,
             api_workers: 1,
+            blocking_threads: DEFAULT_BLOCKING_THREADS,
         }
     }
 }
@@ -77,7 +91,11 @@ impl Default for RuntimeSection {
 impl RuntimeSection {
     /// Checks the worker counts.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, n) in [("workers", self.workers), ("api_workers", self.api_workers)] {
+        for (name, n) in [
+            ("workers", self.workers),
+            ("api_workers", self.api_workers),
+            ("blocking_threads", self.blocking_threads),
+        ] {
             if n == 0 || n > MAX_WORKERS {
                 return Err(format!("[runtime] {name} = {n}: must be 1..={MAX_WORKERS}"));
             }

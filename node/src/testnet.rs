@@ -319,6 +319,7 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              # engine = \"io_uring\"            # Linux 6.1+: consensus, p2p and storage on io_uring\n\
              # workers = 2                    # worker threads (io_uring: consensus and p2p)\n\
              # api_workers = 1                # io_uring: tokio threads for the REST API and Redis\n\
+             # blocking_threads = 2           # tokio: threads for file I/O and host-name lookups\n\
              \n\
              # Every genesis replica (this one included) and its p2p address: IP:port or\n\
              # host:port (DNS names, e.g. docker compose services, are resolved at start).\n\
@@ -427,7 +428,13 @@ mod tests {
         let uncommented: String = text
             .lines()
             .map(|l| {
-                for key in ["[runtime]", "engine", "workers", "api_workers"] {
+                for key in [
+                    "[runtime]",
+                    "engine",
+                    "workers",
+                    "api_workers",
+                    "blocking_threads",
+                ] {
                     if let Some(rest) = l.strip_prefix(&format!("# {key}")) {
                         return format!("{key}{rest}\n");
                     }
@@ -438,7 +445,14 @@ mod tests {
         assert_ne!(uncommented, text, "a commented [runtime] section");
         let runtime = NodeConfig::parse(&uncommented).unwrap().runtime;
         assert_eq!(runtime.engine, crate::runtime::Engine::IoUring);
-        assert_eq!((runtime.workers, runtime.api_workers), (2, 1));
+        assert_eq!(
+            (
+                runtime.workers,
+                runtime.api_workers,
+                runtime.blocking_threads
+            ),
+            (2, 1, crate::runtime::DEFAULT_BLOCKING_THREADS)
+        );
         assert_eq!(
             NodeConfig::parse(&text).unwrap().runtime,
             crate::runtime::RuntimeSection::default()
