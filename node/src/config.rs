@@ -61,7 +61,8 @@
 //!
 //! Environment variables override the file (for containers and scripts): `COFFER_P2P_LISTEN`,
 //! `COFFER_API_LISTEN`, `COFFER_DATA_DIR`, `COFFER_RUNTIME` (the engine),
-//! `COFFER_RUNTIME_WORKERS`, `COFFER_RUNTIME_API_WORKERS`, and the store:
+//! `COFFER_RUNTIME_WORKERS`, `COFFER_RUNTIME_API_WORKERS`, `COFFER_RUNTIME_BLOCKING_THREADS`,
+//! and the store:
 //! - `COFFER_STORAGE_URL`: a Redis URL switches the store to Redis standalone at that URL;
 //!   `memory` switches to memory;
 //! - `COFFER_REDIS_SENTINELS` (comma-separated sentinel URLs) with `COFFER_REDIS_MASTER_NAME`:

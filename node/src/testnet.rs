@@ -267,8 +267,8 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              # COFFER_REDIS_SENTINELS (comma-separated) + COFFER_REDIS_MASTER_NAME (sentinel),\n\
              # COFFER_REDIS_CLUSTER_SEEDS (comma-separated; Redis Cluster), COFFER_STORAGE_PREFIX,\n\
              # COFFER_REDIS_WAIT_REPLICAS; the runtime: COFFER_RUNTIME (tokio or io_uring),\n\
-             # COFFER_RUNTIME_WORKERS, COFFER_RUNTIME_API_WORKERS. Logs: COFFER_LOG (e.g.\n\
-             # info,coffer_node=debug).\n\
+             # COFFER_RUNTIME_WORKERS, COFFER_RUNTIME_API_WORKERS, COFFER_RUNTIME_BLOCKING_THREADS.\n\
+             # Logs: COFFER_LOG (e.g. info,coffer_node=debug).\n\
              \n\
              # The ledger genesis (chain id, issuers, replica set); relative to this file.\n\
              genesis = \"../genesis.json\"\n\
