@@ -414,11 +414,15 @@ impl NodeConfig {
         &mut self,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigFileError> {
-        let addr = |name: &str, value: String| {
+        fn number<T: std::str::FromStr>(name: &str, value: String) -> Result<T, ConfigFileError>
+        where
+            T::Err: std::fmt::Display,
+        {
             value
-                .parse::<SocketAddr>()
+                .parse()
                 .map_err(|e| ConfigFileError::Toml(format!("{name}={value:?}: {e}")))
-        };
+        }
+        let addr = |name: &str, value: String| number::<SocketAddr>(name, value);
         if let Some(v) = var("COFFER_P2P_LISTEN") {
             self.p2p_listen = addr("COFFER_P2P_LISTEN", v)?;
         }
@@ -430,19 +434,13 @@ impl NodeConfig {
             })?;
         }
         if let Some(v) = var("COFFER_RUNTIME_WORKERS") {
-            self.runtime.workers = v
-                .parse()
-                .map_err(|e| ConfigFileError::Toml(format!("COFFER_RUNTIME_WORKERS={v:?}: {e}")))?;
+            self.runtime.workers = number("COFFER_RUNTIME_WORKERS", v)?;
         }
         if let Some(v) = var("COFFER_RUNTIME_API_WORKERS") {
-            self.runtime.api_workers = v.parse().map_err(|e| {
-                ConfigFileError::Toml(format!("COFFER_RUNTIME_API_WORKERS={v:?}: {e}"))
-            })?;
+            self.runtime.api_workers = number("COFFER_RUNTIME_API_WORKERS", v)?;
         }
         if let Some(v) = var("COFFER_RUNTIME_BLOCKING_THREADS") {
-            self.runtime.blocking_threads = v.parse().map_err(|e| {
-                ConfigFileError::Toml(format!("COFFER_RUNTIME_BLOCKING_THREADS={v:?}: {e}"))
-            })?;
+            self.runtime.blocking_threads = number("COFFER_RUNTIME_BLOCKING_THREADS", v)?;
         }
         self.runtime.validate().map_err(ConfigFileError::Toml)?;
         if let Some(v) = var("COFFER_API_LISTEN") {
@@ -511,9 +509,7 @@ impl NodeConfig {
                 redis.prefix = prefix;
             }
             if let Some(n) = var("COFFER_REDIS_WAIT_REPLICAS") {
-                redis.durability.wait_replicas = n.parse().map_err(|e| {
-                    ConfigFileError::Toml(format!("COFFER_REDIS_WAIT_REPLICAS={n:?}: {e}"))
-                })?;
+                redis.durability.wait_replicas = number("COFFER_REDIS_WAIT_REPLICAS", n)?;
             }
         } else if var("COFFER_STORAGE_PREFIX").is_some()
             || var("COFFER_REDIS_WAIT_REPLICAS").is_some()
