@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod configs;
 pub mod hiccup;
+pub mod pacer;
 pub mod plot;
 pub mod report;
 pub mod sigcost;

@@ -309,9 +309,12 @@ fn summary(r: &RunReport) -> String {
             h.p99_ms, h.max_ms
         )
     });
+    let lag = m.send_lag.map_or(String::new(), |l| {
+        format!("; sent late p50 {:.2} ms p99 {:.1} ms", l.p50_ms, l.p99_ms)
+    });
     format!(
         "{}: {} verified transfers in {:.0} s = {:.0}/s; p50 {:.1} ms p90 {:.1} ms p99 {:.1} ms max {:.0} ms; \
-         {} rejected, {} failed; {:.1} µs/verify, limit {:.0}/s, {:.1}% of it{hiccups}",
+         {} rejected, {} failed; {:.1} µs/verify, limit {:.0}/s, {:.1}% of it{hiccups}{lag}",
         r.name,
         m.transfers,
         m.duration_s,

@@ -2,7 +2,9 @@
 //! random wallets (any client's) for a fixed time. Each client is a closed loop (one transfer
 //! in flight; the next starts when the previous one is verified) unless a total `rate` is
 //! given, in which case each client starts transfers on a fixed schedule and latency is
-//! measured from the scheduled start (no coordinated omission).
+//! measured from the scheduled start (no coordinated omission). The schedule is kept by a
+//! [`Pacer`](crate::pacer::Pacer), not tokio's millisecond timer, and how late each transfer
+//! actually started is reported as `send_lag`.
 //!
 //! A transfer counts only when [`coffer_wallet::Client::submit`] returned it committed, which
 //! means the client verified f+1 matching receipts signed by distinct genesis replicas.
@@ -121,6 +123,21 @@ pub struct Measurement {
     /// The machine's own scheduling stalls during the window (see [`crate::hiccup`]).
     #[serde(default)]
     pub hiccups: Option<Hiccups>,
+    /// Open loop: how late the counted transfers started against their schedule. It is part
+    /// of their latency (which counts from the scheduled start), but the client's doing.
+    #[serde(default)]
+    pub send_lag: Option<SendLag>,
+}
+
+/// How late open-loop transfers started, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct SendLag {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
 }
 
 /// Average cores busy during a run, by whom: the replicas, the benchmark's clients, and the
@@ -159,6 +176,8 @@ struct Shared {
 
 struct ClientResult {
     histogram: Histogram<u64>,
+    /// Open loop: how late each counted transfer started, microseconds.
+    send_lag: Histogram<u64>,
     per_second: Vec<u64>,
     transfers: u64,
     verified: u64,
@@ -323,13 +342,19 @@ pub async fn run(
         stop: AtomicBool::new(false),
     });
     let hiccups = crate::hiccup::measure(measure_start.into_std(), shared.measure_end.into_std());
-    let interval = spec
-        .rate
-        .map(|rate| Duration::from_secs_f64(threads as f64 / rate));
+    let schedule = match spec.rate {
+        None => None,
+        Some(rate) => {
+            let pacer = crate::pacer::Pacer::start()
+                .map_err(|e| WorkloadError::Client(format!("pacer thread: {e}")))?;
+            Some((Duration::from_secs_f64(threads as f64 / rate), pacer))
+        }
+    };
     let mut set = tokio::task::JoinSet::new();
     for (i, (client, ws)) in funded.into_iter().enumerate() {
         let shared = shared.clone();
-        set.spawn(client_loop(i, client, ws, shared, interval));
+        let schedule = schedule.as_ref().map(|(i, p)| (*i, p.handle()));
+        set.spawn(client_loop(i, client, ws, shared, schedule));
     }
 
     let bar = spec
@@ -362,6 +387,7 @@ pub async fn run(
     let window_s = spec.duration.as_secs_f64();
     let seconds = spec.duration.as_secs().max(1);
     let mut hist = histogram();
+    let mut lag = histogram();
     let mut m = Measurement {
         duration_s: window_s,
         per_second: vec![0; usize::try_from(seconds).unwrap_or(usize::MAX)],
@@ -384,6 +410,7 @@ pub async fn run(
         };
         let Ok(r) = joined else { continue };
         let _ = hist.add(&r.histogram);
+        let _ = lag.add(&r.send_lag);
         for (slot, n) in m.per_second.iter_mut().zip(&r.per_second) {
             *slot += n;
         }
@@ -409,7 +436,15 @@ pub async fn run(
             max_ms: ms(hist.max()),
             mean_ms: hist.mean() / 1000.0,
         };
+        if schedule.is_some() {
+            m.send_lag = Some(SendLag {
+                p50_ms: ms(lag.value_at_quantile(0.50)),
+                p99_ms: ms(lag.value_at_quantile(0.99)),
+                max_ms: ms(lag.max()),
+            });
+        }
     }
+    drop(schedule);
     Ok(m)
 }
 
@@ -434,10 +469,11 @@ async fn client_loop(
     client: Client,
     mut wallets: Vec<Wallet>,
     shared: Arc<Shared>,
-    interval: Option<Duration>,
+    schedule: Option<(Duration, crate::pacer::PacerHandle)>,
 ) -> ClientResult {
     let mut r = ClientResult {
         histogram: histogram(),
+        send_lag: histogram(),
         per_second: vec![
             0;
             usize::try_from(
@@ -453,18 +489,20 @@ async fn client_loop(
         errors: Vec::new(),
     };
     // Open loop: start at a random phase within one interval so clients do not fire together.
-    let mut due =
-        Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(rand::random::<f64>()));
+    let mut due = Instant::now()
+        + schedule
+            .as_ref()
+            .map_or(Duration::ZERO, |(i, _)| i.mul_f64(rand::random::<f64>()));
     let n_wallets = shared.addresses.len();
     let first_global = me * WALLETS_PER_CLIENT;
     while !shared.stop.load(Ordering::Relaxed) {
-        let start = match interval {
-            None => Instant::now(),
-            Some(i) => {
-                tokio::time::sleep_until(due).await;
+        let (start, late) = match &schedule {
+            None => (Instant::now(), None),
+            Some((interval, pacer)) => {
+                pacer.sleep_until(due.into_std()).await;
                 let start = due;
-                due += i;
-                start
+                due += *interval;
+                (start, Some(start.elapsed()))
             }
         };
         if start >= shared.measure_end {
@@ -527,6 +565,10 @@ async fn client_loop(
                 if done >= shared.measure_start && done < shared.measure_end {
                     let us = u64::try_from((done - start).as_micros()).unwrap_or(u64::MAX);
                     r.histogram.saturating_record(us.max(1));
+                    if let Some(late) = late {
+                        let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+                        r.send_lag.saturating_record(late.max(1));
+                    }
                     r.transfers += 1;
                     if committed.signers.len() >= shared.threshold {
                         r.verified += 1;
