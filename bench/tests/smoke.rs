@@ -108,8 +108,23 @@ fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
 #[test]
 fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     let out = tempfile::tempdir().unwrap();
-    bench(out.path(), &["--replicas", "1"]);
+    // n=1 runs open loop, on the pacer's schedule; n=4 closed loop.
+    bench(out.path(), &["--replicas", "1", "--rate", "200"]);
     check_report(out.path(), "n1-memory", 1);
+    let n1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("n1-memory.json")).unwrap())
+            .unwrap();
+    let m = &n1["measurement"];
+    // At 200/s for 3 s the schedule has at most 600 starts, plus one per client at the edge.
+    assert!(m["transfers"].as_u64().unwrap() <= 604, "{m}");
+    assert_eq!(m["offered_rate_tps"].as_f64(), Some(200.0));
+    let lag = &m["send_lag"];
+    let (p50, p99, max) = (
+        lag["p50_ms"].as_f64().unwrap(),
+        lag["p99_ms"].as_f64().unwrap(),
+        lag["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lag}");
     // `--audit` checks every receipt signature, so every signer is counted (without it the
     // client stops at f+1 valid ones, and the last replica's key may sort after them).
     bench(out.path(), &["--replicas", "4", "--audit"]);
@@ -124,15 +139,20 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     let fields = lines[0].split(',').count();
     assert!(lines[0].starts_with("name,replicas,f,"));
     assert!(
-        lines[0].ends_with(",retain_blocks,runtime,workers,api_workers"),
+        lines[0].ends_with(
+            ",retain_blocks,runtime,workers,api_workers,send_lag_p50_ms,send_lag_p99_ms"
+        ),
         "{}",
         lines[0]
     );
     for line in &lines[1..] {
         assert_eq!(line.split(',').count(), fields, "{line}");
         // Every block kept (an empty retain_blocks), on the default runtime.
-        assert!(line.ends_with(",,tokio,,"), "{line}");
+        assert!(line.contains(",,tokio,,,"), "{line}");
     }
+    // A send lag for the open-loop run only.
+    assert!(!lines[1].ends_with(",,"), "{}", lines[1]);
+    assert!(lines[2].ends_with(",tokio,,,,"), "{}", lines[2]);
     assert!(lines[1].starts_with("n1-memory,1,0,memory,none,4,400,"));
     assert!(lines[2].starts_with("n4-memory,4,1,memory,none,4,400,"));
 }
