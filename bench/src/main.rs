@@ -130,6 +130,10 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = Store::Memory)]
     store: Store,
     /// Total offered transfers per second (open loop); closed loop without it.
+    ///
+    /// Each client starts its transfers on a fixed schedule, one in flight at a time, and
+    /// latency counts from the scheduled start. The report's send lag shows how late they
+    /// started: a lag near the latency means too few --threads for the rate.
     #[arg(long)]
     rate: Option<f64>,
     /// Name in the reports (default from the shape, e.g. n4-memory).
