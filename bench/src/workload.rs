@@ -353,7 +353,9 @@ pub async fn run(
     let mut set = tokio::task::JoinSet::new();
     for (i, (client, ws)) in funded.into_iter().enumerate() {
         let shared = shared.clone();
-        let schedule = schedule.as_ref().map(|(i, p)| (*i, p.handle()));
+        let schedule = schedule
+            .as_ref()
+            .map(|(every, pacer)| (*every, pacer.handle()));
         set.spawn(client_loop(i, client, ws, shared, schedule));
     }
 
