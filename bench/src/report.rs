@@ -177,14 +177,14 @@ pub fn csv(reports: &[RunReport]) -> String {
 /// A Markdown table of `reports`.
 pub fn markdown(reports: &[RunReport]) -> String {
     let mut out = String::new();
-    out.push_str("| configuration | n | store | byzantine | runtime | clients | offered/s | verified transfers/s | p50 ms | p90 ms | p99 ms | max ms | failed | µs/verify | sig limit/s | % of limit | cores: replicas / client / other | machine hiccups p99 / max ms |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| configuration | n | store | byzantine | runtime | clients | offered/s | verified transfers/s | p50 ms | p90 ms | p99 ms | max ms | failed | µs/verify | sig limit/s | % of limit | cores: replicas / client / other | machine hiccups p99 / max ms | sent late p50 / p99 ms |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let m = &r.measurement;
         let l = &m.latency;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {:.1}% | {} / {} / {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {:.1} | {:.0} | {:.1}% | {} / {} / {} | {} / {} | {} |",
             r.name,
             r.replicas,
             r.store,
@@ -207,6 +207,10 @@ pub fn markdown(reports: &[RunReport]) -> String {
             cpu(r, |c| c.other_cores),
             hiccups(r, |h| h.p99_ms),
             hiccups(r, |h| h.max_ms),
+            m.send_lag.map_or("closed loop".to_owned(), |l| format!(
+                "{:.2} / {:.1}",
+                l.p50_ms, l.p99_ms
+            )),
         );
     }
     out
@@ -310,6 +314,10 @@ mod tests {
         let row = csv_row(&open);
         assert!(row.ends_with(",0.210,2.900"), "{row}");
         assert_eq!(row.split(',').count(), CSV_HEADER.split(',').count());
+        let table = markdown(&[report(None), open]);
+        let rows: Vec<&str> = table.lines().skip(2).collect();
+        assert!(rows[0].ends_with("| closed loop |"), "{table}");
+        assert!(rows[1].ends_with("| 0.21 / 2.9 |"), "{table}");
     }
 
     #[test]
