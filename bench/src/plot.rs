@@ -21,6 +21,12 @@ fn label_at(names: &[String], v: f64) -> String {
     names.get(i as usize).cloned().unwrap_or_default()
 }
 
+/// The top of a y axis whose data reach `max`, with room above the data for a legend of
+/// `rows` entries in the upper right corner (about 6% of the plot's height per entry).
+fn with_legend_room(max: f64, rows: usize) -> f64 {
+    max * (1.12 + 0.06 * rows as f64)
+}
+
 /// The chart every plot draws on: `f64` on both axes, into an SVG file.
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
@@ -46,6 +52,7 @@ fn plot(
     draw(&mut chart)?;
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -61,11 +68,12 @@ fn bar_plot(
     caption: &str,
     y_desc: &str,
     value: fn(&RunReport) -> f64,
+    legend_rows: usize,
     draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<(), String>,
 ) -> Result<(), String> {
     let names: Vec<String> = reports.iter().map(|r| r.name.clone()).collect();
     let k = reports.len().max(1) as f64;
-    let top = reports.iter().map(value).fold(1.0, f64::max) * 1.1;
+    let top = with_legend_room(reports.iter().map(value).fold(1.0, f64::max), legend_rows);
     plot(path, caption, 50, -0.5..(k - 0.5), top, |chart| {
         chart
             .configure_mesh()
@@ -88,6 +96,7 @@ pub fn throughput(reports: &[RunReport], path: &Path) -> Result<(), String> {
         "Verified transfers per second",
         "transfers/s",
         |r| r.measurement.throughput_tps.max(r.sig_limit.limit_tps),
+        2,
         |chart| {
             chart
                 .draw_series(reports.iter().enumerate().map(|(i, r)| {
@@ -131,6 +140,7 @@ pub fn latency(reports: &[RunReport], path: &Path) -> Result<(), String> {
         "Latency to f+1 verified receipts",
         "ms",
         |r| r.measurement.latency.p99_ms,
+        3,
         |chart| {
             let series: [Series; 3] = [
                 ("p50", GREEN, -0.3, |r| r.measurement.latency.p50_ms),
@@ -162,13 +172,15 @@ pub fn timeline(reports: &[RunReport], path: &Path) -> Result<(), String> {
         .max()
         .unwrap_or(1)
         .max(1);
-    let top = reports
-        .iter()
-        .flat_map(|r| r.measurement.per_second.iter().copied())
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.1;
+    let top = with_legend_room(
+        reports
+            .iter()
+            .flat_map(|r| r.measurement.per_second.iter().copied())
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64,
+        reports.len(),
+    );
     let caption = "Verified transfers per second over the run";
     plot(path, caption, 40, 0.0..seconds as f64, top, |chart| {
         chart
@@ -194,4 +206,75 @@ pub fn timeline(reports: &[RunReport], path: &Path) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Byzantine, Store};
+    use crate::workload::{Latency, Measurement};
+
+    fn report(name: &str, replicas: usize, tps: f64, p50: f64) -> RunReport {
+        RunReport::new(
+            name.into(),
+            (replicas, Some(Store::Memory), Byzantine::None, None),
+            8,
+            1.0,
+            Measurement {
+                transfers: 30,
+                verified: 30,
+                duration_s: 3.0,
+                throughput_tps: tps,
+                latency: Latency {
+                    p50_ms: p50,
+                    p90_ms: p50 * 2.0,
+                    p99_ms: p50 * 3.0,
+                    max_ms: p50 * 4.0,
+                    mean_ms: p50,
+                },
+                per_second: vec![10, 12, 8],
+                ..Measurement::default()
+            },
+            crate::sigcost::limit(50.0, replicas),
+            0,
+        )
+    }
+
+    /// A plotting function of this module.
+    type Draw = fn(&[RunReport], &Path) -> Result<(), String>;
+
+    #[test]
+    fn every_plot_is_an_svg_naming_its_configurations_and_series() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let reports = [
+            report("n1-memory", 1, 9_000.0, 40.0),
+            report("n4-memory@half", 4, 2_000.0, 20.0),
+        ];
+        let draw: [(&str, Draw, &[&str]); 3] = [
+            ("throughput.svg", throughput, &["measured", "n1-memory"]),
+            (
+                "latency.svg",
+                latency,
+                &["p50", "p90", "p99", "n4-memory@half"],
+            ),
+            ("timeline.svg", timeline, &["n1-memory", "n4-memory@half"]),
+        ];
+        for (file, plot, words) in draw {
+            let path = dir.path().join(file);
+            plot(&reports, &path).expect("plot drawn");
+            let svg = std::fs::read_to_string(&path).expect("plot written");
+            assert!(svg.starts_with("<svg"), "{file}");
+            for word in words {
+                assert!(svg.contains(word), "{file} lacks {word}");
+            }
+            assert!(!svg.contains("NaN"), "{file}");
+        }
+    }
+
+    #[test]
+    fn the_legend_has_room_above_the_data() {
+        // Two legend rows leave the top quarter of the axis free; more rows, more room.
+        assert!(with_legend_room(100.0, 2) >= 124.0);
+        assert!(with_legend_room(100.0, 7) > with_legend_room(100.0, 3));
+    }
 }
