@@ -141,26 +141,22 @@ pub fn csv_row(r: &RunReport) -> String {
     )
 }
 
-/// A send-lag figure for the CSV, empty for closed-loop runs.
+/// `f` of an optional part of a report with `decimals` decimals, or empty when the run has no
+/// such part (a closed-loop run's send lag, a machine without `/proc`'s CPU figures).
+fn figure<T>(part: Option<&T>, decimals: usize, f: impl Fn(&T) -> f64) -> String {
+    part.map_or(String::new(), |p| format!("{:.decimals$}", f(p)))
+}
+
 fn send_lag(r: &RunReport, f: impl Fn(&crate::workload::SendLag) -> f64) -> String {
-    r.measurement
-        .send_lag
-        .as_ref()
-        .map_or(String::new(), |l| format!("{:.3}", f(l)))
+    figure(r.measurement.send_lag.as_ref(), 3, f)
 }
 
 fn hiccups(r: &RunReport, f: impl Fn(&crate::hiccup::Hiccups) -> f64) -> String {
-    r.measurement
-        .hiccups
-        .as_ref()
-        .map_or(String::new(), |h| format!("{:.1}", f(h)))
+    figure(r.measurement.hiccups.as_ref(), 1, f)
 }
 
 fn cpu(r: &RunReport, f: impl Fn(&crate::workload::CpuUse) -> f64) -> String {
-    r.measurement
-        .cpu
-        .as_ref()
-        .map_or(String::new(), |c| format!("{:.2}", f(c)))
+    figure(r.measurement.cpu.as_ref(), 2, f)
 }
 
 /// The whole CSV of `reports`.

@@ -46,10 +46,26 @@ fn bench(out: &Path, args: &[&str]) {
     }
 }
 
+/// A run's report, as JSON, with its text.
+fn read_report(out: &Path, name: &str) -> (String, serde_json::Value) {
+    let text = std::fs::read_to_string(out.join(format!("{name}.json"))).unwrap();
+    let r = serde_json::from_str(&text).unwrap();
+    (text, r)
+}
+
+/// Checks that `v` holds percentiles in milliseconds: 0 < p50 ≤ p99 ≤ max.
+fn assert_percentiles(name: &str, v: &serde_json::Value) {
+    let (p50, p99, max) = (
+        v["p50_ms"].as_f64().unwrap(),
+        v["p99_ms"].as_f64().unwrap(),
+        v["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{name}: {v}");
+}
+
 /// Checks a run's report; returns how many counted transfers the last replica signed for.
 fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
-    let text = std::fs::read_to_string(out.join(format!("{name}.json"))).unwrap();
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (text, r) = read_report(out, name);
     assert_eq!(r["replicas"], replicas);
     let m = &r["measurement"];
     let transfers = m["transfers"].as_u64().unwrap();
@@ -66,13 +82,7 @@ fn check_report(out: &Path, name: &str, replicas: u64) -> u64 {
     );
     let tps = m["throughput_tps"].as_f64().unwrap();
     assert!((tps - transfers as f64 / 3.0).abs() < 1e-6, "{name}: {tps}");
-    let l = &m["latency"];
-    let (p50, p99, max) = (
-        l["p50_ms"].as_f64().unwrap(),
-        l["p99_ms"].as_f64().unwrap(),
-        l["max_ms"].as_f64().unwrap(),
-    );
-    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{name}: {l}");
+    assert_percentiles(name, &m["latency"]);
     let per_second: u64 = m["per_second"]
         .as_array()
         .unwrap()
@@ -111,20 +121,12 @@ fn short_runs_on_one_and_four_replicas_verify_every_transfer() {
     // n=1 runs open loop, on the pacer's schedule; n=4 closed loop.
     bench(out.path(), &["--replicas", "1", "--rate", "200"]);
     check_report(out.path(), "n1-memory", 1);
-    let n1: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("n1-memory.json")).unwrap())
-            .unwrap();
+    let (_, n1) = read_report(out.path(), "n1-memory");
     let m = &n1["measurement"];
     // At 200/s for 3 s the schedule has at most 600 starts, plus one per client at the edge.
     assert!(m["transfers"].as_u64().unwrap() <= 604, "{m}");
     assert_eq!(m["offered_rate_tps"].as_f64(), Some(200.0));
-    let lag = &m["send_lag"];
-    let (p50, p99, max) = (
-        lag["p50_ms"].as_f64().unwrap(),
-        lag["p99_ms"].as_f64().unwrap(),
-        lag["max_ms"].as_f64().unwrap(),
-    );
-    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{lag}");
+    assert_percentiles("n1-memory send lag", &m["send_lag"]);
     // `--audit` checks every receipt signature, so every signer is counted (without it the
     // client stops at f+1 valid ones, and the last replica's key may sort after them).
     bench(out.path(), &["--replicas", "4", "--audit"]);
@@ -171,8 +173,7 @@ fn a_forging_replica_is_outvoted() {
     bench(out.path(), &args);
     let forger_signed = check_report(out.path(), "n4-forge-memory", 4);
     assert_eq!(forger_signed, 0, "a forged receipt was counted");
-    let text = std::fs::read_to_string(out.path().join("n4-forge-memory.json")).unwrap();
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (_, r) = read_report(out.path(), "n4-forge-memory");
     if uring {
         assert_eq!(r["runtime"], "io_uring");
         assert_eq!(r["workers"], 1);
