@@ -36,9 +36,11 @@ pub enum RejectCode {
     NotAnIssuer = 11,
     /// The signature does not verify.
     BadSignature = 12,
-    /// An input that never existed.
+    /// An input that never existed, or that was spent more than the genesis `spent_horizon`
+    /// blocks ago (the ledger no longer remembers it).
     UnknownInput = 13,
-    /// An input that existed but was already spent.
+    /// An input that existed but was already spent: earlier in the same block or within the
+    /// last `spent_horizon` blocks.
     InputAlreadySpent = 14,
     /// An input locked to an address other than the signer's.
     NotOwner = 15,

@@ -15,7 +15,7 @@ use crate::validate;
 use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Fewest unverified signatures in a block worth spreading over the thread pool.
@@ -235,11 +235,12 @@ pub struct HistoryPage {
 /// What a block changed, for the caller to persist atomically.
 ///
 /// Persistence contract (what [`LedgerState::restore`] expects back as a [`Snapshot`]): in one
-/// atomic write, delete `spent` from the UTXO set and add their outpoints plus
-/// `spent_within_block` to the spent set; insert `created`; append `history` entries per
-/// address (their `seq` continues each address's sequence); add `mint_txids`; store
-/// `commitment` as the tip. The per-address balance and UTXO indexes follow from `created`
-/// and `spent`, whose entries carry the owning lock.
+/// atomic write, delete `spent` from the UTXO set and record their outpoints plus
+/// `spent_within_block` as spent at this block's height; forget the outpoints recorded as
+/// spent below `spent_from`; insert `created`; append `history` entries per address (their
+/// `seq` continues each address's sequence); add `mint_txids`; store `commitment` as the tip.
+/// The per-address balance and UTXO indexes follow from `created` and `spent`, whose entries
+/// carry the owning lock.
 ///
 /// Netted over the block: an output created and spent within the same block appears in
 /// neither `created` nor `spent`; it does appear in `spent_within_block` so that the
@@ -258,6 +259,10 @@ pub struct Change {
     pub history: Vec<(Address, HistoryEntry)>,
     /// Txids of mints accepted in this block.
     pub mint_txids: Vec<Txid>,
+    /// The lowest height whose spends are still remembered after this block (1 until the
+    /// genesis `spent_horizon` has passed, then one more each block): the spends recorded at
+    /// `spent_from - 1` are forgotten with this block.
+    pub spent_from: u64,
     /// The commitment after the block.
     pub commitment: Commitment,
 }
@@ -316,8 +321,9 @@ pub struct Snapshot {
     pub commitment: Option<Commitment>,
     /// Every unspent output.
     pub utxos: Vec<(OutPoint, TxOut)>,
-    /// Every spent outpoint.
-    pub spent: Vec<OutPoint>,
+    /// Every remembered spent outpoint with the height that spent it: those spent within the
+    /// genesis `spent_horizon` of the tip.
+    pub spent: Vec<(u64, OutPoint)>,
     /// Every history entry (any order).
     pub history: Vec<(Address, HistoryEntry)>,
     /// The number of history entries of each address whose entries `history` does not list:
@@ -412,12 +418,21 @@ pub struct LedgerState {
     utxo_hash: UtxoSetHash,
     supply: Amount,
     utxos: HashMap<OutPoint, TxOut>,
-    // Kept forever so that a spend of a spent output is reported as such; a production system
-    // would prune it below a finality horizon and report `unknown_input` beyond it.
+    /// Outputs spent in the last `spent_horizon` blocks (and in the block being applied), so
+    /// that a spend of one is reported as `input_already_spent` rather than `unknown_input`.
     spent: HashSet<OutPoint>,
+    /// The same outpoints by the height that spent them, oldest first, each height's sorted;
+    /// only heights with spends appear.
+    spent_log: VecDeque<(u64, Vec<OutPoint>)>,
     by_address: HashMap<Address, AddressIndex>,
     mint_txids: HashSet<Txid>,
     history_mode: HistoryMode,
+}
+
+/// The lowest height whose spends a state at `height` remembers, with the genesis
+/// `spent_horizon`: the last `horizon` blocks' (1 while fewer have passed).
+pub fn spent_from(height: u64, horizon: u32) -> u64 {
+    height.saturating_sub(u64::from(horizon)) + 1
 }
 
 /// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
@@ -500,6 +515,7 @@ impl LedgerState {
             supply: Amount::ZERO,
             utxos: HashMap::new(),
             spent: HashSet::new(),
+            spent_log: VecDeque::new(),
             by_address: HashMap::new(),
             mint_txids: HashSet::new(),
             history_mode,
@@ -789,6 +805,13 @@ impl LedgerState {
                 &self.supply.0.to_le_bytes(),
             ],
         ));
+        let spends = cb
+            .spent
+            .iter()
+            .map(|(op, _)| *op)
+            .chain(cb.spent_within_block.iter().copied())
+            .collect();
+        let spent_from = self.age_spent(height, spends);
         let commitment = self.commitment();
         let change = Change {
             created: cb.created.into_iter().flatten().collect(),
@@ -796,6 +819,7 @@ impl LedgerState {
             spent_within_block: cb.spent_within_block,
             history: cb.history,
             mint_txids: cb.mint_txids,
+            spent_from,
             commitment,
         };
         Ok(Applied {
@@ -938,6 +962,27 @@ impl LedgerState {
         out
     }
 
+    /// Logs the spends of the block at `height` (already in the spent set) and forgets those
+    /// older than the genesis `spent_horizon`; returns the lowest height still remembered.
+    fn age_spent(&mut self, height: u64, mut spends: Vec<OutPoint>) -> u64 {
+        if !spends.is_empty() {
+            // Sorted, as a restored state has them: equal states compare equal.
+            spends.sort_unstable();
+            self.spent_log.push_back((height, spends));
+        }
+        let from = spent_from(height, self.genesis.limits.spent_horizon);
+        while let Some((h, _)) = self.spent_log.front()
+            && *h < from
+        {
+            if let Some((_, ops)) = self.spent_log.pop_front() {
+                for op in &ops {
+                    self.spent.remove(op);
+                }
+            }
+        }
+        from
+    }
+
     /// The UTXO-set hash recomputed from scratch (tests, recovery); must equal the incremental
     /// `commitment().utxo_hash`.
     pub fn recompute_utxo_hash(&self) -> Hash32 {
@@ -1001,6 +1046,28 @@ impl LedgerState {
         if self.utxos.keys().any(|op| self.spent.contains(op)) {
             return bad("an outpoint is both unspent and spent".into());
         }
+        let from = spent_from(self.height, self.genesis.limits.spent_horizon);
+        let mut logged = 0usize;
+        let mut last = None;
+        for (h, ops) in &self.spent_log {
+            if *h < from || *h > self.height || last.is_some_and(|l| l >= *h) || ops.is_empty() {
+                return bad(format!(
+                    "spends logged at height {h}: not one of {from}..={}, once each, in order",
+                    self.height
+                ));
+            }
+            last = Some(*h);
+            if let Some(op) = ops.iter().find(|op| !self.spent.contains(op)) {
+                return bad(format!("{op} logged as spent but not in the spent set"));
+            }
+            logged += ops.len();
+        }
+        if logged != self.spent.len() {
+            return bad(format!(
+                "{logged} spends logged, {} in the spent set",
+                self.spent.len()
+            ));
+        }
         Ok(())
     }
 
@@ -1009,7 +1076,11 @@ impl LedgerState {
     pub fn snapshot(&self) -> Snapshot {
         let mut utxos: Vec<_> = self.utxos.iter().map(|(o, t)| (*o, *t)).collect();
         utxos.sort();
-        let mut spent: Vec<_> = self.spent.iter().copied().collect();
+        let mut spent: Vec<(u64, OutPoint)> = self
+            .spent_log
+            .iter()
+            .flat_map(|(h, ops)| ops.iter().map(move |op| (*h, *op)))
+            .collect();
         spent.sort();
         let mut history: Vec<(Address, HistoryEntry)> = self
             .by_address
@@ -1058,6 +1129,7 @@ impl LedgerState {
         let bad = |m: String| Err(RestoreError::Inconsistent(m));
         let Some(c) = snapshot.commitment else {
             if snapshot.utxos.is_empty()
+                && snapshot.spent.is_empty()
                 && snapshot.history.is_empty()
                 && snapshot.history_lengths.is_empty()
             {
@@ -1068,8 +1140,16 @@ impl LedgerState {
         if c.height == 0 && c.state_hash != state.genesis_hash {
             return bad("height 0 state hash is not the genesis hash".into());
         }
-        for op in snapshot.spent {
-            state.spent.insert(op);
+        let mut spent = snapshot.spent;
+        spent.sort();
+        for (h, op) in spent {
+            if !state.spent.insert(op) {
+                return bad(format!("spent outpoint {op} listed twice"));
+            }
+            match state.spent_log.back_mut() {
+                Some((last, ops)) if *last == h => ops.push(op),
+                _ => state.spent_log.push_back((h, vec![op])),
+            }
         }
         for (op, out) in snapshot.utxos {
             if state.utxos.contains_key(&op) {
@@ -1179,6 +1259,19 @@ impl LedgerState {
                 ));
             }
             idx.push_history(*entry, self.history_mode);
+        }
+        let spends = change
+            .spent
+            .iter()
+            .map(|(op, _)| *op)
+            .chain(change.spent_within_block.iter().copied())
+            .collect();
+        let from = self.age_spent(c.height, spends);
+        if from != change.spent_from {
+            return bad(format!(
+                "change remembers spends from height {}, this state from {from}",
+                change.spent_from
+            ));
         }
         if self.utxo_hash.to_hash() != c.utxo_hash || self.supply != c.total_supply {
             return bad(format!(

@@ -133,7 +133,8 @@ fn build(
 #[derive(Default)]
 struct Store {
     utxos: BTreeMap<OutPoint, TxOut>,
-    spent: BTreeSet<OutPoint>,
+    /// Spent outpoints by the height that spent them.
+    spent: BTreeMap<u64, Vec<OutPoint>>,
     history: Vec<(Address, HistoryEntry)>,
     mint_txids: BTreeSet<Txid>,
     tip: Option<Commitment>,
@@ -141,11 +142,15 @@ struct Store {
 
 impl Store {
     fn persist(&mut self, c: &Change) {
+        let height = c.commitment.height;
         for (o, out) in &c.spent {
             assert_eq!(self.utxos.remove(o).as_ref(), Some(out));
-            self.spent.insert(*o);
+            self.spent.entry(height).or_default().push(*o);
         }
-        self.spent.extend(c.spent_within_block.iter().copied());
+        for o in &c.spent_within_block {
+            self.spent.entry(height).or_default().push(*o);
+        }
+        self.spent.retain(|h, _| *h >= c.spent_from);
         for (o, out) in &c.created {
             assert!(self.utxos.insert(*o, *out).is_none());
         }
@@ -158,7 +163,12 @@ impl Store {
         Snapshot {
             commitment: self.tip,
             utxos: self.utxos.iter().map(|(o, t)| (*o, *t)).collect(),
-            spent: self.spent.iter().copied().collect(),
+            // Grouped by height, not sorted: restore must not depend on the order.
+            spent: self
+                .spent
+                .iter()
+                .flat_map(|(h, ops)| ops.iter().map(move |o| (*h, *o)))
+                .collect(),
             // Deliberately newest first: restore must not depend on the order.
             history: self.history.iter().rev().copied().collect(),
             history_lengths: Vec::new(),
@@ -171,13 +181,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn ledger_invariants_hold(blocks in blocks_strategy()) {
+    fn ledger_invariants_hold(blocks in blocks_strategy(), horizon in 1u32..6) {
+        // A short spent horizon, so that spent outputs are forgotten within the run.
+        let genesis = || genesis_with(Limits { spent_horizon: horizon, ..Limits::default() });
+        let state = || LedgerState::new(genesis()).unwrap();
         let wallets: Vec<Keypair> = (0..WALLETS).map(|i| key(20 + i as u8)).collect();
         let mut s = state();
         let mut twin = state();
         // Counts history instead of keeping it, as a replica does.
         let mut counted = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
         let mut follower = state();
+        // When each outpoint was spent, to check each rejection of a spent input.
+        let mut spent_at: BTreeMap<OutPoint, u64> = BTreeMap::new();
         let mut minted: u64 = 0;
         let mut seen: Vec<OutPoint> = Vec::new();
         let mut ever_spent: HashSet<OutPoint> = HashSet::new();
@@ -210,6 +225,22 @@ proptest! {
 
             for (r, stx) in a.receipts.iter().zip(&block.txs) {
                 prop_assert_eq!(r.txid, stx.txid());
+                // A transfer whose first input was spent in an earlier block fails on it: as
+                // spent within the horizon, as unknown after it.
+                if let Transaction::Transfer(t) = &stx.tx
+                    && let Some(h) = t.inputs.first().and_then(|i| spent_at.get(i))
+                    && verify_stateless(&genesis(), stx).is_ok()
+                    && let Outcome::Rejected(code) = r.outcome
+                {
+                    {
+                        let expected = if block.height <= h + u64::from(horizon) {
+                            RejectCode::InputAlreadySpent
+                        } else {
+                            RejectCode::UnknownInput
+                        };
+                        prop_assert_eq!(code, expected, "input spent at {}, spent again at {}", h, block.height);
+                    }
+                }
                 if r.outcome == Outcome::Accepted {
                     if let Transaction::Mint(m) = &stx.tx {
                         minted += m.outputs.iter().map(|o| o.amount.0).sum::<u64>();
@@ -222,6 +253,11 @@ proptest! {
             // No outpoint is ever spent twice, across blocks or within one.
             for o in a.change.spent.iter().map(|(o, _)| *o).chain(a.change.spent_within_block.iter().copied()) {
                 prop_assert!(ever_spent.insert(o), "{} spent twice", o);
+                spent_at.insert(o, block.height);
+            }
+            // Exactly the last `horizon` blocks' spends are remembered.
+            for (o, h) in &spent_at {
+                prop_assert_eq!(s.is_spent(o), block.height < h + u64::from(horizon));
             }
             // Supply is exactly what was minted, and within the cap.
             prop_assert_eq!(s.total_supply(), Amount(minted));

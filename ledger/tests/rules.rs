@@ -818,9 +818,70 @@ fn restore_refuses_corrupt_amounts_without_panicking() {
         Err(RestoreError::Inconsistent(_))
     ));
     let mut snap = s.snapshot();
-    snap.spent.push(snap.utxos[0].0);
+    snap.spent.push((1, snap.utxos[0].0));
     assert!(matches!(
         LedgerState::restore(genesis(), snap),
         Err(RestoreError::Inconsistent(_))
     ));
+}
+
+#[test]
+fn spent_outputs_are_remembered_for_the_horizon_then_unknown() {
+    let genesis = || {
+        genesis_with(Limits {
+            spent_horizon: 3,
+            ..Limits::default()
+        })
+    };
+    let mut s = LedgerState::new(genesis()).unwrap();
+    let mut follower = LedgerState::new(genesis()).unwrap();
+    let alice = key(10);
+    let m = mint(1, &[(alice.address(), 100), (alice.address(), 5)]);
+    let t = transfer(&alice, &[op(&m, 0)], &[(alice.address(), 100)]);
+    // The mint (height 1), the spend of its first output (height 2).
+    for txs in [vec![m.clone()], vec![t]] {
+        let a = apply(&mut s, txs);
+        assert_eq!(a.change.spent_from, 1);
+        follower.apply_change(&a.change).unwrap();
+    }
+    let again = transfer(&alice, &[op(&m, 0)], &[(alice.address(), 100)]);
+    // Heights 3, 4 and 5 are within three blocks of the spend.
+    for height in 3..=5 {
+        assert_rejected(&s, again.clone(), RejectCode::InputAlreadySpent);
+        assert!(s.is_spent(&op(&m, 0)));
+        let a = apply(&mut s, vec![]);
+        assert_eq!(a.change.commitment.height, height);
+        // The spends of height 2 are forgotten with block 5: from then on 3..=5 are kept.
+        assert_eq!(a.change.spent_from, height.saturating_sub(3) + 1);
+        follower.apply_change(&a.change).unwrap();
+        assert_eq!(follower, s);
+    }
+    // Height 6: the spend at 2 is beyond the horizon, as unknown as an outpoint never made.
+    assert!(!s.is_spent(&op(&m, 0)));
+    assert_rejected(&s, again.clone(), RejectCode::UnknownInput);
+    // Restored from its snapshot, the state is the same and forgets the same way.
+    let restored = LedgerState::restore(genesis(), s.snapshot()).unwrap();
+    assert_eq!(restored, s);
+    // Forgetting does not let anything be created twice or spent again: the output is gone.
+    let a = apply(&mut s, vec![again]);
+    assert_eq!(outcomes(&a), vec![rejected(RejectCode::UnknownInput)]);
+    assert_eq!(s.balance(&alice.address()), Amount(105));
+    s.check_integrity().unwrap();
+
+    // A snapshot listing a spend older than the horizon, or above the tip, is refused.
+    let mut snap = s.snapshot();
+    snap.spent.push((2, op(&m, 0)));
+    assert!(matches!(
+        LedgerState::restore(genesis(), snap),
+        Err(RestoreError::Inconsistent(_))
+    ));
+    let mut snap = s.snapshot();
+    snap.spent.push((s.height() + 1, op(&m, 0)));
+    assert!(LedgerState::restore(genesis(), snap).is_err());
+    // A change that forgets other spends than the follower would is refused.
+    let mut tampered = a.change.clone();
+    tampered.spent_from += 1;
+    assert!(follower.clone().apply_change(&tampered).is_err());
+    follower.apply_change(&a.change).unwrap();
+    assert_eq!(follower, s);
 }

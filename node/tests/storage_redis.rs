@@ -106,7 +106,16 @@ async fn exercise(store: &impl Store, model: &mut Model, blocks: usize, txs: usi
     }
     let h = model.height;
     assert!(matches!(
-        store.persist(h + 2, b"gap", &Default::default()).await,
+        store
+            .persist(
+                h + 2,
+                b"gap",
+                &BlockChange {
+                    spent_from: 1,
+                    ..Default::default()
+                }
+            )
+            .await,
         Err(StorageError::OutOfOrder { expected, got }) if expected == h + 1 && got == h + 2
     ));
     assert_eq!(store.applied_height().await.unwrap(), Some(h));
@@ -213,8 +222,15 @@ async fn standalone_apply_restart_same_commitment() {
     store.persist(h, &block, &change).await.unwrap();
     drop(store);
     reload_matches(&config, &model).await;
+    // Spends are remembered for the last three heights only (the model's horizon): every block
+    // spent something, so the spent hash holds exactly three heights.
+    assert_eq!(
+        cli(redis.server.port, &["hlen", "{coffer:r0}:spent"]),
+        Model::SPENT_HORIZON.to_string()
+    );
     // A block written in one MULTI/EXEC needs no journal: its entry is the version, the height,
-    // the block, its record and commitment, the supply and six empty lists, nothing more.
+    // the block, its record and commitment, the supply, six empty lists and the lowest
+    // remembered height, nothing more.
     let entry_len = 1
         + 8
         + 4
@@ -224,7 +240,8 @@ async fn standalone_apply_restart_same_commitment() {
         + 4
         + change.commitment.len()
         + 8
-        + 6 * 4;
+        + 6 * 4
+        + 8;
     assert!(!change.created.is_empty() && !change.history.is_empty());
     assert_eq!(
         cli(

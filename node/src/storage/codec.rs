@@ -6,8 +6,11 @@
 //! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list`,
 //! each list `u32 count` then items: created `outpoint bytes | amount u64 | output bytes`, spent
 //! and spent-in-block `outpoint bytes`, history `address bytes | seq u64 | entry bytes`, txs
-//! `txid [32] | record bytes`, mints `txid [32]`. Version 1 also carried an address with each
-//! created and spent output (the per-address UTXO index it fed is gone).
+//! `txid [32] | record bytes`, mints `txid [32]`, then `spent_from u64`. Version 1 also carried
+//! an address with each created and spent output (the per-address UTXO index it fed is gone);
+//! version 2 had no `spent_from` (spent outputs were remembered forever).
+//!
+//! A height's remembered spends (a field of the spent hash) are `u32 count | outpoint bytes*`.
 //!
 //! Decoding never trusts a length: every one is checked against the bytes left and the limits
 //! below.
@@ -15,7 +18,7 @@
 use super::{BlockChange, CreatedOutput, HistoryItem, SpentOutput, StorageError, TxItem, Txid};
 
 /// The entry format version; bumped on any layout change.
-pub(crate) const ENTRY_VERSION: u8 = 2;
+pub(crate) const ENTRY_VERSION: u8 = 3;
 /// Largest block accepted (matches the consensus block size limit with headroom).
 pub const MAX_BLOCK_BYTES: usize = 16 << 20;
 /// Largest single value (output, history entry, tx record, block record).
@@ -94,7 +97,38 @@ pub(crate) fn encode_entry(height: u64, block: &[u8], c: &BlockChange) -> Vec<u8
     for m in &c.mints {
         out.extend_from_slice(m);
     }
+    out.extend_from_slice(&c.spent_from.to_be_bytes());
     out
+}
+
+/// One height's spent outpoints, as the spent hash stores them; they must have passed
+/// `validate_change`.
+pub(crate) fn encode_outpoints(ops: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 40 * ops.len());
+    put_count(&mut out, ops.len());
+    for op in ops {
+        put_bytes(&mut out, op);
+    }
+    out
+}
+
+/// Decodes [`encode_outpoints`] read from `key`.
+pub(crate) fn decode_outpoints(key: &str, buf: &[u8]) -> Result<Vec<Vec<u8>>, StorageError> {
+    let mut r = Reader { key, buf };
+    let mut budget = MAX_ITEMS;
+    let n = r.count("outpoints", &mut budget)?;
+    // Each takes at least its 4-byte length: a count beyond that is corrupt, not allocated.
+    if n > r.buf.len() / 4 {
+        return Err(r.corrupt(format!("{n} outpoints in {} bytes", r.buf.len())));
+    }
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        ops.push(r.bytes("outpoint", MAX_OUTPOINT_BYTES)?);
+    }
+    if !r.buf.is_empty() {
+        return Err(r.corrupt(format!("{} trailing bytes", r.buf.len())));
+    }
+    Ok(ops)
 }
 
 /// A cursor over untrusted bytes.
@@ -212,6 +246,7 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
         let m: Txid = r.array()?;
         c.mints.push(m);
     }
+    c.spent_from = r.u64()?;
     if !r.buf.is_empty() {
         return Err(r.corrupt(format!("{} trailing bytes", r.buf.len())));
     }
@@ -264,6 +299,7 @@ mod tests {
             block_record: vec![8; 10],
             commitment: vec![7; 80],
             supply: 1_000,
+            spent_from: 5,
         }
     }
 
@@ -290,6 +326,26 @@ mod tests {
         longer.push(0);
         assert!(matches!(
             decode_entry("k", &longer),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn outpoint_lists_round_trip_and_reject_damage() {
+        let ops = [vec![1u8; 36], vec![2u8; 36], vec![]];
+        let refs: Vec<&[u8]> = ops.iter().map(Vec::as_slice).collect();
+        let bytes = encode_outpoints(&refs);
+        assert_eq!(decode_outpoints("k", &bytes).expect("decodes"), ops);
+        for cut in 0..bytes.len() {
+            assert!(decode_outpoints("k", &bytes[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_outpoints("k", &longer).is_err());
+        let mut huge = bytes;
+        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode_outpoints("k", &huge),
             Err(StorageError::Corrupt { .. })
         ));
     }

@@ -7,10 +7,10 @@
 //! |---|---|---|
 //! | `{P}:meta` | hash: `height`, `commitment`, `supply`, `version` | the replica's tag `{P}` |
 //! | `{P}:mints` | set of mint txids | `{P}` (read with meta on load) |
+//! | `{P}:spent` | hash height → outpoints that height spent (the last `spent_horizon` heights) | `{P}` |
 //! | `P:block:H` | string: block entry (block, record, change journal) | spread by height |
 //! | `{P:s:NN}:out` | hash outpoint → `amount|output` (shard NN of all UTXOs) | one slot per shard |
 //! | `{P:s:NN}:tx` | hash txid → tx record | same slot as shard NN's outputs |
-//! | `{P:s:NN}:spent` | set of spent outpoints | same slot as shard NN's outputs |
 //! | `{P:s:NN}:addrs` | set of addresses with history (for load) | same slot as shard NN |
 //! | `{P:a:ADDR}:hist` | sorted set, score seq, member `varint seq|entry` | one slot per address |
 
@@ -89,8 +89,8 @@ impl Keys {
         format!("{{{}:s:{shard:02}}}:tx", self.prefix)
     }
 
-    pub(crate) fn shard_spent(&self, shard: u8) -> String {
-        format!("{{{}:s:{shard:02}}}:spent", self.prefix)
+    pub(crate) fn spent(&self) -> String {
+        format!("{{{}}}:spent", self.prefix)
     }
 
     pub(crate) fn shard_addrs(&self, shard: u8) -> String {
@@ -111,13 +111,10 @@ mod tests {
     fn tags_group_what_is_read_together() {
         let k = Keys::new("coffer:r0").expect("valid prefix");
         assert_eq!(Slot::for_key(k.meta()), Slot::for_key(k.mints()));
+        assert_eq!(Slot::for_key(k.meta()), Slot::for_key(k.spent()));
         assert_eq!(
             Slot::for_key(k.shard_outputs(3)),
             Slot::for_key(k.shard_txs(3))
-        );
-        assert_eq!(
-            Slot::for_key(k.shard_outputs(3)),
-            Slot::for_key(k.shard_spent(3))
         );
         // Two replicas sharing a deployment never share a metadata slot by construction of the
         // tag (they may by hash collision, which is harmless: keys still differ).

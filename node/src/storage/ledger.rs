@@ -177,6 +177,7 @@ pub fn block_change(applied: &Applied) -> BlockChange {
             })
             .collect(),
         spent_in_block: c.spent_within_block.iter().map(encode_outpoint).collect(),
+        spent_from: c.spent_from,
         history: c
             .history
             .iter()
@@ -264,8 +265,8 @@ pub fn ledger_snapshot(s: &Snapshot) -> Result<coffer_ledger::Snapshot, StorageE
         spent: s
             .spent
             .iter()
-            .map(|op| decode_outpoint(op))
-            .collect::<Result<_, _>>()?,
+            .map(|(h, op)| Ok((*h, decode_outpoint(op)?)))
+            .collect::<Result<_, StorageError>>()?,
         history: Vec::new(),
         history_lengths: s
             .history_lengths

@@ -1,6 +1,6 @@
 //! An in-memory store with the same contract as the Redis one: unit tests and ephemeral devnets.
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
@@ -19,7 +19,8 @@ struct State {
     blocks: BTreeMap<u64, (Vec<u8>, Vec<u8>)>,
     /// Every unspent output: outpoint → output encoding (`load` sorts them).
     utxos: HashMap<Vec<u8>, Vec<u8>>,
-    spent: HashSet<Vec<u8>>,
+    /// Remembered spent outpoints by the height that spent them.
+    spent: BTreeMap<u64, Vec<Vec<u8>>>,
     history: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     txs: HashMap<Txid, Vec<u8>>,
     mints: BTreeSet<Txid>,
@@ -69,7 +70,11 @@ impl Store for MemoryStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         utxos.sort_unstable();
-        let mut spent: Vec<Vec<u8>> = s.spent.iter().cloned().collect();
+        let mut spent: Vec<(u64, Vec<u8>)> = s
+            .spent
+            .iter()
+            .flat_map(|(h, ops)| ops.iter().map(move |op| (*h, op.clone())))
+            .collect();
         spent.sort_unstable();
         let mut history_lengths: Vec<(String, u64)> = s
             .history
@@ -119,11 +124,16 @@ impl Store for MemoryStore {
         for c in &change.created {
             s.utxos.insert(c.outpoint.clone(), c.output.clone());
         }
+        let mut spends = Vec::with_capacity(change.spent.len() + change.spent_in_block.len());
         for sp in &change.spent {
-            s.spent.insert(sp.outpoint.clone());
+            spends.push(sp.outpoint.clone());
             s.utxos.remove(&sp.outpoint);
         }
-        s.spent.extend(change.spent_in_block.iter().cloned());
+        spends.extend(change.spent_in_block.iter().cloned());
+        if !spends.is_empty() {
+            s.spent.insert(height, spends);
+        }
+        s.spent = s.spent.split_off(&change.spent_from);
         for h in &change.history {
             match s.history.get_mut(&h.address) {
                 Some(m) => m.insert(h.seq, h.entry.clone()),

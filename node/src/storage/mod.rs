@@ -94,8 +94,11 @@ pub struct BlockChange {
     /// up absent.
     pub spent: Vec<SpentOutput>,
     /// Outpoints created and spent inside this block (netted out of `created` and `spent`):
-    /// only added to the spent set.
+    /// only recorded as spent.
     pub spent_in_block: Vec<Vec<u8>>,
+    /// The lowest height whose spends are remembered after this block (the ledger's
+    /// `Change::spent_from`): the spends recorded at `spent_from - 1` are dropped.
+    pub spent_from: u64,
     /// History entries to append.
     pub history: Vec<HistoryItem>,
     /// Transaction records to index by txid.
@@ -118,6 +121,7 @@ impl BlockChange {
             block_record: self.block_record.clone(),
             commitment: self.commitment.clone(),
             supply: self.supply,
+            spent_from: self.spent_from,
             ..Self::default()
         }
     }
@@ -146,8 +150,9 @@ pub struct Snapshot {
     pub supply: u64,
     /// Every unspent output, sorted by outpoint so the order is the same on every backend.
     pub utxos: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Every spent outpoint, sorted.
-    pub spent: Vec<Vec<u8>>,
+    /// Every remembered spent outpoint with the height that spent it (within the genesis
+    /// `spent_horizon` of `height`), sorted.
+    pub spent: Vec<(u64, Vec<u8>)>,
     /// Every address with history and its number of entries, sorted by address. The entries
     /// are not loaded: a replica's ledger only counts them, and reads pages with
     /// [`Store::history`] (which is where a damaged entry shows).
@@ -323,6 +328,12 @@ pub(crate) fn validate_change(
             got: height,
             max: MAX_SEQ - 1,
         });
+    }
+    if change.spent_from == 0 || change.spent_from > height {
+        return Err(StorageError::InvalidChange(format!(
+            "spends remembered from height {} at height {height}",
+            change.spent_from
+        )));
     }
     for t in &change.txs {
         codec::check_len("tx record", t.record.len(), MAX_VALUE_BYTES)?;

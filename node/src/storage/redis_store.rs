@@ -34,7 +34,7 @@ use super::{
 };
 
 /// The layout version written to `meta.version`; a store with another version is refused.
-const LAYOUT_VERSION: &str = "2";
+const LAYOUT_VERSION: &str = "3";
 /// Effect pipelines in flight at once in cluster mode: bounds memory and open requests.
 const CLUSTER_CONCURRENCY: usize = 32;
 /// HSCAN batch size on load: large enough for few round trips, small enough not to stall Redis.
@@ -463,18 +463,35 @@ impl RedisStore {
             cmd.arg(&key).arg(fields);
             plan.push(PlanCmd { key, cmd });
         }
-        // Set members: the spent set and the registry of addresses with history.
-        let mut sadd: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-        for op in change
+        // This height's spends in one field of the spent hash; the field that falls out of the
+        // horizon goes.
+        let spends: Vec<&[u8]> = change
             .spent
             .iter()
-            .map(|s| &s.outpoint)
-            .chain(&change.spent_in_block)
-        {
-            sadd.entry(k.shard_spent(keys::shard_of(op)))
-                .or_default()
-                .push(op.clone());
+            .map(|s| s.outpoint.as_slice())
+            .chain(change.spent_in_block.iter().map(Vec::as_slice))
+            .collect();
+        if !spends.is_empty() {
+            let packed = codec::encode_outpoints(&spends);
+            let key = k.spent();
+            plan.push(PlanCmd {
+                cmd: redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(height)
+                    .arg(packed)
+                    .to_owned(),
+                key,
+            });
         }
+        if let Some(expired) = change.spent_from.checked_sub(1).filter(|h| *h > 0) {
+            let key = k.spent();
+            plan.push(PlanCmd {
+                cmd: redis::cmd("HDEL").arg(&key).arg(expired).to_owned(),
+                key,
+            });
+        }
+        // Set members: the registry of addresses with history.
+        let mut sadd: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
         let mut zadd: BTreeMap<String, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         for h in &change.history {
             zadd.entry(k.addr_history(&h.address))
@@ -1155,10 +1172,24 @@ impl Store for RedisStore {
             }
         }
         utxos.sort();
+        let key = self.keys.spent();
         let mut spent = Vec::new();
+        for (field, ops) in self.scan_hash(&key).await? {
+            let height = std::str::from_utf8(&field)
+                .ok()
+                .and_then(|f| f.parse::<u64>().ok())
+                .ok_or_else(|| StorageError::Corrupt {
+                    key: key.clone(),
+                    reason: format!("field {field:?} is not a height"),
+                })?;
+            spent.extend(
+                codec::decode_outpoints(&key, &ops)?
+                    .into_iter()
+                    .map(|op| (height, op)),
+            );
+        }
         let mut history_lengths = Vec::new();
         for shard in 0..UTXO_SHARDS {
-            spent.extend(self.members(&self.keys.shard_spent(shard)).await?);
             let addrs = self.members(&self.keys.shard_addrs(shard)).await?;
             history_lengths.extend(self.history_lengths(addrs).await?);
         }

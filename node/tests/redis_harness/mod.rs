@@ -419,13 +419,17 @@ pub struct Model {
     pub height: u64,
     next_id: u64,
     seqs: BTreeMap<String, u64>,
-    spent: Vec<Vec<u8>>,
+    /// Remembered spends: (height, outpoint) of the last [`Model::SPENT_HORIZON`] heights.
+    spent: Vec<(u64, Vec<u8>)>,
     utxos: BTreeMap<Vec<u8>, (String, u64, Vec<u8>)>,
     supply: u64,
     addresses: u64,
 }
 
 impl Model {
+    /// Short, so that every test that writes a few blocks also has the store forget spends.
+    pub const SPENT_HORIZON: u64 = 3;
+
     pub fn new(addresses: u64) -> Self {
         Self {
             height: 0,
@@ -481,7 +485,7 @@ impl Model {
                 entry: [b"send:".as_slice(), &op].concat(),
             });
             position += 1;
-            self.spent.push(op);
+            self.spent.push((h, op));
             let to = format!("cof1addr{}", (h + i as u64) % self.addresses);
             let half = amount / 2;
             self.create(&mut c, txid, 0, &to, half, h, &mut position);
@@ -491,6 +495,8 @@ impl Model {
                 record: [b"tx:".as_slice(), &h.to_be_bytes()].concat(),
             });
         }
+        c.spent_from = h.saturating_sub(Self::SPENT_HORIZON) + 1;
+        self.spent.retain(|(at, _)| *at >= c.spent_from);
         c.supply = self.supply;
         c.commitment = self.commitment();
         c.block_record = [b"record:".as_slice(), &h.to_be_bytes()].concat();
@@ -544,8 +550,8 @@ impl Model {
         self.seqs.iter().map(|(a, n)| (a.clone(), *n)).collect()
     }
 
-    /// Every spent outpoint, sorted.
-    pub fn spent_list(&self) -> Vec<Vec<u8>> {
+    /// Every remembered spent outpoint with its height, sorted.
+    pub fn spent_list(&self) -> Vec<(u64, Vec<u8>)> {
         let mut v = self.spent.clone();
         v.sort();
         v
