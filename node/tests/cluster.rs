@@ -7,8 +7,8 @@
 mod redis_harness;
 mod support;
 
-use coffer_ledger::{Amount, Keypair};
-use coffer_wallet::{Client, ClusterConfig};
+use coffer_ledger::{Amount, Keypair, OutPoint, SignedTransaction, Transaction, Transfer, TxOut};
+use coffer_wallet::{Client, ClientError, ClusterConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{ProcessCluster, tail};
@@ -249,4 +249,159 @@ async fn a_replica_restarted_on_redis_restores_its_state_and_catches_up() {
     assert_eq!(txids, vec![sent.txid.0, minted.txid.0]);
     assert_eq!(alice_history.answered_by, "replica0");
     let _ = Path::new(&url);
+}
+
+/// A transfer spending `outpoint` of `from` to `to`, signed by the client's key `from_name`;
+/// `change` units go back to the sender (so each attempt has its own txid).
+fn respend(
+    client: &Client,
+    from_name: &str,
+    from: &Keypair,
+    outpoint: OutPoint,
+    to: &Keypair,
+    change: u64,
+) -> SignedTransaction {
+    let tx = Transaction::Transfer(Transfer {
+        chain_id: client.chain_id().clone(),
+        signer: from.public_key(),
+        inputs: vec![outpoint],
+        outputs: [
+            Some(TxOut::to_address(Amount(100 - change), to.address())),
+            (change > 0).then(|| TxOut::to_address(Amount(change), from.address())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    });
+    client.sign(from_name, tx).expect("sign")
+}
+
+/// Spent outputs are remembered for the genesis `spent_horizon` and then forgotten, at the same
+/// height by every replica, one of them restarted from Redis in between: a second spend within
+/// the horizon is `input_already_spent` (also on the restarted replica, which must have
+/// restored the spend with its height), one after it `unknown_input`, each proven by f+1 signed
+/// receipts, and all four replicas commit to the same receipts at both heights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_outputs_are_forgotten_alike_by_every_replica() {
+    // About ten seconds of idle blocks: room for the restart below.
+    const HORIZON: u32 = 30;
+    let redis = redis_harness::Standalone::start();
+    let url = redis.server.url();
+    let mut cluster = ProcessCluster::start_with_genesis(
+        "cluster-horizon",
+        4,
+        Some(&url),
+        |t| t,
+        |g| {
+            g.limits.spent_horizon = HORIZON;
+        },
+    );
+    let mut client = cluster.client();
+    cluster
+        .wait_height(&client, 2, Duration::from_secs(60))
+        .await;
+    let (alice, bob) = (Keypair::generate(), Keypair::generate());
+    client.add_key("alice", alice.clone());
+    let minted = client
+        .mint(
+            "issuer",
+            &alice.address(),
+            Amount(100),
+            u64::from(std::process::id()),
+        )
+        .await
+        .expect("mint");
+    let coin = OutPoint {
+        txid: minted.txid,
+        vout: 0,
+    };
+    let spent = client
+        .submit(&respend(&client, "alice", &alice, coin, &bob, 0))
+        .await
+        .expect("first spend");
+    let forgotten = spent.height + u64::from(HORIZON);
+
+    // Replica 0 restarts from its Redis data while the spend is remembered, and executes the
+    // next spend of the coin with what it restored.
+    cluster.kill9(0);
+    cluster.restart(0);
+    let early = respend(&client, "alice", &alice, coin, &bob, 1);
+    let early_at = rejected_at(client.submit(&early).await, "input_already_spent");
+    assert!(early_at <= forgotten, "{early_at} after {forgotten}");
+    same_block_everywhere(
+        &cluster,
+        &client,
+        early_at,
+        early.txid(),
+        "input_already_spent",
+    )
+    .await;
+
+    // Once the horizon has passed, the coin is as unknown as one never minted.
+    cluster
+        .wait_height(&client, forgotten, Duration::from_secs(60))
+        .await;
+    let late = respend(&client, "alice", &alice, coin, &bob, 2);
+    let late_at = rejected_at(client.submit(&late).await, "unknown_input");
+    assert!(
+        late_at > forgotten,
+        "{late_at} within the horizon ({forgotten})"
+    );
+    same_block_everywhere(&cluster, &client, late_at, late.txid(), "unknown_input").await;
+}
+
+/// The height of a rejection proven by f+1 signed receipts, after checking its code.
+fn rejected_at(result: Result<coffer_wallet::Committed, ClientError>, code: &str) -> u64 {
+    match result {
+        Err(ClientError::Rejected { code: got, message }) => {
+            assert_eq!(got, code, "{message}");
+            // "transaction … committed at height H with result …"
+            message
+                .split("height ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|h| h.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("a committed rejection names its height: {message}"))
+        }
+        other => panic!("expected {code}, got {other:?}"),
+    }
+}
+
+/// Asks each replica alone for the block at `height` once all have executed it: the same
+/// block with the same commitment everywhere (the state hash covers every receipt), holding
+/// `txid` with `code`.
+async fn same_block_everywhere(
+    cluster: &ProcessCluster,
+    client: &Client,
+    height: u64,
+    txid: coffer_ledger::Txid,
+    code: &str,
+) {
+    cluster
+        .wait_height(client, height, Duration::from_secs(60))
+        .await;
+    let config = ClusterConfig::load(&cluster.cluster_json()).expect("config");
+    let mut seen = Vec::new();
+    for replica in &config.replicas {
+        let mut solo = config.clone();
+        solo.replicas = vec![replica.clone()];
+        solo.f = 0;
+        let blocks = Client::new(solo)
+            .expect("client")
+            .blocks(height, height)
+            .await
+            .expect("the replica serves the block");
+        seen.push(blocks.blocks);
+    }
+    assert!(
+        seen.iter().all(|b| *b == seen[0]),
+        "replicas differ at height {height}: {seen:#?}"
+    );
+    assert!(
+        seen[0][0]
+            .transactions
+            .iter()
+            .any(|t| t.txid == txid && t.code == code),
+        "{txid} is not {code} at {height}: {seen:#?}"
+    );
 }
