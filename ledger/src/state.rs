@@ -435,6 +435,15 @@ pub fn spent_from(height: u64, horizon: u32) -> u64 {
     height.saturating_sub(u64::from(horizon)) + 1
 }
 
+/// Every outpoint a block spent: those unspent before it and those it created and spent.
+fn block_spends(spent: &[(OutPoint, TxOut)], within: &[OutPoint]) -> Vec<OutPoint> {
+    spent
+        .iter()
+        .map(|(op, _)| *op)
+        .chain(within.iter().copied())
+        .collect()
+}
+
 /// Element of the UTXO multiset: `tagged_hash("coffer/utxo", outpoint || output)`.
 pub fn utxo_element(outpoint: &OutPoint, out: &TxOut) -> [u8; 32] {
     let mut w = Writer::new();
@@ -805,13 +814,7 @@ impl LedgerState {
                 &self.supply.0.to_le_bytes(),
             ],
         ));
-        let spends = cb
-            .spent
-            .iter()
-            .map(|(op, _)| *op)
-            .chain(cb.spent_within_block.iter().copied())
-            .collect();
-        let spent_from = self.age_spent(height, spends);
+        let spent_from = self.age_spent(height, block_spends(&cb.spent, &cb.spent_within_block));
         let commitment = self.commitment();
         let change = Change {
             created: cb.created.into_iter().flatten().collect(),
@@ -1260,13 +1263,10 @@ impl LedgerState {
             }
             idx.push_history(*entry, self.history_mode);
         }
-        let spends = change
-            .spent
-            .iter()
-            .map(|(op, _)| *op)
-            .chain(change.spent_within_block.iter().copied())
-            .collect();
-        let from = self.age_spent(c.height, spends);
+        let from = self.age_spent(
+            c.height,
+            block_spends(&change.spent, &change.spent_within_block),
+        );
         if from != change.spent_from {
             return bad(format!(
                 "change remembers spends from height {}, this state from {from}",
