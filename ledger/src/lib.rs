@@ -33,7 +33,8 @@
 //!   the supply after it stays ≤ `limits.supply_cap` (≤ [`MAX_SUPPLY`]). Not replayable: the
 //!   issuer picks a fresh `nonce` per mint and the ledger records every accepted mint txid,
 //!   rejecting a repeat with `mint_replayed`. A replayed transfer fails with
-//!   `input_already_spent` (its inputs are gone).
+//!   `input_already_spent` (its inputs are gone), or `unknown_input` once they were spent more
+//!   than `limits.spent_horizon` blocks before: the ledger remembers spent outputs that long.
 //! - **Replay across chains or message types**: the chain id is part of every transaction (so of
 //!   its txid), and the signed message is `tagged_hash("coffer/sig/<kind>", chain_id || txid)`.
 //! - **Blocks**: transactions apply in order; a later one may spend an output created earlier
