@@ -623,6 +623,16 @@ impl LedgerState {
         self.utxos.len()
     }
 
+    /// Number of spent outpoints remembered: those of the last `spent_horizon` blocks.
+    pub fn spent_count(&self) -> usize {
+        self.spent.len()
+    }
+
+    /// Number of addresses indexed: every address that has held an output.
+    pub fn address_count(&self) -> usize {
+        self.by_address.len()
+    }
+
     /// The number of history entries of `address` (0 for an unknown address).
     pub fn history_len(&self, address: &Address) -> u64 {
         self.by_address.get(address).map_or(0, |a| a.history_len)

@@ -168,6 +168,12 @@ impl LedgerView {
     pub fn persisted_height(&self) -> u64 {
         self.persisted.load(Ordering::Acquire)
     }
+
+    /// `measure` of the current state, persisted or not (for size gauges).
+    pub fn measure(&self, measure: impl Fn(&LedgerState) -> usize) -> u64 {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        u64::try_from(measure(&state)).unwrap_or(u64::MAX)
+    }
 }
 
 /// A block the ledger applied, waiting to be persisted.

@@ -18,6 +18,7 @@ use crate::{
     watchdog,
     witness::{self, Patience, To, Witness, WitnessParts},
 };
+use coffer_ledger::LedgerState;
 use commonware_codec::Encode as _;
 use commonware_cryptography::Signer as _;
 use commonware_p2p::{
@@ -194,6 +195,36 @@ where
         .await?
         .with_signatures(verifier.signatures());
     let ledger = machine.view();
+    {
+        // What the ledger holds in memory: the sizes that drive a replica's memory.
+        use crate::metrics::Kind;
+        let sizes = [
+            (
+                "coffer_ledger_utxos",
+                "Unspent outputs in this replica's ledger.",
+                LedgerState::utxo_count as fn(&LedgerState) -> usize,
+            ),
+            (
+                "coffer_ledger_spent_outputs",
+                "Spent outputs the ledger remembers (those of the last spent_horizon blocks).",
+                LedgerState::spent_count,
+            ),
+            (
+                "coffer_ledger_addresses",
+                "Addresses the ledger indexes.",
+                LedgerState::address_count,
+            ),
+        ];
+        for (name, help, measure) in sizes {
+            let view = ledger.clone();
+            if let Err(e) = ops
+                .metrics
+                .register(name, help, Kind::Gauge, move || view.measure(measure))
+            {
+                warn!(metric = name, error = %e, "metric not registered");
+            }
+        }
+    }
     {
         // How often a signer's key was already parsed: the key cache's hit rate.
         use crate::metrics::Kind;
