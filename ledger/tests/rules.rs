@@ -713,6 +713,28 @@ fn genesis_validation() {
         Genesis::from_json(&json),
         Err(GenesisError::Json(_))
     ));
+    // A genesis may name only the limits it changes; the spent horizon is in the hash, and a
+    // zero horizon is refused.
+    let mut v: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+    v["limits"] = serde_json::json!({ "spent_horizon": 100_000 });
+    let longer = Genesis::from_json(&v.to_string()).unwrap();
+    assert_eq!(longer.limits.spent_horizon, 100_000);
+    assert_eq!(
+        Limits {
+            spent_horizon: 10_000,
+            ..longer.limits
+        },
+        Limits::default()
+    );
+    assert_ne!(longer.genesis_hash(), g.genesis_hash());
+    v["limits"] = serde_json::json!({ "spent_horizon": 0 });
+    assert!(matches!(
+        Genesis::from_json(&v.to_string()),
+        Err(GenesisError::BadLimit {
+            name: "spent_horizon",
+            ..
+        })
+    ));
 }
 
 #[test]
