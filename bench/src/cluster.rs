@@ -315,6 +315,7 @@ impl LocalCluster {
             out: net_dir.clone(),
             base_port: spec.base_port,
             redis: None,
+            limits: coffer_ledger::Limits::default(),
             host: "127.0.0.1".into(),
         })
         .map_err(|e| ClusterError::Testnet(e.to_string()))?;
@@ -504,6 +505,7 @@ pub fn generate_on_hosts(
         out: dir.to_owned(),
         base_port,
         redis: None,
+        limits: coffer_ledger::Limits::default(),
         host: first.clone(),
     })
     .map_err(|e| ClusterError::Testnet(e.to_string()))?;

@@ -146,7 +146,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn validate(&self) -> Result<(), GenesisError> {
+    /// Checks every limit is at least 1 and at most its hard ceiling.
+    pub fn validate(&self) -> Result<(), GenesisError> {
         let checks: [(&'static str, u64, u64); 7] = [
             (
                 "max_tx_bytes",

@@ -112,6 +112,8 @@ pub struct TestnetOptions {
     pub base_port: u16,
     /// Redis URL for every replica's store (each under its own prefix); memory when `None`.
     pub redis: Option<String>,
+    /// The genesis limits (validated before anything is written).
+    pub limits: Limits,
     /// Host the replicas listen on and clients connect to.
     pub host: String,
 }
@@ -162,6 +164,10 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
             options.base_port
         )));
     }
+    options
+        .limits
+        .validate()
+        .map_err(|e| TestnetError::Options(e.to_string()))?;
     if options.out.join("genesis.json").exists() {
         return Err(TestnetError::Options(format!(
             "{} already holds a testnet",
@@ -194,8 +200,9 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
                 public_key: genesis_key(&k.public_key()),
             })
             .collect(),
-        limits: Limits::default(),
+        limits: options.limits,
     };
+
     write(&options.out.join("genesis.json"), &genesis.to_json())?;
     write(
         &options.out.join("issuer.key"),
@@ -404,10 +411,15 @@ mod tests {
             out: dir.clone(),
             base_port: 20_000,
             redis: Some("redis://127.0.0.1:6379".into()),
+            limits: Limits {
+                spent_horizon: 500,
+                ..Limits::default()
+            },
             host: "127.0.0.1".into(),
         })
         .unwrap();
         assert_eq!(net.configs.len(), 4);
+        assert_eq!(net.genesis.limits.spent_horizon, 500);
         for (i, path) in net.configs.iter().enumerate() {
             let config = NodeConfig::load(path).unwrap();
             let genesis = config.load_genesis().unwrap();
@@ -464,11 +476,29 @@ mod tests {
                 out: dir.clone(),
                 base_port: 20_000,
                 redis: None,
+                limits: Limits::default(),
                 host: "127.0.0.1".into(),
             })
             .is_err(),
             "refuses to overwrite a testnet"
         );
         let _ = std::fs::remove_dir_all(&dir);
+        // Invalid limits are refused before anything is written.
+        let refused = generate(&TestnetOptions {
+            replicas: 1,
+            out: dir.clone(),
+            base_port: 20_000,
+            redis: None,
+            limits: Limits {
+                spent_horizon: 0,
+                ..Limits::default()
+            },
+            host: "127.0.0.1".into(),
+        });
+        assert!(
+            matches!(refused, Err(TestnetError::Options(ref m)) if m.contains("spent_horizon")),
+            "{refused:?}"
+        );
+        assert!(!dir.exists());
     }
 }

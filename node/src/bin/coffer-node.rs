@@ -4,11 +4,14 @@
 //! coffer-node start (--home DIR | --config FILE) [--log-format text|json]
 //! coffer-node health (--home DIR | --config FILE | --url URL) [--ca FILE] [--timeout-ms N]
 //! coffer-node testnet --replicas N --out DIR [--base-port P] [--redis URL] [--host H]
+//!     [--spent-horizon BLOCKS]
 //! coffer-node devnet [--replicas 4] [--redis URL] [--dir DIR] [--base-port P]
+//!     [--spent-horizon BLOCKS]
 //! ```
 //!
 //! Exit codes: 0 success (or healthy), 1 failure (or unhealthy), 2 usage error.
 
+use coffer_ledger::Limits;
 use coffer_node::{
     config::NodeConfig,
     node,
@@ -24,14 +27,18 @@ const USAGE: &str = "usage:
   coffer-node start (--home DIR | --config FILE) [--log-format text|json]
   coffer-node health (--home DIR | --config FILE | --url URL) [--ca FILE] [--timeout-ms N]
   coffer-node testnet --replicas N --out DIR [--base-port P] [--redis URL] [--host H]
+                     [--spent-horizon BLOCKS]
   coffer-node devnet [--replicas N] [--redis URL] [--dir DIR] [--base-port P] [--log-format text|json]
+                     [--spent-horizon BLOCKS]
 
   start    runs one replica (DIR/config.toml with --home); SIGTERM or Ctrl-C stops it
            gracefully (API drained, block in flight persisted), exit 0
   health   checks one replica's GET /v1/health over TLS: exit 0 healthy, 1 unhealthy or
            unreachable. The CA is --ca, else $COFFER_HEALTH_CA, else ../tls/ca.pem next to
            the config (the testnet layout)
-  testnet  writes keys, genesis, dev TLS, per-replica configs, cluster.json and issuer.key
+  testnet  writes keys, genesis, dev TLS, per-replica configs, cluster.json and issuer.key;
+           --spent-horizon sets how many blocks the ledger remembers spent outputs
+           (genesis limits.spent_horizon, default 10000)
   devnet   generates a testnet (temporary directory unless --dir) and runs its replicas
            as child processes until Ctrl-C or SIGTERM, then stops them gracefully";
 
@@ -273,6 +280,14 @@ fn testnet_options(
         out,
         base_port: parse("--base-port", args.take("--base-port")?, DEFAULT_BASE_PORT)?,
         redis: args.take("--redis")?,
+        limits: Limits {
+            spent_horizon: parse(
+                "--spent-horizon",
+                args.take("--spent-horizon")?,
+                Limits::default().spent_horizon,
+            )?,
+            ..Limits::default()
+        },
         host: args.take("--host")?.unwrap_or_else(|| "127.0.0.1".into()),
     })
 }
@@ -355,6 +370,13 @@ fn devnet(mut args: Args) -> Result<(), Failure> {
     }
     options.out = absolute(&options.out).map_err(run_err)?;
     let reuse = options.out.join("genesis.json").exists();
+    if reuse && options.limits != Limits::default() {
+        return Err(format!(
+            "--spent-horizon only applies to a new testnet: {} holds one, whose genesis sets it",
+            options.out.display()
+        )
+        .into());
+    }
     let net = if reuse {
         existing(&options).map_err(run_err)?
     } else {
