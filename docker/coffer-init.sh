@@ -26,6 +26,7 @@
 #   COFFER_INIT_P2P_PORT   p2p port every replica listens on in its container (default 8543)
 #   COFFER_INIT_API_PORT   API port every replica listens on in its container (default 8443)
 #   COFFER_INIT_STORAGE    TOML body of [storage] (may use @PREFIX@); empty: keep the generated one
+#   COFFER_INIT_SPENT_HORIZON  blocks the ledger remembers spent outputs (genesis; default 10000)
 #   COFFER_NODE            the coffer-node binary (default coffer-node)
 set -eu
 
@@ -36,6 +37,7 @@ PEER_IPS="${COFFER_INIT_PEER_IPS:-}"
 P2P_PORT="${COFFER_INIT_P2P_PORT:-8543}"
 API_PORT="${COFFER_INIT_API_PORT:-8443}"
 NODE="${COFFER_NODE:-coffer-node}"
+SPENT_HORIZON="${COFFER_INIT_SPENT_HORIZON:-}"
 # Must match P2P_PORT_OFFSET in node/src/testnet.rs: the generator's p2p port of replica K is
 # BASE_PORT + 100 + K.
 GEN_P2P_OFFSET=100
@@ -59,6 +61,7 @@ fi
 
 STAGE="$OUT/.staging"
 "$NODE" testnet --replicas "$N" --out "$STAGE" --base-port "$BASE_PORT" --host 127.0.0.1 \
+  ${SPENT_HORIZON:+--spent-horizon "$SPENT_HORIZON"} \
   || die "coffer-node testnet failed"
 
 CHAIN="$(sed -n 's/.*"chain_id"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$STAGE/cluster.json" | head -n 1)"
