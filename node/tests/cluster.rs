@@ -287,14 +287,13 @@ async fn spent_outputs_are_forgotten_alike_by_every_replica() {
     const HORIZON: u32 = 30;
     let redis = redis_harness::Standalone::start();
     let url = redis.server.url();
-    let mut cluster = ProcessCluster::start_with_genesis(
+    // Through `coffer-node testnet --spent-horizon`, as an operator sets it.
+    let mut cluster = ProcessCluster::start_with(
         "cluster-horizon",
         4,
         Some(&url),
+        &["--spent-horizon", &HORIZON.to_string()],
         |t| t,
-        |g| {
-            g.limits.spent_horizon = HORIZON;
-        },
     );
     let mut client = cluster.client();
     cluster

@@ -6,7 +6,7 @@
 //! on panic.
 
 use super::Https;
-use coffer_ledger::{ChainId, Genesis, Keypair};
+use coffer_ledger::{ChainId, Keypair};
 use coffer_wallet::{Client, ClusterConfig};
 use rustix::process::{Pid, Signal, kill_process};
 use std::{
@@ -85,17 +85,17 @@ impl ProcessCluster {
         redis: Option<&str>,
         edit: impl Fn(String) -> String,
     ) -> ProcessCluster {
-        Self::start_with_genesis(name, n, redis, edit, |_| {})
+        Self::start_with(name, n, redis, &[], edit)
     }
 
-    /// [`ProcessCluster::start`], with `genesis` changing the generated genesis (its limits,
-    /// say) before any replica reads it.
-    pub fn start_with_genesis(
+    /// [`ProcessCluster::start`], with `testnet_args` added to `coffer-node testnet`'s (a
+    /// genesis limit, say).
+    pub fn start_with(
         name: &str,
         n: usize,
         redis: Option<&str>,
+        testnet_args: &[&str],
         edit: impl Fn(String) -> String,
-        genesis: impl Fn(&mut Genesis),
     ) -> ProcessCluster {
         let dir = std::env::temp_dir().join(format!("coffer-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -104,6 +104,7 @@ impl ProcessCluster {
             .arg(&dir)
             .args(["--base-port", &free_base(n).to_string()])
             .args(redis.map_or(vec![], |url| vec!["--redis", url]))
+            .args(testnet_args)
             .output()
             .expect("run testnet");
         assert!(
@@ -111,12 +112,6 @@ impl ProcessCluster {
             "testnet failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let genesis_path = dir.join("genesis.json");
-        let mut generated =
-            Genesis::from_json(&std::fs::read_to_string(&genesis_path).expect("genesis.json"))
-                .expect("generated genesis");
-        genesis(&mut generated);
-        std::fs::write(&genesis_path, generated.to_json()).expect("genesis.json");
         for i in 0..n {
             let path = dir.join(format!("replica{i}/config.toml"));
             let text = std::fs::read_to_string(&path).expect("config.toml");
