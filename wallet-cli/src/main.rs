@@ -309,6 +309,17 @@ fn report_error(f: &Failure, json: bool) {
                 "hint: the answers did not carry f+1 matching replica signatures; nothing was shown as done. Check the cluster config (keys, chain id) or retry later."
             );
         }
+        if let ClientError::Rejected { code, .. } = e {
+            match code.as_str() {
+                "input_already_spent" => eprintln!(
+                    "hint: an input was spent by another transaction (from another device with this key, or a transaction built earlier); `coffer balance` shows what is left, and `coffer send` spends from that."
+                ),
+                "unknown_input" => eprintln!(
+                    "hint: an input never existed, or was spent longer ago than the chain remembers (its genesis spent_horizon, 10,000 blocks by default); `coffer balance` shows what is left, and `coffer send` spends from that."
+                ),
+                _ => {}
+            }
+        }
         if let ClientError::Keystore(KeystoreError::WrongPassword(_)) = e {
             eprintln!(
                 "hint: set COFFER_PASSWORD or type the password you chose at `coffer keys new`."

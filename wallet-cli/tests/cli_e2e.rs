@@ -409,37 +409,46 @@ async fn end_to_end(env: Env) {
     );
 
     // Offline flow: build (cluster, no password), sign (no cluster), submit twice (replay).
+    // A second payment built from the same coins before the first is submitted conflicts
+    // with it, as one made on another device would.
     let unsigned = env.dir.path().join("unsigned.json");
     let signed = env.dir.path().join("signed.json");
-    env.run(&[
-        "tx",
-        "build",
-        "--from",
-        "alice",
-        "--to",
-        "bob",
-        "100",
-        "--out",
-        unsigned.to_str().expect("utf8"),
-    ])
-    .await
-    .ok();
-    env.run_with(
-        &[
+    let unsigned_rival = env.dir.path().join("unsigned-rival.json");
+    let signed_rival = env.dir.path().join("signed-rival.json");
+    for (amount, unsigned, signed) in [
+        ("100", &unsigned, &signed),
+        ("101", &unsigned_rival, &signed_rival),
+    ] {
+        env.run(&[
             "tx",
-            "sign",
-            unsigned.to_str().expect("utf8"),
-            "--key",
+            "build",
+            "--from",
             "alice",
+            "--to",
+            "bob",
+            amount,
             "--out",
-            signed.to_str().expect("utf8"),
-        ],
-        None,
-        PASSWORD,
-        Path::new("/nonexistent/cluster.json"),
-    )
-    .await
-    .ok();
+            unsigned.to_str().expect("utf8"),
+        ])
+        .await
+        .ok();
+        env.run_with(
+            &[
+                "tx",
+                "sign",
+                unsigned.to_str().expect("utf8"),
+                "--key",
+                "alice",
+                "--out",
+                signed.to_str().expect("utf8"),
+            ],
+            None,
+            PASSWORD,
+            Path::new("/nonexistent/cluster.json"),
+        )
+        .await
+        .ok();
+    }
     let first = env
         .run(&["tx", "submit", signed.to_str().expect("utf8"), "--json"])
         .await
@@ -456,6 +465,18 @@ async fn end_to_end(env: Env) {
         "resubmitting is safe: same txid, applied once"
     );
     assert_eq!(again["txid"], first["txid"]);
+    let rival = env
+        .run(&["tx", "submit", signed_rival.to_str().expect("utf8")])
+        .await;
+    assert_eq!(rival.code, 2, "rejected: {}", rival.stderr);
+    assert!(
+        rival.stderr.contains("input_already_spent")
+            && rival
+                .stderr
+                .contains("hint: an input was spent by another transaction"),
+        "{}",
+        rival.stderr
+    );
     assert_eq!(env.balance("bob").await, 350);
     assert_eq!(env.balance("alice").await, 650);
 
