@@ -431,7 +431,7 @@ pub struct LedgerState {
 
 /// The lowest height whose spends a state at `height` remembers, with the genesis
 /// `spent_horizon`: the last `horizon` blocks' (1 while fewer have passed).
-pub fn spent_from(height: u64, horizon: u32) -> u64 {
+fn spent_from(height: u64, horizon: u32) -> u64 {
     height.saturating_sub(u64::from(horizon)) + 1
 }
 
@@ -984,13 +984,14 @@ impl LedgerState {
             self.spent_log.push_back((height, spends));
         }
         let from = spent_from(height, self.genesis.limits.spent_horizon);
-        while let Some((h, _)) = self.spent_log.front()
-            && *h < from
-        {
-            if let Some((_, ops)) = self.spent_log.pop_front() {
-                for op in &ops {
-                    self.spent.remove(op);
-                }
+        while self.spent_log.front().is_some_and(|(h, _)| *h < from) {
+            for op in self
+                .spent_log
+                .pop_front()
+                .into_iter()
+                .flat_map(|(_, ops)| ops)
+            {
+                self.spent.remove(&op);
             }
         }
         from

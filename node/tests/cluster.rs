@@ -379,14 +379,10 @@ async fn same_block_everywhere(
     cluster
         .wait_height(client, height, Duration::from_secs(60))
         .await;
-    let config = ClusterConfig::load(&cluster.cluster_json()).expect("config");
     let mut seen = Vec::new();
-    for replica in &config.replicas {
-        let mut solo = config.clone();
-        solo.replicas = vec![replica.clone()];
-        solo.f = 0;
-        let blocks = Client::new(solo)
-            .expect("client")
+    for i in 0..cluster.replicas() {
+        let blocks = cluster
+            .solo(i)
             .blocks(height, height)
             .await
             .expect("the replica serves the block");
