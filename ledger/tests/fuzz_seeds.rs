@@ -1,6 +1,7 @@
-//! Seed corpus for the libFuzzer targets `decode_block` and `decode_tx` (`fuzz/seeds/`): real
-//! blocks and signed transactions built with this crate's API, so the fuzzers start from
-//! transfers with inputs and outputs instead of having to discover the layout from nothing.
+//! Seed corpus for the libFuzzer targets `decode_block`, `decode_tx` and `decode_submit_outcome`
+//! (`fuzz/seeds/`): real blocks, signed transactions and submit answers built with this crate's
+//! API, so the fuzzers start from transfers with inputs and outputs, and from answers with
+//! signed receipts and Merkle proofs, instead of having to discover the layout from nothing.
 //!
 //! The test checks that every file in the seed directories decodes and re-encodes to the same
 //! bytes (what the fuzz targets assert), and that the generated seeds match the stored files.
@@ -52,7 +53,63 @@ fn generate() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("decode_tx", "mint.bin", m1.encode()),
         ("decode_tx", "transfer.bin", t1.encode()),
         ("decode_tx", "transfer_two_inputs.bin", t2.encode()),
+        ("decode_submit_outcome", "pending.bin", pending_outcome()),
+        (
+            "decode_submit_outcome",
+            "committed.bin",
+            committed_outcome(),
+        ),
     ]
+}
+
+/// A submission still pending: no height, no code, no receipts.
+fn pending_outcome() -> Vec<u8> {
+    rest::SubmitOutcome {
+        replayed: false,
+        bundle: rest::ReceiptBundle {
+            txid: Txid([7; 32]),
+            status: rest::TxStatus::Pending,
+            height: None,
+            code: None,
+            receipts: Vec::new(),
+        },
+    }
+    .encode()
+    .unwrap()
+}
+
+/// A committed transfer with three replicas' receipts for the second of four transactions in
+/// its block (each receipt a signature over the block's receipt root and a Merkle proof).
+fn committed_outcome() -> Vec<u8> {
+    let statements: Vec<attest::ReceiptStatement> = (0..4u8)
+        .map(|i| attest::ReceiptStatement {
+            chain_id: FUZZ_CHAIN.into(),
+            txid: [i; 32],
+            height: 12,
+            code: if i == 2 { "input_already_spent" } else { "ok" }.into(),
+            commitment: [0xc0; 32],
+        })
+        .collect();
+    let receipts = (1..=3u8)
+        .map(|k| {
+            let replica = ed25519_dalek::SigningKey::from_bytes(&[k; 32]);
+            attest::sign_receipts(statements.clone(), &replica)
+                .unwrap()
+                .swap_remove(1)
+        })
+        .collect();
+    rest::SubmitOutcome {
+        replayed: false,
+        bundle: rest::ReceiptBundle {
+            txid: Txid([1; 32]),
+            status: rest::TxStatus::Committed,
+            height: Some(12),
+            code: Some("ok".into()),
+            receipts,
+        },
+    }
+    .encode()
+    .unwrap()
 }
 
 #[test]
@@ -91,6 +148,12 @@ fn fuzz_seeds_decode_and_are_current() {
             "{}",
             path.display()
         );
+    }
+    for path in read_dir_sorted(&seeds_dir().join("decode_submit_outcome")) {
+        let bytes = std::fs::read(&path).unwrap();
+        let outcome = rest::SubmitOutcome::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(outcome.encode().unwrap(), bytes, "{}", path.display());
     }
 }
 
