@@ -8,3 +8,8 @@ cargo test --workspace --locked "$@"
 # compose files' init step against the real coffer-node binary.
 cargo build --locked -p coffer-node --bin coffer-node
 python3 scripts/check-docker.py --init-smoke "${CARGO_TARGET_DIR:-target}/debug/coffer-node"
+
+# The fuzz targets (their own workspace, run by hand with cargo-fuzz: docs/FAULTS.md) still
+# compile against the current API, from their checked-in lock file.
+cargo check --locked --manifest-path fuzz/Cargo.toml --bins \
+  --target-dir "${CARGO_TARGET_DIR:-target}/fuzz-check"
