@@ -152,8 +152,8 @@ pub struct ConsensusSection {
     /// See [`ProposalLimits::idle_wait`]: how long a leader with nothing to propose waits for
     /// a transaction before proposing an empty block.
     pub idle_block_ms: u64,
-    /// See [`ProposalLimits::batch_wait`]: how long a leader with only a few new transactions
-    /// waits for more before proposing.
+    /// See [`ProposalLimits::batch_wait`]: how long at most a leader with only a few new
+    /// transactions waits for more before proposing.
     pub batch_wait_ms: u64,
     /// See [`ConsensusConfig::retain_blocks`]: finalized blocks kept in the local archive
     /// below the executed height, at least

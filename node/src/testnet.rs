@@ -310,7 +310,7 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
              mempool_max_txs = 50000          # pending transactions (503 busy beyond)\n\
              mempool_max_bytes = 67108864     # pending transaction bytes\n\
              idle_block_ms = 300              # an idle leader waits this long before an empty block\n\
-             batch_wait_ms = 2                # a leader with few new transactions waits this long for more\n\
+             batch_wait_ms = 2                # a leader with few new transactions waits up to this long for more\n\
              # retain_blocks = 1000000        # Redis stores only: keep this many finalized blocks below\n\
              #                                # the executed height, prune older ones (unset: keep all)\n\
              \n\

@@ -32,7 +32,7 @@ use crate::{
     origins::Origins,
     tx::{MAX_TX_BYTES, StateMachine, TxRejection, TxVerifier, Txid},
 };
-use application::App;
+use application::{App, BatchWindow};
 use archives::Archives;
 use block::Block;
 use bytes::Bytes;
@@ -452,6 +452,7 @@ where
     let arrivals = Arc::new(tokio::sync::Notify::new());
     let executed = Arc::new(AtomicU64::new(machine.applied_height()));
     let tracker = Tracker::new(&participants);
+    let alone = participants.len() == 1;
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let (gossip_tx, gossip_rx) = mpsc::channel(GOSSIP_QUEUE);
     let origins = Arc::new(Origins::default());
@@ -658,7 +659,7 @@ where
         let app = App {
             mempool,
             arrivals,
-            window: Arc::default(),
+            window: Arc::new(Mutex::new(BatchWindow::new(alone))),
             verifier,
             executed: executed_for_app,
             held: held.clone(),
