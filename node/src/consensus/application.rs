@@ -256,10 +256,6 @@ impl<V: TxVerifier> App<V> {
     /// (`exclude`), or after the idle wait. (Transactions stay pending until their block is
     /// executed, so a non-empty mempool alone would yield an empty block at low load and delay
     /// the next transaction by a view.)
-    ///
-    /// A wake-up is registered before each emptiness check, so an arrival between the check and
-    /// the wait is not missed (`notify_one` also stores a permit when nobody waits; a stale
-    /// permit only causes one more check).
     async fn await_transactions<E: commonware_runtime::Clock>(
         &self,
         runtime: &E,
@@ -269,32 +265,17 @@ impl<V: TxVerifier> App<V> {
             return;
         }
         let deadline = runtime.current() + self.limits.idle_wait;
-        loop {
-            let arrival = self.arrivals.notified();
-            futures::pin_mut!(arrival);
-            arrival.as_mut().enable();
-            if self
-                .mempool
+        until_arrivals(runtime, &self.arrivals, deadline, || {
+            self.mempool
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .has_candidate(exclude)
-            {
-                return;
-            }
-            let timeout = runtime.sleep_until(deadline);
-            futures::pin_mut!(timeout);
-            if let futures::future::Either::Right(_) =
-                futures::future::select(arrival, timeout).await
-            {
-                return;
-            }
-        }
+        })
+        .await;
     }
 }
 
-/// Waits until `admitted()` reaches `plan.until` or `plan.within` has passed. `arrivals` is
-/// signalled after each admission; as in [`App::await_transactions`], the wake-up is registered
-/// before each check, so an admission between the check and the wait is not missed.
+/// Waits until `admitted()` reaches `plan.until` or `plan.within` has passed.
 async fn gather<E: commonware_runtime::Clock>(
     runtime: &E,
     arrivals: &tokio::sync::Notify,
@@ -302,11 +283,24 @@ async fn gather<E: commonware_runtime::Clock>(
     admitted: impl Fn() -> u64,
 ) {
     let deadline = runtime.current() + plan.within;
+    until_arrivals(runtime, arrivals, deadline, || admitted() >= plan.until).await;
+}
+
+/// Returns once `done()` holds or at `deadline`, checking `done()` again after each signal on
+/// `arrivals` (sent after each mempool admission). The wake-up is registered before each
+/// check, so an admission between the check and the wait is not missed (`notify_one` also
+/// stores a permit when nobody waits; a stale permit only causes one more check).
+async fn until_arrivals<E: commonware_runtime::Clock>(
+    runtime: &E,
+    arrivals: &tokio::sync::Notify,
+    deadline: std::time::SystemTime,
+    done: impl Fn() -> bool,
+) {
     loop {
         let arrival = arrivals.notified();
         futures::pin_mut!(arrival);
         arrival.as_mut().enable();
-        if admitted() >= plan.until {
+        if done() {
             return;
         }
         let timeout = runtime.sleep_until(deadline);
@@ -439,8 +433,8 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(2);
 
-    /// Feeds proposals `interval` apart to a replica `alone` or with peers while transactions arrive at `per_second`; returns the
-    /// last decision.
+    /// Feeds proposals `interval` apart to a replica `alone` or with peers, while transactions
+    /// arrive at `per_second`; returns the last decision.
     fn steady(alone: bool, per_second: u64, interval: Duration, proposals: u32) -> Option<Gather> {
         let mut window = BatchWindow::new(alone);
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
