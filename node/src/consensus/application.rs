@@ -570,31 +570,27 @@ mod tests {
     }
 
     #[test]
-    fn gathering_ends_when_the_predicted_transactions_are_in() {
-        let plan = Gather {
-            until: 5,
-            within: Duration::from_millis(20),
-        };
-        let (waited, admitted) = gathered(plan, Duration::from_millis(1));
-        assert_eq!(admitted, 5);
-        assert!(
-            waited >= Duration::from_millis(5) && waited < Duration::from_millis(6),
-            "{waited:?}"
-        );
-    }
-
-    #[test]
-    fn gathering_ends_at_the_window_when_arrivals_are_slow() {
-        let plan = Gather {
-            until: 5,
-            within: Duration::from_millis(4),
-        };
-        let (waited, admitted) = gathered(plan, Duration::from_millis(3));
-        assert_eq!(admitted, 1);
-        assert!(
-            waited >= Duration::from_millis(4) && waited < Duration::from_millis(5),
-            "{waited:?}"
-        );
+    fn gathering_ends_at_the_predicted_arrival_or_at_the_window() {
+        // (until, window ms, one arrival every ms, admitted at the end, ended within ms)
+        for (until, within, every, admitted, ended) in [
+            // The fifth arrival, at 5 ms, well inside the window.
+            (5, 20, 1, 5, 5),
+            // Arrivals too slow: one by the end of the 4 ms window.
+            (5, 4, 3, 1, 4),
+        ] {
+            let plan = Gather {
+                until,
+                within: Duration::from_millis(within),
+            };
+            let (waited, got) = gathered(plan, Duration::from_millis(every));
+            assert_eq!(got, admitted, "{plan:?}");
+            let ended = Duration::from_millis(ended);
+            // One cycle (0.1 ms) of the deterministic clock's granularity, and then some.
+            assert!(
+                waited >= ended && waited < ended + Duration::from_millis(1),
+                "{plan:?}: {waited:?}"
+            );
+        }
     }
 
     #[test]
