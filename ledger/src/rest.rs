@@ -37,6 +37,19 @@ pub struct ReceiptBundle {
     pub receipts: Vec<Signed<ReceiptStatement>>,
 }
 
+impl ReceiptBundle {
+    /// The answer for `txid` before its block is finalized: pending, no receipts yet.
+    pub fn pending(txid: Txid) -> Self {
+        Self {
+            txid,
+            status: TxStatus::Pending,
+            height: None,
+            code: None,
+            receipts: Vec::new(),
+        }
+    }
+}
+
 /// What a submission did (`POST /v1/transactions`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubmitOutcome {
@@ -291,13 +304,7 @@ mod tests {
     fn pending() -> SubmitOutcome {
         SubmitOutcome {
             replayed: false,
-            bundle: ReceiptBundle {
-                txid: Txid([1; 32]),
-                status: TxStatus::Pending,
-                height: None,
-                code: None,
-                receipts: Vec::new(),
-            },
+            bundle: ReceiptBundle::pending(Txid([1; 32])),
         }
     }
 

@@ -66,13 +66,7 @@ fn generate() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 fn pending_outcome() -> Vec<u8> {
     rest::SubmitOutcome {
         replayed: false,
-        bundle: rest::ReceiptBundle {
-            txid: Txid([7; 32]),
-            status: rest::TxStatus::Pending,
-            height: None,
-            code: None,
-            receipts: Vec::new(),
-        },
+        bundle: rest::ReceiptBundle::pending(Txid([7; 32])),
     }
     .encode()
     .unwrap()

@@ -225,13 +225,7 @@ impl Backend for NodeBackend {
         if !wait {
             return Ok(SubmitOutcome {
                 replayed: false,
-                bundle: ReceiptBundle {
-                    txid,
-                    status: TxStatus::Pending,
-                    height: None,
-                    code: None,
-                    receipts: Vec::new(),
-                },
+                bundle: ReceiptBundle::pending(txid),
             });
         }
         // The store did not hold it at `checked`: gathering need not ask it again at once.
@@ -263,13 +257,7 @@ impl Backend for NodeBackend {
             };
         }
         if self.handle.is_pending(&crate::tx::Txid(txid.0)) {
-            return Ok(Some(ReceiptBundle {
-                txid,
-                status: TxStatus::Pending,
-                height: None,
-                code: None,
-                receipts: Vec::new(),
-            }));
+            return Ok(Some(ReceiptBundle::pending(txid)));
         }
         Ok(None)
     }

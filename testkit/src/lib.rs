@@ -50,17 +50,6 @@ pub fn replica_statuses(keys: &[SigningKey], height: u64) -> Vec<ReplicaStatus> 
         .collect()
 }
 
-/// The answer for `txid` before its block is finalized: pending, no receipts yet.
-pub fn pending(txid: Txid) -> ReceiptBundle {
-    ReceiptBundle {
-        txid,
-        status: TxStatus::Pending,
-        height: None,
-        code: None,
-        receipts: Vec::new(),
-    }
-}
-
 /// A ledger that commits every submission at once as a one-transaction block, and remembers
 /// each transaction's receipts and each block's summary.
 pub struct InstantLedger {

@@ -173,7 +173,7 @@ impl Backend for MemoryCluster {
             bundle: if wait {
                 bundle
             } else {
-                coffer_testkit::pending(txid)
+                ReceiptBundle::pending(txid)
             },
         })
     }

@@ -188,7 +188,7 @@ impl Backend for Gateway {
         let mut inner = shared.inner.lock().expect("lock");
         if let Some(bundle) = inner.chain.bundle(&txid) {
             let bundle = if self.behaviour == Behaviour::AnswersPending {
-                coffer_testkit::pending(txid)
+                ReceiptBundle::pending(txid)
             } else {
                 bundle.clone()
             };
@@ -203,7 +203,7 @@ impl Backend for Gateway {
         let bundle = if wait && self.behaviour != Behaviour::AnswersPending {
             bundle
         } else {
-            coffer_testkit::pending(txid)
+            ReceiptBundle::pending(txid)
         };
         Ok(SubmitOutcome {
             replayed: false,
