@@ -19,10 +19,11 @@
 //!   `h`. A peer at `h` answers at once; a peer behind waits (at most [`READ_WAIT`]) until it
 //!   reaches `h`; a peer ahead answers at its own height. Rule: the gateway keeps the statements
 //!   made at `h` (checked as they arrive) and answers as soon as f+1 match; if they do not
-//!   within a round, it moves to the newest height any peer answered at (once its own state
-//!   is there) and asks again, until its deadline. An idle or lightly loaded cluster holds a
-//!   height for a few hundred milliseconds (leaders wait briefly before proposing an empty
-//!   block), so the first or second round converges.
+//!   within a round, it moves to the highest height f+1 peers answered at, which a correct
+//!   replica has reached (or to its next height), once its own state is there, and asks again,
+//!   until its deadline. Only a peer's first answer to a request counts. An idle or lightly
+//!   loaded cluster holds a height for a few hundred milliseconds (leaders wait briefly before
+//!   proposing an empty block), so the first or second round converges.
 //!
 //! None of this touches consensus: the channel has its own queues, a full outbound queue drops
 //! messages (the pull path recovers receipts), and waiting is done in separate tasks.
@@ -292,7 +293,7 @@ pub struct Witness {
     /// (waking every waiting request on every message cost a lock and a copy per request).
     waiting: Mutex<HashMap<Txid, Arc<Notify>>>,
     outbound: mpsc::Sender<Outbound>,
-    pending_reads: Mutex<HashMap<u64, mpsc::Sender<Signed<ReadStatement>>>>,
+    pending_reads: Mutex<HashMap<u64, PendingRead>>,
     next_read: AtomicU64,
     serving: Arc<AtomicU64>,
     heard: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
@@ -668,14 +669,14 @@ impl Witness {
                 if statement.attestation.replica != peer {
                     return;
                 }
-                let waiter = self
-                    .pending_reads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&id)
-                    .cloned();
-                if let Some(waiter) = waiter {
-                    let _ = waiter.try_send(statement);
+                // One answer per peer and read: repeats could otherwise fill the waiter's queue
+                // (it holds one per replica) and crowd out the other replicas' answers.
+                let mut pending = self.pending_reads.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(waiter) = pending.get_mut(&id)
+                    && !waiter.answered.contains(&peer)
+                {
+                    waiter.answered.push(peer);
+                    let _ = waiter.tx.try_send(statement);
                 }
             }
             Message::Status { height } => {
@@ -1009,7 +1010,13 @@ impl Witness {
             let registered = {
                 let mut pending = self.pending_reads.lock().unwrap_or_else(|e| e.into_inner());
                 if pending.len() < MAX_PENDING_READS {
-                    pending.insert(id, tx);
+                    pending.insert(
+                        id,
+                        PendingRead {
+                            tx,
+                            answered: Vec::new(),
+                        },
+                    );
                     true
                 } else {
                     false
@@ -1029,12 +1036,17 @@ impl Witness {
                 );
             }
             let round_end = (tokio::time::Instant::now() + self.patience.read_round).min(deadline);
-            let mut newer = height;
-            let mut responses = 0usize;
+            let query_digest = query
+                .digest()
+                .map_err(|e| BackendError::Internal(e.to_string()))?;
+            // Distinct replicas that answered this round, and the heights of valid answers
+            // about this query made ahead of `height`.
+            let mut answered: Vec<[u8; 32]> = Vec::new();
+            let mut ahead: Vec<u64> = Vec::new();
             loop {
                 // f+1 agree (statements are checked as they arrive, so waiting for more would
                 // only wait for the slowest replica), or everyone answered: this round is over.
-                if gathered.weak() || responses + 1 >= self.replicas.len() {
+                if gathered.weak() || answered.len() + 1 >= self.replicas.len() {
                     break;
                 }
                 if tokio::time::Instant::now() >= round_end {
@@ -1042,13 +1054,18 @@ impl Witness {
                 }
                 match tokio::time::timeout_at(round_end, rx.recv()).await {
                     Ok(Some(statement)) => {
-                        responses += 1;
+                        let replica = statement.attestation.replica;
+                        if replica == self.me || answered.contains(&replica) {
+                            continue;
+                        }
+                        answered.push(replica);
                         if statement.statement.height == height {
                             let _ = gathered.add(statement);
                         } else if statement.statement.height > height
-                            && statement.verify_signature().is_ok()
+                            && statement.statement.query_digest == query_digest
+                            && self.accepts(&statement)
                         {
-                            newer = newer.max(statement.statement.height);
+                            ahead.push(statement.statement.height);
                         }
                     }
                     Ok(None) => break,
@@ -1074,8 +1091,10 @@ impl Witness {
                     self.replicas.weak_quorum()
                 )));
             }
-            // Peers moved on: meet them at the newest height seen (or the next one).
-            target = newer.max(height + 1);
+            // Peers moved on: meet them at the highest height f+1 of them reached, which at
+            // least one correct replica did (a single replica's claim could name a height no
+            // one reaches), or at the next one.
+            target = next_read_height(height, ahead, self.replicas.weak_quorum());
         }
     }
 
@@ -1085,6 +1104,27 @@ impl Witness {
             && signed.statement.chain_id() == self.chain_id.as_str()
             && signed.verify_signature().is_ok()
     }
+}
+
+/// A read waiting for peers' statements: where to send them, and which peers already
+/// answered (one answer each).
+struct PendingRead {
+    tx: mpsc::Sender<Signed<ReadStatement>>,
+    answered: Vec<[u8; 32]>,
+}
+
+/// The height a read's next round waits for, after a round at `height` in which peers
+/// answered at the heights `ahead` (each above `height`, one per replica): the highest height
+/// that `weak_quorum` (f+1) of them reached, so at least one correct replica is there;
+/// `height + 1` when fewer are ahead.
+fn next_read_height(height: u64, mut ahead: Vec<u64>, weak_quorum: usize) -> u64 {
+    ahead.sort_unstable_by(|a, b| b.cmp(a));
+    let reached = weak_quorum
+        .checked_sub(1)
+        .and_then(|i| ahead.get(i))
+        .copied()
+        .unwrap_or(0);
+    reached.max(height.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -1106,8 +1146,6 @@ mod tests {
         (w, out)
     }
 
-    /// A witness and the state machine whose store it reads (to execute blocks behind the
-    /// signer's back).
     /// A request for `txid` gathering in the background with a 10 s deadline, after a store
     /// check at `checked` if given.
     fn gather_in_background(
@@ -1122,6 +1160,8 @@ mod tests {
         })
     }
 
+    /// A witness and the state machine whose store it reads (to execute blocks behind the
+    /// signer's back).
     fn witness_and_machine(
         patience: Patience,
     ) -> (Arc<Witness>, mpsc::Receiver<Outbound>, LedgerMachine) {
@@ -1387,6 +1427,84 @@ mod tests {
         let v =
             coffer_ledger::attest::verify_quorum(&read.attestations, &set, "witness", 2).unwrap();
         assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_repeating_its_answer_neither_ends_a_read_round_nor_crowds_out_others() {
+        let (w, mut out, _machine) = witness_and_machine(Patience::default());
+        let k = keys();
+        let reader = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                w.read(&ReadQuery::Supply, deadline).await
+            })
+        };
+        tokio::task::yield_now().await;
+        let mut request = None;
+        while let Ok(o) = out.try_recv() {
+            if let Ok(Message::ReadRequest { id, height, .. }) = decode_message(&o.bytes) {
+                request = Some((id, height));
+            }
+        }
+        let (id, height) = request.expect("the gateway asked its peers");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let (_, _, own) = w
+            .answer_at_least(&ReadQuery::Supply, height, deadline)
+            .await
+            .unwrap()
+            .unwrap();
+        let respond = |from: &SigningKey, statement: ReadStatement| {
+            let signed = sign(statement, from).unwrap();
+            w.on_message(
+                from.verifying_key().to_bytes(),
+                &encode_message(&Message::ReadResponse {
+                    id,
+                    statement: signed,
+                })
+                .unwrap(),
+            );
+        };
+        // A lying peer answers as many times as there are replicas, with another result at
+        // the same height and with a height far ahead, before anyone else answers. Counted
+        // per message, that ended the round as if every replica had answered, and filled the
+        // queue so that the next answer was dropped.
+        let mut lie = own.statement.clone();
+        lie.result_digest = [0xee; 32];
+        let mut far = own.statement.clone();
+        far.height = height + 1_000_000_000;
+        for statement in [lie.clone(), far, lie.clone(), lie] {
+            respond(&k[1], statement);
+        }
+        respond(&k[2], own.statement.clone());
+        let read = reader.await.unwrap();
+        let read = read.expect("the correct peer's answer makes f+1 with the gateway's own");
+        assert_eq!(read.height, height);
+        let signers: Vec<[u8; 32]> = read
+            .attestations
+            .iter()
+            .map(|a| a.attestation.replica)
+            .collect();
+        assert!(signers.contains(&k[2].verifying_key().to_bytes()));
+        let v =
+            coffer_ledger::attest::verify_quorum(&read.attestations, &replica_set(), "witness", 2)
+                .unwrap();
+        assert_eq!(v.statement, own.statement);
+    }
+
+    #[test]
+    fn a_read_moves_on_to_a_height_f_plus_one_peers_reached() {
+        // f+1 = 2 (n = 4): one replica ahead alone names no height; the second highest of
+        // those ahead is a height a correct replica reached.
+        assert_eq!(next_read_height(5, vec![], 2), 6);
+        assert_eq!(next_read_height(5, vec![1_000_000_000], 2), 6);
+        assert_eq!(next_read_height(5, vec![1_000_000_000, 8], 2), 8);
+        assert_eq!(next_read_height(5, vec![7, 9, 8], 2), 8);
+        assert_eq!(next_read_height(5, vec![6, 6], 2), 6);
+        // f = 0: the one replica is the gateway; f = 2 (n = 7): the third highest.
+        assert_eq!(next_read_height(5, vec![9], 1), 9);
+        assert_eq!(next_read_height(5, vec![20, 30, 7, 10], 3), 10);
+        assert_eq!(next_read_height(u64::MAX, vec![], 2), u64::MAX);
     }
 
     #[tokio::test(start_paused = true)]
