@@ -145,6 +145,10 @@ impl TxVerifier for LedgerVerifier {
             .decode(bytes)
             .map_or_else(|_| undecodable_txid(bytes), |tx| Txid(tx.txid().0))
     }
+
+    fn max_block_txs(&self) -> usize {
+        usize::try_from(self.genesis.limits.max_block_txs).unwrap_or(usize::MAX)
+    }
 }
 
 /// The ledger state as the read path sees it: shared with the executor, readable at the last
@@ -707,6 +711,66 @@ pub(crate) mod tests {
             "`b` was decoded and verified once, on admission"
         );
         assert!(sigs.is_empty());
+    }
+
+    #[test]
+    fn blocks_hold_at_most_the_genesis_max_block_txs() {
+        use crate::consensus::{application::App, block::Block as ConsensusBlock};
+        use crate::mempool::{Admission, Mempool, MempoolLimits};
+        use commonware_cryptography::{Digested, Digestible as _};
+        use std::sync::Mutex;
+
+        // A genesis below the proposer's default of 500 transactions per block: a larger
+        // block would be voted for, then rejected whole by execution (`block_too_large`).
+        let mut chain = Chain::new("cap", 3);
+        chain.genesis.limits.max_block_txs = 2;
+        let verifier = LedgerVerifier::new(Arc::new(chain.genesis.clone()));
+        let mempool = Arc::new(Mutex::new(Mempool::new(MempoolLimits::default())));
+        let txs = [
+            Bytes::from(chain.mint.encode()),
+            chain.spend(0, 10, 0),
+            chain.spend(1, 10, 0),
+        ];
+        for tx in &txs {
+            let txid = verifier.check(tx).unwrap();
+            assert_eq!(
+                mempool.lock().unwrap().insert(txid, tx.clone()),
+                Admission::Added
+            );
+        }
+        let app = App {
+            mempool,
+            arrivals: Arc::default(),
+            window: Arc::default(),
+            verifier,
+            executed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            held: Arc::default(),
+            limits: crate::consensus::ProposalLimits::default(),
+            byzantine: false,
+        };
+        let genesis = ConsensusBlock::genesis("cap");
+        let parent = Digested::precomputed(genesis.clone(), genesis.digest());
+        let built = app.build(&parent, 1, &Default::default());
+        assert_eq!(built.txs, txs[..2].to_vec(), "the leader proposes two");
+        app.check_block(&built, 1).unwrap();
+        let whole = ConsensusBlock {
+            parent: genesis.digest(),
+            height: 1,
+            view: 1,
+            txs: txs.to_vec(),
+        };
+        let refused = app.check_block(&whole, 1).unwrap_err();
+        assert!(
+            refused.contains("3 transactions in block, at most 2"),
+            "{refused}"
+        );
+        // What the proposal carries, execution accepts.
+        let mut machine = LedgerMachine::new(chain.genesis.clone()).unwrap();
+        let receipts = machine.apply_block(1, &built.txs);
+        assert!(
+            receipts.iter().all(|r| r.rejection.is_none()),
+            "{receipts:?}"
+        );
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub trait TxVerifier: Clone + Send + Sync + 'static {
     /// The id of a transaction, without verifying its signatures. It may exclude the signature
     /// (ledger txids do), so equal ids do not imply equal bytes.
     fn txid(&self, bytes: &[u8]) -> Txid;
+
+    /// Most transactions the state machine executes in one block (its genesis limit): a
+    /// larger block is neither proposed nor voted for, since executing it would reject it
+    /// whole.
+    fn max_block_txs(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Outcome of one transaction in an executed block.

@@ -5,7 +5,8 @@
 //! byte limits.
 //!
 //! Verification rule (every replica, before its notarize vote): the block must name the view it
-//! was proposed in, hold at most `MAX_BLOCK_TXS` transactions and `MAX_BLOCK_BYTES` bytes, and
+//! was proposed in, hold at most `MAX_BLOCK_TXS` transactions (or the genesis `max_block_txs`,
+//! if lower: execution would reject a larger block whole) and `MAX_BLOCK_BYTES` bytes, and
 //! every transaction must pass the stateless check (canonical encoding, size limits, chain id,
 //! signature) with no txid repeated inside the block. A block that breaks any of these is not
 //! voted for (the view then times out and moves to the next leader). State-dependent failures
@@ -180,8 +181,13 @@ pub(crate) struct App<V: TxVerifier> {
 }
 
 impl<V: TxVerifier> App<V> {
-    fn build(&self, parent: &Digested<Block>, view: u64, exclude: &HashSet<Txid>) -> Block {
-        let max_txs = self.limits.max_txs.min(MAX_BLOCK_TXS);
+    pub(crate) fn build(
+        &self,
+        parent: &Digested<Block>,
+        view: u64,
+        exclude: &HashSet<Txid>,
+    ) -> Block {
+        let max_txs = self.max_txs().min(self.limits.max_txs);
         let max_bytes = self.limits.max_bytes.min(MAX_BLOCK_BYTES);
         let picked = {
             let pool = self.mempool.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,6 +213,12 @@ impl<V: TxVerifier> App<V> {
             .insert(block.clone());
     }
 
+    /// Most transactions in a block: the block format's bound, and the state machine's (a
+    /// genesis may set `max_block_txs` lower).
+    fn max_txs(&self) -> usize {
+        MAX_BLOCK_TXS.min(self.verifier.max_block_txs())
+    }
+
     /// The stateless block check described in the module docs.
     pub(crate) fn check_block(&self, block: &Block, view: u64) -> Result<(), String> {
         if block.view != view {
@@ -215,8 +227,12 @@ impl<V: TxVerifier> App<V> {
                 block.view
             ));
         }
-        if block.txs.len() > MAX_BLOCK_TXS {
-            return Err(format!("{} transactions in block", block.txs.len()));
+        if block.txs.len() > self.max_txs() {
+            return Err(format!(
+                "{} transactions in block, at most {}",
+                block.txs.len(),
+                self.max_txs()
+            ));
         }
         let bytes: usize = block.txs.iter().map(|tx| tx.len()).sum();
         if bytes > MAX_BLOCK_BYTES {
