@@ -63,7 +63,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const READ_WAIT: Duration = Duration::from_secs(2);
 /// Messages queued for sending before new ones are dropped.
 const OUTBOUND_QUEUE: usize = 4_096;
-/// Read requests being served at once for peers; more are dropped (the gateway retries).
+/// Read and receipt requests being served at once for peers, shared equally among them (so one
+/// peer's requests cannot crowd out the others'); more are dropped (the gateway retries).
 const MAX_SERVING_READS: usize = 256;
 /// Reads this gateway waits on at once.
 const MAX_PENDING_READS: usize = 1_024;
@@ -118,10 +119,16 @@ fn encode_message(message: &Message) -> Option<Vec<u8>> {
 }
 
 /// Decodes what [`encode_message`] produced; anything else (bad lengths, trailing bytes, a
-/// statement that is not canonical, more than [`MAX_RECEIPTS_PER_MESSAGE`]) is an error.
+/// statement that is not canonical, more than [`MAX_RECEIPTS_PER_MESSAGE`], receipts in JSON)
+/// is an error.
 fn decode_message(bytes: &[u8]) -> Result<Message, String> {
     let Some((&RECEIPTS_TAG, mut rest)) = bytes.split_first() else {
-        return serde_json::from_slice(bytes).map_err(|e| e.to_string());
+        return match serde_json::from_slice(bytes).map_err(|e| e.to_string())? {
+            // Only the binary form bounds each receipt (its code, its proof) and checks that
+            // its statement is canonical.
+            Message::Receipts { .. } => Err("receipts travel in binary, not JSON".into()),
+            message => Ok(message),
+        };
     };
     let receipts = coffer_ledger::attest::decode_receipt_list(&mut rest, MAX_RECEIPTS_PER_MESSAGE)
         .map_err(|e| e.to_string())?;
@@ -295,7 +302,7 @@ pub struct Witness {
     outbound: mpsc::Sender<Outbound>,
     pending_reads: Mutex<HashMap<u64, PendingRead>>,
     next_read: AtomicU64,
-    serving: Arc<AtomicU64>,
+    serving: Arc<Serving>,
     heard: Mutex<HashMap<[u8; 32], (u64, Instant)>>,
     patience: Patience,
     origins: Arc<Origins>,
@@ -343,6 +350,7 @@ impl Witness {
             return Err(format!("key {} is not a genesis replica", hex::encode(me)));
         }
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let serving = Arc::new(Serving::new(replicas.len().saturating_sub(1)));
         Ok((
             Arc::new(Self {
                 chain_id: parts.chain_id,
@@ -358,7 +366,7 @@ impl Witness {
                 outbound,
                 pending_reads: Mutex::new(HashMap::new()),
                 next_read: AtomicU64::new(1),
-                serving: Arc::new(AtomicU64::new(0)),
+                serving,
                 heard: Mutex::new(HashMap::new()),
                 patience: parts.patience,
                 origins: parts.origins,
@@ -629,14 +637,15 @@ impl Witness {
             Message::ReceiptRequest { txids } => {
                 // Served from the same bounded pool as reads: a peer cannot make this replica
                 // run unbounded store lookups.
-                if txids.len() > MAX_REQUESTED_TXIDS
-                    || self.serving.load(Ordering::Relaxed) >= MAX_SERVING_READS as u64
-                {
+                if txids.len() > MAX_REQUESTED_TXIDS {
                     return;
                 }
-                self.serving.fetch_add(1, Ordering::Relaxed);
+                let Some(slot) = self.serving.start(peer) else {
+                    return;
+                };
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let mut out = Vec::new();
                     for txid in txids {
                         if let Ok(Some(own)) = this.own_receipt(&txid).await {
@@ -646,23 +655,21 @@ impl Witness {
                     if !out.is_empty() {
                         this.send(To::One(peer), &Message::Receipts { receipts: out });
                     }
-                    this.serving.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Message::ReadRequest { id, height, query } => {
-                if self.serving.load(Ordering::Relaxed) >= MAX_SERVING_READS as u64 {
+                let Some(slot) = self.serving.start(peer) else {
                     return;
-                }
-                self.serving.fetch_add(1, Ordering::Relaxed);
+                };
                 let this = self.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let deadline = tokio::time::Instant::now() + READ_WAIT;
                     if let Ok(Some(statement)) =
                         this.statement_at_least(&query, height, deadline).await
                     {
                         this.send(To::One(peer), &Message::ReadResponse { id, statement });
                     }
-                    this.serving.fetch_sub(1, Ordering::Relaxed);
                 });
             }
             Message::ReadResponse { id, statement } => {
@@ -1106,6 +1113,59 @@ impl Witness {
     }
 }
 
+/// Requests from peers being served, counted per peer: each peer has an equal share of
+/// [`MAX_SERVING_READS`].
+struct Serving {
+    share: usize,
+    by_peer: Mutex<HashMap<[u8; 32], usize>>,
+}
+
+impl Serving {
+    fn new(peers: usize) -> Self {
+        Self {
+            share: (MAX_SERVING_READS / peers.max(1)).max(1),
+            by_peer: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for one of `peer`'s requests, held until dropped; `None` when its share is in
+    /// use.
+    fn start(self: &Arc<Self>, peer: [u8; 32]) -> Option<ServingSlot> {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let serving = by_peer.entry(peer).or_default();
+        if *serving >= self.share {
+            return None;
+        }
+        *serving += 1;
+        Some(ServingSlot {
+            serving: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One request being served (see [`Serving::start`]).
+struct ServingSlot {
+    serving: Arc<Serving>,
+    peer: [u8; 32],
+}
+
+impl Drop for ServingSlot {
+    fn drop(&mut self) {
+        let mut by_peer = self
+            .serving
+            .by_peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_peer.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
 /// A read waiting for peers' statements: where to send them, and which peers already
 /// answered (one answer each).
 struct PendingRead {
@@ -1271,7 +1331,7 @@ mod tests {
     }
 
     fn receipts_message(receipts: Vec<Signed<ReceiptStatement>>) -> Vec<u8> {
-        serde_json::to_vec(&Message::Receipts { receipts }).unwrap()
+        encode_message(&Message::Receipts { receipts }).unwrap()
     }
 
     #[tokio::test]
@@ -1583,6 +1643,51 @@ mod tests {
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn one_peer_flooding_requests_uses_only_its_share_of_the_serving_pool() {
+        let (w, mut out) = witness(Patience::default());
+        let k = keys();
+        let request = |from: &SigningKey, id: u64, height: u64| {
+            w.on_message(
+                from.verifying_key().to_bytes(),
+                &encode_message(&Message::ReadRequest {
+                    id,
+                    height,
+                    query: ReadQuery::Supply,
+                })
+                .unwrap(),
+            );
+        };
+        // A height this replica will not reach holds a slot for `READ_WAIT`: the whole pool
+        // from one peer, once its answers would have starved the other peers.
+        for id in 0..MAX_SERVING_READS as u64 {
+            request(&k[3], id, u64::MAX);
+        }
+        request(&k[1], 1_000, 0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut answered = Vec::new();
+        while let Ok(o) = out.try_recv() {
+            if let (To::One(to), Ok(Message::ReadResponse { id, .. })) =
+                (o.to, decode_message(&o.bytes))
+            {
+                answered.push((to, id));
+            }
+        }
+        assert_eq!(answered, vec![(k[1].verifying_key().to_bytes(), 1_000)]);
+        // Its share: a third of the pool each for three peers, freed as requests end.
+        let share = MAX_SERVING_READS / 3;
+        assert_eq!(
+            w.serving
+                .by_peer
+                .lock()
+                .unwrap()
+                .get(&k[3].verifying_key().to_bytes()),
+            Some(&share)
+        );
+        tokio::time::sleep(READ_WAIT + Duration::from_millis(10)).await;
+        assert!(w.serving.by_peer.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn read_requests_travel_as_json_with_the_query_inline() {
         // Replicas of different versions exchange these: the JSON form is a wire format.
@@ -1678,6 +1783,18 @@ mod tests {
             decode_message(&status),
             Ok(Message::Status { height: 3 })
         ));
+        // Receipts in JSON are refused, however well formed: only the binary decoder bounds a
+        // receipt (a 900 KB code was cached as it came).
+        assert!(decode_message(&json).is_err());
+        let mut long = statement([7; 32]);
+        long.code = "a".repeat(900_000);
+        let mut signed = sign(statement([7; 32]), &k[1]).unwrap();
+        signed.statement = long;
+        let long = serde_json::to_vec(&Message::Receipts {
+            receipts: vec![signed],
+        })
+        .unwrap();
+        assert!(decode_message(&long).is_err());
         // Every truncation, trailing bytes, a corrupted statement and an oversized count fail.
         for cut in 1..bytes.len() {
             assert!(decode_message(&bytes[..cut]).is_err(), "cut at {cut}");

@@ -296,7 +296,6 @@ async fn witness_message_handler_never_panics() {
     let valid: Vec<Vec<u8>> = [
         r#"{"type":"status","height":3}"#.to_string(),
         format!(r#"{{"type":"receipt_request","txids":["{txid}"]}}"#),
-        r#"{"type":"receipts","receipts":[]}"#.to_string(),
         r#"{"type":"read_request","id":1,"height":0,"query":{"kind":"supply"}}"#.to_string(),
         format!(
             r#"{{"type":"read_response","id":18446744073709551615,"statement":{{"statement":{{}},"attestation":{{"replica":"{txid}","signature":"{}"}}}}}}"#,
