@@ -115,7 +115,8 @@ pub struct Limits {
     pub max_outputs: u16,
     /// Most transactions per block.
     pub max_block_txs: u32,
-    /// Largest history page served.
+    /// Largest page of history entries, or of an address's unspent outputs, that a replica
+    /// answers; a larger request gets this many, with a cursor to the rest.
     pub max_history_page: u32,
     /// Most money that may ever be minted, at most [`MAX_SUPPLY`].
     pub supply_cap: Amount,

@@ -568,6 +568,11 @@ impl LedgerState {
             .map_or(Amount::ZERO, |a| a.balance)
     }
 
+    /// Number of the address's unspent outputs. O(1).
+    pub fn utxo_count_of(&self, address: &Address) -> usize {
+        self.by_address.get(address).map_or(0, |a| a.utxos.len())
+    }
+
     /// The address's unspent outputs, ordered by outpoint.
     pub fn utxos(&self, address: &Address) -> Vec<(OutPoint, TxOut)> {
         self.utxos_page(address, None, usize::MAX)

@@ -541,6 +541,63 @@ pub(crate) mod tests {
         assert!(matches!(err, Err(BackendError::Internal(_))), "{err:?}");
     }
 
+    /// Pages of unspent outputs are capped by the genesis page size whatever the request asks
+    /// (a peer's read request is not bounded by a gateway), and balance reads count an
+    /// address's outputs without collecting them.
+    #[test]
+    fn unspent_output_pages_are_capped_by_the_genesis_page_size() {
+        use crate::api::answer::{Answer, plan_read};
+        use coffer_ledger::attest::{ReadQuery, ReadResult};
+
+        let mut chain = Chain::new("pages", 5);
+        chain.genesis.limits.max_history_page = 2;
+        let mut machine = LedgerMachine::new(chain.genesis.clone()).unwrap();
+        machine.apply_block(1, &[Bytes::from(chain.mint.encode())]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        let state = machine.state();
+        let alice = chain.alice.address().to_string();
+        let balance = plan_read(
+            &state,
+            &ReadQuery::Balance {
+                address: alice.clone(),
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                balance,
+                Answer::Ready(ReadResult::Balance {
+                    amount: 50,
+                    utxo_count: 5
+                })
+            ),
+            "{balance:?}"
+        );
+        let (mut cursor, mut pages, mut vouts) = (None, 0, Vec::new());
+        loop {
+            let query = ReadQuery::Utxos {
+                address: alice.clone(),
+                cursor: cursor.clone(),
+                limit: u32::MAX,
+            };
+            let Answer::Ready(ReadResult::Utxos {
+                entries,
+                next_cursor,
+            }) = plan_read(&state, &query).unwrap()
+            else {
+                panic!("unspent outputs are answered from memory");
+            };
+            assert!(entries.len() <= 2, "{} entries in one page", entries.len());
+            pages += 1;
+            vouts.extend(entries.iter().map(|e| e.vout));
+            match next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!((pages, vouts), (3, vec![0, 1, 2, 3, 4]));
+    }
+
     #[test]
     fn ledger_through_the_seams() {
         let chain = Chain::new("seam", 1);

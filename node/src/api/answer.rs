@@ -162,15 +162,14 @@ pub async fn history_from_store<S: Store>(
 }
 
 /// Answers `query` from `ledger` at its current height, or says which history entries to read
-/// from the store. Page sizes are the caller's (the gateway bounds them); history pages are
-/// further capped by the genesis `max_history_page`.
+/// from the store. Pages, of history or of unspent outputs, are capped by the genesis
+/// `max_history_page` whatever the request asks (a peer's request is not bounded by the
+/// gateway's limits; the cap is the chain's, so every replica answers the same page).
 pub fn plan_read(ledger: &LedgerState, query: &ReadQuery) -> Result<Answer, BackendError> {
     Ok(Answer::Ready(match query {
         ReadQuery::Balance { address } => {
             let a = parse_address(address)?;
-            // The address index has no count of its own; an address's outputs are few next to
-            // the page limits, and this is a read of in-memory state.
-            let utxo_count = u64::try_from(ledger.utxos(&a).len()).unwrap_or(u64::MAX);
+            let utxo_count = u64::try_from(ledger.utxo_count_of(&a)).unwrap_or(u64::MAX);
             ReadResult::Balance {
                 amount: ledger.balance(&a).0,
                 utxo_count,
@@ -184,7 +183,7 @@ pub fn plan_read(ledger: &LedgerState, query: &ReadQuery) -> Result<Answer, Back
             let a = parse_address(address)?;
             let after = cursor.as_deref().map(parse_utxo_cursor).transpose()?;
             // u32 -> usize cannot truncate on supported targets.
-            let limit = *limit as usize;
+            let limit = (*limit).min(ledger.genesis().limits.max_history_page) as usize;
             let page = ledger.utxos_page(&a, after, limit);
             let next_cursor = if page.len() == limit {
                 page.last().map(|(op, _)| utxo_cursor(op))
