@@ -6,7 +6,7 @@
 
 /// The node's `tx` module, reduced to what `block.rs` uses (value: `coffer_node::tx`).
 mod tx {
-    pub const MAX_TX_BYTES: usize = 16 * 1024;
+    pub const MAX_TX_BYTES: usize = 32 * 1024;
 }
 
 #[allow(dead_code)]

@@ -11,7 +11,7 @@
 
 use crate::sigcache::VerifiedSignatures;
 use crate::storage::{self, Storage, StorageError};
-use crate::tx::{PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
+use crate::tx::{MAX_TX_BYTES, PersistError, Receipt, StateMachine, TxRejection, TxVerifier, Txid};
 use bytes::Bytes;
 use coffer_ledger::{
     Applied, ApplyError, Block, Genesis, HistoryMode, IdentifiedTx, LedgerState, Outcome,
@@ -100,9 +100,10 @@ impl LedgerVerifier {
     }
 
     fn check_refusal(&self, bytes: &[u8]) -> Result<coffer_ledger::Txid, Refusal> {
-        // Same checks, in the same order, as `coffer_ledger::verify_bytes`.
+        // Same checks, in the same order, as `coffer_ledger::verify_bytes`, but with the size
+        // limit that blocks can carry if the genesis allows more.
         // u32 -> usize cannot truncate on supported targets.
-        if bytes.len() > self.genesis.limits.max_tx_bytes as usize {
+        if bytes.len() > (self.genesis.limits.max_tx_bytes as usize).min(MAX_TX_BYTES) {
             return Err(RejectCode::TxTooLarge.into());
         }
         let tx = self
@@ -596,6 +597,49 @@ pub(crate) mod tests {
             }
         }
         assert_eq!((pages, vouts), (3, vec![0, 1, 2, 3, 4]));
+    }
+
+    /// The largest transfers the default genesis allows fit in a block; above what a block can
+    /// carry, a transaction gets the ledger's `tx_too_large` even if its genesis allows more.
+    #[test]
+    fn transactions_up_to_what_a_block_carries_pass_the_stateless_check() {
+        let transfer = |chain: &Chain, inputs: u32, outputs: u64| {
+            Bytes::from(
+                chain
+                    .alice
+                    .sign_tx(Transaction::Transfer(Transfer {
+                        chain_id: chain.genesis.chain_id.clone(),
+                        signer: chain.alice.public_key(),
+                        inputs: (0..inputs)
+                            .map(|vout| OutPoint {
+                                txid: chain.mint.txid(),
+                                vout,
+                            })
+                            .collect(),
+                        outputs: (1..=outputs)
+                            .map(|i| TxOut::to_address(Amount(i), chain.issuer.address()))
+                            .collect(),
+                    }))
+                    .encode(),
+            )
+        };
+        let chain = Chain::new("sizes", 1);
+        let verifier = LedgerVerifier::new(Arc::new(chain.genesis.clone()));
+        let limits = &chain.genesis.limits;
+        let widest = transfer(
+            &chain,
+            u32::from(limits.max_inputs),
+            u64::from(limits.max_outputs),
+        );
+        assert!(widest.len() > 16 * 1024, "{} bytes", widest.len());
+        assert!(verifier.check(&widest).is_ok());
+        let mut chain = Chain::new("sizes", 1);
+        chain.genesis.limits.max_tx_bytes = 1 << 20;
+        chain.genesis.limits.max_inputs = 2_000;
+        let verifier = LedgerVerifier::new(Arc::new(chain.genesis.clone()));
+        let huge = transfer(&chain, 1_000, 1);
+        assert!(huge.len() > MAX_TX_BYTES, "{} bytes", huge.len());
+        assert_eq!(verifier.check_code(&huge), Err(RejectCode::TxTooLarge));
     }
 
     #[test]

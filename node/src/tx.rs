@@ -14,8 +14,10 @@ use std::fmt;
 /// Upper bound on the encoded size of one transaction, in bytes.
 ///
 /// A protocol constant rather than configuration: every replica must decode the same blocks.
-/// Large enough for the ledger's biggest structurally valid transfers (hundreds of inputs).
-pub const MAX_TX_BYTES: usize = 16 * 1024;
+/// Large enough for the ledger's biggest transfers under the default genesis limits (256
+/// inputs and 256 outputs take about 20 KB) and equal to the default genesis `max_tx_bytes`;
+/// a genesis may set a lower limit, and a higher one is capped here.
+pub const MAX_TX_BYTES: usize = 32 * 1024;
 
 /// A transaction identifier: a 32-byte hash over the transaction's canonical encoding.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

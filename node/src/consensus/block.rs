@@ -118,8 +118,10 @@ impl commonware_consensus::Block for Block {
 
 impl commonware_consensus::BoundedBlock for Block {
     fn max_encode_size(_: &()) -> usize {
-        // parent + height + view + count varint + each tx with a 5-byte length varint.
-        32 + 8 + 8 + 5 + MAX_BLOCK_TXS * (5 + MAX_TX_BYTES)
+        // parent + height + view + count varint + each tx's 5-byte length varint + the
+        // transactions, whose bytes a block (one replicas vote for) holds at most
+        // `MAX_BLOCK_BYTES` of: a peer's larger message is dropped before it is decoded.
+        32 + 8 + 8 + 5 + MAX_BLOCK_TXS * 5 + MAX_BLOCK_BYTES
     }
 }
 
