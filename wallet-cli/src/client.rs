@@ -1195,20 +1195,96 @@ fn read_path(query: &ReadQuery) -> String {
 
 fn error_code(reply: &Reply) -> (String, String) {
     match serde_json::from_slice::<ErrorEnvelope>(&reply.body) {
-        Ok(e) => (e.error.code, e.error.message),
+        Ok(e) => (
+            printable(&e.error.code, MAX_CODE_CHARS),
+            printable(&e.error.message, MAX_TEXT_CHARS),
+        ),
         Err(_) => ("unknown".into(), error_text(reply)),
     }
 }
 
+/// Longest error code kept from a replica's answer (codes are short snake_case words).
+const MAX_CODE_CHARS: usize = 64;
+/// Longest error text kept from a replica's answer.
+const MAX_TEXT_CHARS: usize = 200;
+
 /// A short, printable excerpt of an answer body.
 fn error_text(reply: &Reply) -> String {
     if let Ok(e) = serde_json::from_slice::<ErrorEnvelope>(&reply.body) {
-        return format!("{}: {}", e.error.code, e.error.message);
+        return format!(
+            "{}: {}",
+            printable(&e.error.code, MAX_CODE_CHARS),
+            printable(&e.error.message, MAX_TEXT_CHARS)
+        );
     }
-    let text = String::from_utf8_lossy(&reply.body);
-    let mut short: String = text.chars().take(200).collect();
+    let short = printable(&String::from_utf8_lossy(&reply.body), MAX_TEXT_CHARS);
     if short.is_empty() {
-        short = format!("status {}", reply.status);
+        return format!("status {}", reply.status);
     }
     short
+}
+
+/// `text` from a replica, safe to print on a terminal: control characters (escape sequences
+/// could rewrite what the user sees) become `\u{..}` escapes, and it is cut after `max`
+/// characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::body::Bytes;
+
+    fn reply(body: &str) -> Reply {
+        Reply {
+            status: StatusCode::BAD_REQUEST,
+            media_type: "application/json".into(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_replicas_error_text_is_cut_and_cannot_drive_the_terminal() {
+        // A lying replica's message with an escape sequence (clear screen, then a fake line)
+        // and a code far longer than any real one.
+        let body = serde_json::json!({
+            "error": {
+                "code": format!("bad{}", "x".repeat(500)),
+                "message": "\u{1b}[2J\u{1b}[Hsent 100 to you\r\n",
+            }
+        })
+        .to_string();
+        let (code, message) = error_code(&reply(&body));
+        assert_eq!(code.chars().count(), MAX_CODE_CHARS + 1, "{code}");
+        assert!(code.ends_with('…'));
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert_eq!(message, "\\u{1b}[2J\\u{1b}[Hsent 100 to you\\u{d}\\u{a}");
+        let text = error_text(&reply(&body));
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        // A body that is not an error envelope: the same, and an empty one says the status.
+        let raw = error_text(&reply(&format!("\u{7}{}", "y".repeat(1_000))));
+        assert!(raw.starts_with("\\u{7}yyy"), "{raw}");
+        // The bell's escape (five characters) counts as one of the 200, then the ellipsis.
+        assert_eq!(raw.chars().count(), 5 + (MAX_TEXT_CHARS - 1) + 1);
+        assert_eq!(error_text(&reply("")), "status 400 Bad Request");
+        // Ordinary answers pass unchanged.
+        let plain = r#"{"error":{"code":"insufficient_funds","message":"needs 5, has 3"}}"#;
+        assert_eq!(
+            error_code(&reply(plain)),
+            ("insufficient_funds".into(), "needs 5, has 3".into())
+        );
+    }
 }
