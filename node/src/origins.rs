@@ -97,6 +97,12 @@ impl Origins {
         self.lock().by_txid.get(txid).cloned()
     }
 
+    /// Whether each of `txids` is remembered (submitted here or gossiped), under one lock.
+    pub fn known(&self, txids: impl Iterator<Item = [u8; 32]>) -> Vec<bool> {
+        let inner = self.lock();
+        txids.map(|t| inner.by_txid.contains_key(&t)).collect()
+    }
+
     /// Whether `txid` was submitted here (and is still remembered).
     pub fn is_local(&self, txid: &[u8; 32]) -> bool {
         self.lock().by_txid.get(txid).is_some_and(|o| o.local)

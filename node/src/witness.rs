@@ -617,19 +617,37 @@ impl Witness {
                 if receipts.len() > MAX_RECEIPTS_PER_MESSAGE {
                     return;
                 }
+                // Only the sender's own statements: nobody relays another's. The signature is
+                // checked when the receipt is needed.
+                let receipts: Vec<_> = receipts
+                    .into_iter()
+                    .filter(|s| {
+                        s.attestation.replica == peer
+                            && s.statement.chain_id == self.chain_id.as_str()
+                    })
+                    .collect();
+                // Only about transactions this replica heard of, waits for or holds receipts
+                // of: a peer's receipts for made-up txids would otherwise push the real ones
+                // out of the bounded cache.
+                let heard = self
+                    .origins
+                    .known(receipts.iter().map(|s| s.statement.txid));
+                let awaited: Vec<bool> = {
+                    let waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+                    receipts
+                        .iter()
+                        .map(|s| waiting.contains_key(&Txid(s.statement.txid)))
+                        .collect()
+                };
                 let mut kept = Vec::new();
                 {
                     let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                    for signed in receipts {
-                        // Only the sender's own statements: nobody relays another's. The
-                        // signature is checked when the receipt is needed.
-                        if signed.attestation.replica != peer
-                            || signed.statement.chain_id != self.chain_id.as_str()
-                        {
-                            continue;
+                    for ((signed, heard), awaited) in receipts.into_iter().zip(heard).zip(awaited) {
+                        let txid = Txid(signed.statement.txid);
+                        if heard || awaited || cache.by_txid.contains_key(&txid) {
+                            kept.push(txid);
+                            cache.insert(signed, false);
                         }
-                        kept.push(Txid(signed.statement.txid));
-                        cache.insert(signed, false);
                     }
                 }
                 self.wake(kept.into_iter());
@@ -1340,6 +1358,7 @@ mod tests {
         let k = keys();
         let peer = k[1].verifying_key().to_bytes();
         let txid = [3; 32];
+        w.origins.gossiped(txid, peer);
         // Relaying replica 2's receipt, a forged one, and another chain's: all dropped.
         let relayed = sign(statement(txid), &k[2]).unwrap();
         let mut forged = sign(statement(txid), &k[1]).unwrap();
@@ -1378,6 +1397,7 @@ mod tests {
         assert_eq!(check(txid), Some(Check::Invalid));
         // Its valid receipt for another txid is kept.
         let other = [13; 32];
+        w.origins.gossiped(other, peer);
         w.on_message(
             peer,
             &receipts_message(vec![sign(statement(other), &k[1]).unwrap()]),
@@ -1820,8 +1840,33 @@ mod tests {
             receipts: vec![own],
         })
         .unwrap();
+        // Not before this replica heard of the transaction: made-up txids would push real
+        // ones out of the bounded cache.
+        w.on_message(k[1].verifying_key().to_bytes(), &bytes);
+        assert!(w.cached_receipts(&Txid(txid)).is_empty());
+        w.origins.local(txid);
         w.on_message(k[1].verifying_key().to_bytes(), &bytes);
         assert_eq!(w.cached_receipts(&Txid(txid)).len(), 1);
+        // A txid a request waits for here, or one whose receipts are cached already, is kept
+        // too.
+        let (awaited, held) = ([13; 32], [14; 32]);
+        let _waiting = w.wait_for(Txid(awaited));
+        w.cache
+            .lock()
+            .unwrap()
+            .insert(sign(statement(held), &k[0]).unwrap(), true);
+        let bytes = encode_message(&Message::Receipts {
+            receipts: vec![
+                sign(statement(awaited), &k[1]).unwrap(),
+                sign(statement(held), &k[1]).unwrap(),
+                sign(statement([15; 32]), &k[1]).unwrap(),
+            ],
+        })
+        .unwrap();
+        w.on_message(k[1].verifying_key().to_bytes(), &bytes);
+        assert_eq!(w.cached_receipts(&Txid(awaited)).len(), 1);
+        assert_eq!(w.cached_receipts(&Txid(held)).len(), 2);
+        assert!(w.cached_receipts(&Txid([15; 32])).is_empty());
     }
 
     #[tokio::test]
@@ -1843,6 +1888,9 @@ mod tests {
         assert_eq!(back, signed);
         for cut in 1..bytes.len() {
             assert!(decode_message(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for i in 20..33u8 {
+            w.origins.local([i; 32]);
         }
         w.on_message(k[1].verifying_key().to_bytes(), &bytes);
         for i in 20..23u8 {
