@@ -45,11 +45,20 @@ pub enum Admission {
     Busy,
 }
 
+/// A peer replica's ed25519 key: who gossiped a pending transaction.
+pub type Peer = [u8; 32];
+
 /// Pending transactions in arrival order.
 #[derive(Debug)]
 pub struct Mempool {
     limits: MempoolLimits,
-    txs: HashMap<Txid, (u64, Bytes)>,
+    /// Each pending transaction's arrival number, bytes, and the peer whose gossip brought it
+    /// (`None`: submitted here).
+    txs: HashMap<Txid, (u64, Bytes, Option<Peer>)>,
+    /// Pending transactions and their bytes by the peer that gossiped them.
+    by_peer: HashMap<Peer, (usize, usize)>,
+    /// Most pending transactions and bytes one peer's gossip may hold (`None`: no bound).
+    peer_share: Option<(usize, usize)>,
     order: BTreeMap<u64, Txid>,
     next_seq: u64,
     bytes: usize,
@@ -63,12 +72,29 @@ impl Mempool {
         Self {
             limits,
             txs: HashMap::new(),
+            by_peer: HashMap::new(),
+            peer_share: None,
             order: BTreeMap::new(),
             next_seq: 0,
             bytes: 0,
             finalized: HashSet::new(),
             finalized_order: VecDeque::new(),
         }
+    }
+
+    /// The same pool with `peers` peer replicas, each of whose gossip may fill at most an equal
+    /// share of it (a `1 / (peers + 1)` part; what peers leave is free for local submissions):
+    /// one Byzantine replica flooding valid-looking transactions cannot crowd out the others'
+    /// or this replica's clients.
+    pub fn with_peers(mut self, peers: usize) -> Self {
+        if peers > 0 {
+            let parts = peers + 1;
+            self.peer_share = Some((
+                (self.limits.max_txs / parts).max(1),
+                (self.limits.max_bytes / parts).max(1),
+            ));
+        }
+        self
     }
 
     /// Number of pending transactions.
@@ -95,7 +121,7 @@ impl Mempool {
     pub fn contains_exact(&self, txid: &Txid, tx: &[u8]) -> bool {
         self.txs
             .get(txid)
-            .is_some_and(|(_, pending)| pending.as_ref() == tx)
+            .is_some_and(|(_, pending, _)| pending.as_ref() == tx)
     }
 
     /// How many transactions were ever admitted (a counter for arrival-rate estimates).
@@ -103,19 +129,40 @@ impl Mempool {
         self.next_seq
     }
 
-    /// Offers a transaction that already passed the stateless check.
+    /// Offers a transaction submitted here that already passed the stateless check.
     pub fn insert(&mut self, txid: Txid, tx: Bytes) -> Admission {
+        self.admit(txid, tx, None)
+    }
+
+    /// Offers a transaction `peer` gossiped, which already passed the stateless check: `Busy`
+    /// also when that peer's share of the pool is full.
+    pub fn insert_gossiped(&mut self, txid: Txid, tx: Bytes, peer: Peer) -> Admission {
+        self.admit(txid, tx, Some(peer))
+    }
+
+    fn admit(&mut self, txid: Txid, tx: Bytes, peer: Option<Peer>) -> Admission {
         if self.txs.contains_key(&txid) || self.finalized.contains(&txid) {
             return Admission::Duplicate;
         }
         if self.txs.len() >= self.limits.max_txs || self.bytes + tx.len() > self.limits.max_bytes {
             return Admission::Busy;
         }
+        if let (Some(peer), Some((max_txs, max_bytes))) = (peer, self.peer_share) {
+            let (txs, bytes) = self.by_peer.get(&peer).copied().unwrap_or_default();
+            if txs >= max_txs || bytes + tx.len() > max_bytes {
+                return Admission::Busy;
+            }
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.bytes += tx.len();
+        if let Some(peer) = peer {
+            let held = self.by_peer.entry(peer).or_default();
+            held.0 += 1;
+            held.1 += tx.len();
+        }
         self.order.insert(seq, txid);
-        self.txs.insert(txid, (seq, tx));
+        self.txs.insert(txid, (seq, tx, peer));
         Admission::Added
     }
 
@@ -136,7 +183,7 @@ impl Mempool {
             if exclude.contains(txid) {
                 continue;
             }
-            let Some((_, tx)) = self.txs.get(txid) else {
+            let Some((_, tx, _)) = self.txs.get(txid) else {
                 continue;
             };
             if bytes + tx.len() > max_bytes {
@@ -169,9 +216,18 @@ impl Mempool {
 
     /// Drops `txid` if pending.
     pub fn remove(&mut self, txid: &Txid) {
-        if let Some((seq, tx)) = self.txs.remove(txid) {
+        if let Some((seq, tx, peer)) = self.txs.remove(txid) {
             self.order.remove(&seq);
             self.bytes -= tx.len();
+            if let Some(peer) = peer
+                && let Some(held) = self.by_peer.get_mut(&peer)
+            {
+                held.0 = held.0.saturating_sub(1);
+                held.1 = held.1.saturating_sub(tx.len());
+                if held.0 == 0 {
+                    self.by_peer.remove(&peer);
+                }
+            }
         }
     }
 }
@@ -230,6 +286,67 @@ mod tests {
         );
         pool.remove(&id(1));
         assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn each_peers_gossip_fills_at_most_its_share() {
+        // Three peers: a quarter of 8 transactions (or 40 bytes) each.
+        let mut pool = Mempool::new(MempoolLimits {
+            max_txs: 8,
+            max_bytes: 40,
+            finalized_memory: 0,
+        })
+        .with_peers(3);
+        let (flooder, honest) = ([1; 32], [2; 32]);
+        for n in 0..2 {
+            assert_eq!(
+                pool.insert_gossiped(id(n), Bytes::from_static(b"x"), flooder),
+                Admission::Added
+            );
+        }
+        assert_eq!(
+            pool.insert_gossiped(id(2), Bytes::from_static(b"x"), flooder),
+            Admission::Busy
+        );
+        // The others' gossip and local submissions still get in.
+        assert_eq!(
+            pool.insert_gossiped(id(3), Bytes::from_static(b"y"), honest),
+            Admission::Added
+        );
+        for n in 4..8 {
+            assert_eq!(
+                pool.insert(id(n), Bytes::from_static(b"z")),
+                Admission::Added
+            );
+        }
+        // Finalizing one of the flooder's frees its place; bytes count too.
+        pool.finalize(&id(0));
+        assert_eq!(
+            pool.insert_gossiped(id(2), Bytes::from_static(b"x"), flooder),
+            Admission::Added
+        );
+        pool.remove(&id(1));
+        pool.remove(&id(2));
+        assert_eq!(
+            pool.insert_gossiped(id(9), Bytes::from(vec![0; 11]), flooder),
+            Admission::Busy
+        );
+        assert_eq!(
+            pool.insert_gossiped(id(9), Bytes::from(vec![0; 10]), flooder),
+            Admission::Added
+        );
+        // Without peers there is no share: gossip may fill the pool.
+        let mut alone = Mempool::new(MempoolLimits {
+            max_txs: 2,
+            max_bytes: 40,
+            finalized_memory: 0,
+        });
+        for n in 0..2 {
+            assert_eq!(
+                alone.insert_gossiped(id(n), Bytes::from_static(b"x"), flooder),
+                Admission::Added
+            );
+        }
     }
 
     #[test]

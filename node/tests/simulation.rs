@@ -604,3 +604,179 @@ fn honest_replicas_agree_despite_a_conflicting_voter() {
         assert!(txids.iter().all(|id| receipts[id].is_none()));
     });
 }
+
+/// A transfer from a wallet the Byzantine replica controls, spending an output that does not
+/// exist: it passes the stateless check (signature, chain id, limits) and is only rejected at
+/// execution.
+fn junk(j: u32) -> Bytes {
+    let from = wallet(9_999);
+    let mut fake = [0xEEu8; 32];
+    fake[..4].copy_from_slice(&j.to_be_bytes());
+    Bytes::from(
+        from.sign_tx(Transaction::Transfer(Transfer {
+            chain_id: chain(),
+            signer: from.public_key(),
+            inputs: vec![OutPoint {
+                txid: coffer_ledger::Txid(fake),
+                vout: 0,
+            }],
+            outputs: vec![TxOut::to_address(Amount(1), wallet(9_998).address())],
+        }))
+        .encode(),
+    )
+}
+
+/// One replica floods its peers' mempools with validly signed junk: its gossip fills at most its
+/// share of each pool, so honest clients are never turned away (each pool had room for all).
+#[test]
+fn a_byzantine_replicas_gossip_flood_leaves_room_for_honest_clients() {
+    use commonware_codec::Encode as _;
+    use commonware_p2p::{Recipients, Sender as _};
+    use commonware_runtime::Spawner as _;
+    runner(37).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let limits = MempoolLimits {
+            max_txs: 256,
+            ..MempoolLimits::default()
+        };
+        let mut replicas = Vec::new();
+        for i in 0..3 {
+            replicas.push(cluster.start_with(i, false, limits).await);
+        }
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        fund(&cluster, &refs, 0..30).await;
+
+        // Replica 3 (Byzantine) only gossips: batches of 256 fresh, validly signed junk
+        // transfers every 20 ms (5% of its 1,000 messages/s channel quota).
+        let control = cluster.oracle.control(cluster.keys[3].public_key());
+        let (mut sender, _receiver) = control
+            .register(channels::MEMPOOL, Quota::per_second(NZU32!(1_000)))
+            .await
+            .unwrap();
+        let junk: Vec<Bytes> = (0..40_000).map(junk).collect();
+        cluster
+            .context
+            .child("flood")
+            .spawn(move |context| async move {
+                for batch in junk.chunks(256) {
+                    let _ = sender.send(Recipients::All, batch.to_vec().encode(), false);
+                    context.sleep(Duration::from_millis(20)).await;
+                }
+            });
+        cluster.context.sleep(Duration::from_millis(500)).await;
+
+        // Honest clients retry every 100 ms for 10 s (simulated).
+        let mut pending: Vec<(usize, Bytes)> = payments(0..30).into_iter().enumerate().collect();
+        let (mut attempts, mut busy) = (0, 0);
+        let mut txids = Vec::new();
+        for _ in 0..100 {
+            let mut left = Vec::new();
+            for (i, tx) in pending {
+                attempts += 1;
+                match replicas[i % 3].handle.submit(tx.clone()) {
+                    Ok(id) => txids.push(id),
+                    Err(SubmitError::Busy) => {
+                        busy += 1;
+                        left.push((i, tx));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            pending = left;
+            if pending.is_empty() {
+                break;
+            }
+            cluster.context.sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(txids.len(), 30, "every payment admitted");
+        let junk_executed = replicas[0]
+            .log
+            .receipts()
+            .values()
+            .filter(|r| r.is_some())
+            .count();
+        // Without replica 3's gossip no submission is refused (30 payments, room for 256).
+        assert_eq!(
+            busy,
+            0,
+            "{busy} of {attempts} honest submissions answered busy ({} payments never \
+             admitted); honest pools {:?}; {junk_executed} junk transfers executed",
+            pending.len(),
+            replicas
+                .iter()
+                .map(|r| r.handle.pending())
+                .collect::<Vec<_>>()
+        );
+    });
+}
+
+/// Txids exclude the signature: copies of a known transaction with broken signatures share its
+/// txid. They are checked like any new transaction, and their sender is blocked.
+#[test]
+fn tampered_gossip_copies_of_known_transactions_are_checked_and_their_sender_blocked() {
+    use coffer_node::tx::TxVerifier as _;
+    use commonware_codec::Encode as _;
+    use commonware_p2p::{Recipients, Sender as _};
+    use commonware_runtime::Spawner as _;
+    runner(41).start(|context| async move {
+        let cluster = Cluster::new(context, 4).await;
+        cluster.link_all(&[0, 1, 2, 3]).await;
+        let mut replicas = Vec::new();
+        for i in 0..3 {
+            replicas.push(cluster.start(i, false).await);
+        }
+        let refs: Vec<&Replica> = replicas.iter().collect();
+        let mints = fund(&cluster, &refs, 0..30).await;
+
+        // Copies of a finalized mint whose 64 signature bytes are garbage: same txid (txids
+        // exclude the signature), each a distinct, invalid byte string.
+        let original = mint(0);
+        let verifier = LedgerVerifier::new(Arc::new(genesis(&cluster.keys)));
+        let tampered = |j: u32| {
+            let mut bytes = original.to_vec();
+            let n = bytes.len();
+            bytes[n - 64..n - 60].copy_from_slice(&j.to_be_bytes());
+            Bytes::from(bytes)
+        };
+        assert_eq!(verifier.txid(&tampered(1)), mints[0]);
+        assert!(
+            verifier.check(&tampered(1)).is_err(),
+            "an invalid transaction"
+        );
+
+        let control = cluster.oracle.control(cluster.keys[3].public_key());
+        let (mut sender, _receiver) = control
+            .register(channels::MEMPOOL, Quota::per_second(NZU32!(1_000)))
+            .await
+            .unwrap();
+        let copies: Vec<Bytes> = (0..70_000).map(tampered).collect();
+        let before = replicas[0].signatures.len();
+        cluster
+            .context
+            .child("tamper")
+            .spawn(move |context| async move {
+                for batch in copies.chunks(256) {
+                    let _ = sender.send(Recipients::All, batch.to_vec().encode(), false);
+                    context.sleep(Duration::from_millis(5)).await;
+                }
+            });
+        cluster.context.sleep(Duration::from_secs(3)).await;
+        let blocked = cluster.oracle.blocked().await.unwrap();
+        let after = replicas[0].signatures.len();
+        // All three honest replicas block it, and its copies do not stay in their caches.
+        let byzantine = cluster.keys[3].public_key();
+        assert_eq!(
+            blocked.iter().filter(|(_, b)| *b == byzantine).count(),
+            3,
+            "{blocked:?}"
+        );
+        assert!(after < 1_000, "{before} -> {after} cached signatures");
+        assert!(
+            !blocked.is_empty(),
+            "replica 3 sent 70,000 invalid transactions and is not blocked; replica 0's \
+             signature cache went from {before} to {after} entries ({} bytes decoded)",
+            replicas[0].signatures.decoded_bytes()
+        );
+    });
+}

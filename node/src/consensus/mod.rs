@@ -448,7 +448,9 @@ where
     )
     .ok_or_else(|| ConfigError::NotParticipant(me.to_string()))?;
 
-    let mempool = Arc::new(Mutex::new(Mempool::new(config.mempool)));
+    let mempool = Arc::new(Mutex::new(
+        Mempool::new(config.mempool).with_peers(participants.len().saturating_sub(1)),
+    ));
     let arrivals = Arc::new(tokio::sync::Notify::new());
     let executed = Arc::new(AtomicU64::new(machine.applied_height()));
     let tracker = Tracker::new(&participants);
@@ -807,11 +809,16 @@ async fn gossip<V, S, R, B>(
                 tracing::debug!(n = batch.len(), "gossiped transactions received");
                 let from = crate::config::genesis_key(&peer).0;
                 for tx in batch {
-                    // A copy of a transaction already pending or finalized here (the client
-                    // also sent it to us, or gossip lost the race with its block) would not be
-                    // admitted: skip its signature check.
+                    // A byte-identical copy of a pending transaction (the client also sent it
+                    // to us) passed the check already: skip it. Any other copy of a known txid
+                    // is checked (txids exclude the signature, so a peer could otherwise send
+                    // endless unchecked variants with broken signatures, unblocked).
                     let txid = verifier.txid(&tx);
-                    if mempool.lock().unwrap_or_else(|e| e.into_inner()).knows(&txid) {
+                    if mempool
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains_exact(&txid, &tx)
+                    {
                         origins.gossiped(txid.0, from);
                         continue;
                     }
@@ -819,7 +826,7 @@ async fn gossip<V, S, R, B>(
                         Ok(txid) => {
                             origins.gossiped(txid.0, from);
                             let mut pool = mempool.lock().unwrap_or_else(|e| e.into_inner());
-                            match pool.insert(txid, tx) {
+                            match pool.insert_gossiped(txid, tx, from) {
                                 Admission::Busy => break,
                                 Admission::Added => arrivals.notify_one(),
                                 Admission::Duplicate => {}
