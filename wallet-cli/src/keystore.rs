@@ -239,6 +239,38 @@ impl Keystore {
         })
     }
 
+    /// Runs `change` on the keystore at `path` (an empty one with `params` if there is none)
+    /// and saves the result, holding an exclusive lock on `<path>.lock` from reading to
+    /// saving: two commands adding keys at once each add theirs (without the lock, the later
+    /// save dropped the other's key after both had printed it).
+    pub fn update<T, E>(
+        path: &Path,
+        params: KdfParams,
+        change: impl FnOnce(&mut Keystore) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<KeystoreError>,
+    {
+        let io = |e: std::io::Error| KeystoreError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        create_private_dir(parent_dir(path)).map_err(io)?;
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let lock = options.open(&lock_path).map_err(io)?;
+        lock.lock().map_err(io)?;
+        let mut keystore = Keystore::open_or_create(path, params)?;
+        let out = change(&mut keystore)?;
+        keystore.save()?;
+        // Released when `lock` closes.
+        Ok(out)
+    }
+
     /// Loads `path`, or returns an empty keystore there (with `params`) if it does not exist.
     pub fn open_or_create(path: &Path, params: KdfParams) -> Result<Keystore, KeystoreError> {
         if path.exists() {
@@ -463,18 +495,8 @@ impl Keystore {
             path: self.path.clone(),
             reason: e.to_string(),
         };
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.exists() {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(dir).map_err(io)?;
-        }
+        let dir = parent_dir(&self.path);
+        create_private_dir(dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(&self.doc).map_err(|e| KeystoreError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
@@ -495,8 +517,32 @@ impl Keystore {
         file.sync_all().map_err(io)?;
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(io)?;
+        // The rename itself is durable only once the directory is synced.
+        #[cfg(unix)]
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(())
     }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only, if it does not exist.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 #[cfg(test)]

@@ -536,6 +536,11 @@ impl Drop for Remembering {
 /// `confirm`).
 fn password(confirm: bool) -> Result<Zeroizing<String>, ClientError> {
     if let Ok(p) = std::env::var("COFFER_PASSWORD") {
+        // An empty value is most likely an unset shell variable (`COFFER_PASSWORD=$PW`): it
+        // would encrypt keys under the empty password.
+        if p.is_empty() {
+            return Err(KeystoreError::Password("COFFER_PASSWORD is empty".into()).into());
+        }
         return Ok(Zeroizing::new(p));
     }
     if !std::io::stdin().is_terminal() {
@@ -838,11 +843,10 @@ fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), Failure> {
     match k {
         KeysCommand::New { name } => {
             let path = ctx.keystore_path()?;
-            let mut keystore = Keystore::open_or_create(&path, ctx.kdf_params())?;
-            let fresh = keystore.list().is_empty();
-            let password = password(fresh)?;
-            let info = keystore.add(name, &Keypair::generate(), &password)?;
-            keystore.save()?;
+            let info = Keystore::update(&path, ctx.kdf_params(), |keystore| {
+                let password = password(keystore.list().is_empty())?;
+                Ok::<_, ClientError>(keystore.add(name, &Keypair::generate(), &password)?)
+            })?;
             ctx.print(&info, || {
                 format!("created key {}\naddress {}", info.name, info.address)
             });
@@ -865,14 +869,18 @@ fn keys(ctx: &Ctx, k: &KeysCommand) -> Result<(), Failure> {
                     })?;
                 line
             };
-            let keypair = Keypair::from_secret_hex(line.trim())
-                .map_err(|e| ClientError::Usage(format!("secret key: {e}")))?;
+            // The error never quotes the input: it is a secret.
+            let keypair = Keypair::from_secret_hex(line.trim()).map_err(|_| {
+                ClientError::Usage(
+                    "secret key: want 64 lower-case hex characters of a valid secp256k1 secret"
+                        .into(),
+                )
+            })?;
             let path = ctx.keystore_path()?;
-            let mut keystore = Keystore::open_or_create(&path, ctx.kdf_params())?;
-            let fresh = keystore.list().is_empty();
-            let password = password(fresh)?;
-            let info = keystore.add(name, &keypair, &password)?;
-            keystore.save()?;
+            let info = Keystore::update(&path, ctx.kdf_params(), |keystore| {
+                let password = password(keystore.list().is_empty())?;
+                Ok::<_, ClientError>(keystore.add(name, &keypair, &password)?)
+            })?;
             ctx.print(&info, || {
                 format!("imported key {}\naddress {}", info.name, info.address)
             });

@@ -23,6 +23,7 @@ const PASSWORD: &str = "e2e correct horse battery";
 /// Most time one CLI invocation may take (submissions wait for commits on a real cluster).
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
+#[derive(Debug)]
 struct Out {
     code: i32,
     stdout: String,
@@ -327,6 +328,33 @@ async fn end_to_end(env: Env) {
             & 0o777
     };
     assert_eq!(mode, 0o600);
+    // A refused secret is never quoted back (upper-case hex is not accepted), and an empty
+    // COFFER_PASSWORD (an unset shell variable, most likely) is refused, not used.
+    let upper = "AB".repeat(32);
+    let refused = env
+        .run_with(
+            &["keys", "import", "upper", "--json"],
+            Some(&format!("{upper}\n")),
+            PASSWORD,
+            &env.cluster_path,
+        )
+        .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        !refused.stdout.contains(&upper) && !refused.stderr.contains(&upper),
+        "{refused:?}"
+    );
+    let empty = env
+        .run_with(&["keys", "new", "carol"], None, "", &env.cluster_path)
+        .await;
+    assert_ne!(empty.code, 0);
+    assert!(
+        empty.stderr.contains("COFFER_PASSWORD is empty"),
+        "{}",
+        empty.stderr
+    );
+    let listed = env.run(&["keys", "list", "--json"]).await.ok().json();
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(3), "{listed}");
     let exported = env
         .run(&["keys", "export", "issuer", "--yes", "--json"])
         .await

@@ -104,3 +104,44 @@ fn tampered_and_insecure_files_are_refused() {
         Err(KeystoreError::BadParams(_))
     ));
 }
+
+#[test]
+fn keys_added_at_once_are_all_kept() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("keystore.json");
+    Keystore::update(&path, LIGHT, |ks| {
+        ks.add("first", &Keypair::generate(), "pw")
+    })
+    .expect("first key");
+    // Eight writers at once, each reading the file, adding a key (an argon2 run) and saving:
+    // without the lock, later saves dropped keys that earlier ones had reported added.
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                Keystore::update(&path, LIGHT, |ks| {
+                    ks.add(&format!("k{i}"), &Keypair::generate(), "pw")
+                })
+                .expect("add")
+            })
+        })
+        .collect();
+    let added: Vec<String> = writers
+        .into_iter()
+        .map(|w| w.join().expect("writer").name)
+        .collect();
+    let ks = Keystore::open(&path).expect("open");
+    let mut names: Vec<String> = ks.list().into_iter().map(|i| i.name).collect();
+    names.sort();
+    let mut want: Vec<String> = added;
+    want.push("first".into());
+    want.sort();
+    assert_eq!(names, want);
+    let lock = dir.path().join("keystore.json.lock");
+    let mode = std::fs::metadata(&lock)
+        .expect("lock file")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
