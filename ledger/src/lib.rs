@@ -35,6 +35,11 @@
 //!   rejecting a repeat with `mint_replayed`. A replayed transfer fails with
 //!   `input_already_spent` (its inputs are gone), or `unknown_input` once they were spent more
 //!   than `limits.spent_horizon` blocks before: the ledger remembers spent outputs that long.
+//! - **Rejections are final**: a transaction rejected with `unknown_input` (its input does not
+//!   exist yet, e.g. proposed before the block that creates it) is remembered by txid, and the
+//!   same transaction applied again later is rejected with `already_rejected`, even once its
+//!   inputs exist. Every other rejection is permanent by itself. So a client holding a signed
+//!   rejection can safely re-issue the payment: the first one can never be applied.
 //! - **Replay across chains or message types**: the chain id is part of every transaction (so of
 //!   its txid), and the signed message is `tagged_hash("coffer/sig/<kind>", chain_id || txid)`.
 //! - **Blocks**: transactions apply in order; a later one may spend an output created earlier

@@ -52,11 +52,14 @@ pub enum RejectCode {
     SupplyCapExceeded = 18,
     /// A mint whose txid was already accepted.
     MintReplayed = 19,
+    /// A transaction whose txid a committed block already rejected with `unknown_input`: a
+    /// rejection is final, even once its inputs exist.
+    AlreadyRejected = 20,
 }
 
 impl RejectCode {
     /// Every code, in numeric order.
-    pub const ALL: [RejectCode; 19] = [
+    pub const ALL: [RejectCode; 20] = [
         RejectCode::Malformed,
         RejectCode::TxTooLarge,
         RejectCode::TooManyInputs,
@@ -76,6 +79,7 @@ impl RejectCode {
         RejectCode::ValueNotConserved,
         RejectCode::SupplyCapExceeded,
         RejectCode::MintReplayed,
+        RejectCode::AlreadyRejected,
     ];
 
     /// The stable snake_case code.
@@ -100,6 +104,7 @@ impl RejectCode {
             RejectCode::ValueNotConserved => "value_not_conserved",
             RejectCode::SupplyCapExceeded => "supply_cap_exceeded",
             RejectCode::MintReplayed => "mint_replayed",
+            RejectCode::AlreadyRejected => "already_rejected",
         }
     }
 
@@ -163,5 +168,12 @@ mod tests {
             RejectCode::InputAlreadySpent.as_str(),
             "input_already_spent"
         );
+        // The last code appended; its number and name are protocol.
+        assert_eq!(RejectCode::AlreadyRejected.as_u16(), 20);
+        assert_eq!(
+            "already_rejected".parse::<RejectCode>(),
+            Ok(RejectCode::AlreadyRejected)
+        );
+        assert_eq!(RejectCode::from_u16(21), None);
     }
 }

@@ -238,7 +238,8 @@ pub struct HistoryPage {
 /// atomic write, delete `spent` from the UTXO set and record their outpoints plus
 /// `spent_within_block` as spent at this block's height; forget the outpoints recorded as
 /// spent below `spent_from`; insert `created`; append `history` entries per address (their
-/// `seq` continues each address's sequence); add `mint_txids`; store `commitment` as the tip.
+/// `seq` continues each address's sequence); add `mint_txids` and `rejected_txids`; store
+/// `commitment` as the tip.
 /// The per-address balance and UTXO indexes follow from `created` and `spent`, whose entries
 /// carry the owning lock.
 ///
@@ -259,6 +260,10 @@ pub struct Change {
     pub history: Vec<(Address, HistoryEntry)>,
     /// Txids of mints accepted in this block.
     pub mint_txids: Vec<Txid>,
+    /// Txids of transactions this block rejected with `unknown_input`, in block order (see
+    /// [`LedgerState::is_rejected`]).
+    #[serde(default)]
+    pub rejected_txids: Vec<Txid>,
     /// The lowest height whose spends are still remembered after this block (1 until the
     /// genesis `spent_horizon` has passed, then one more each block): the spends recorded at
     /// `spent_from - 1` are forgotten with this block.
@@ -333,6 +338,10 @@ pub struct Snapshot {
     pub history_lengths: Vec<(Address, u64)>,
     /// Every accepted mint txid.
     pub mint_txids: Vec<Txid>,
+    /// Every txid rejected with `unknown_input` (see [`LedgerState::is_rejected`]). A store
+    /// written before these were kept has none.
+    #[serde(default)]
+    pub rejected_txids: Vec<Txid>,
 }
 
 /// Whether a [`LedgerState`] keeps each address's history entries in memory.
@@ -426,6 +435,16 @@ pub struct LedgerState {
     spent_log: VecDeque<(u64, Vec<OutPoint>)>,
     by_address: HashMap<Address, AddressIndex>,
     mint_txids: HashSet<Txid>,
+    /// Txids that an applied block rejected with `unknown_input`: the one rejection that
+    /// applying the same transaction later could turn into an acceptance (its inputs may be
+    /// created afterwards). Every other code is permanent: the stateless ones depend on the
+    /// bytes alone, a spent input stays spent (or becomes unknown), an input's amount and owner
+    /// never change, the supply never falls and accepted mints are in `mint_txids`. A
+    /// transaction whose txid is here is rejected with `already_rejected`, so the signed
+    /// rejection a client holds stays the transaction's only outcome. Kept forever, like
+    /// `mint_txids`: one txid per such rejection, at most `max_block_txs` a block, the same
+    /// order of growth as the receipts a store keeps for every transaction.
+    rejected_txids: HashSet<Txid>,
     history_mode: HistoryMode,
 }
 
@@ -502,6 +521,7 @@ struct ChangeBuilder {
     spent_within_block: Vec<OutPoint>,
     history: Vec<(Address, HistoryEntry)>,
     mint_txids: Vec<Txid>,
+    rejected_txids: Vec<Txid>,
 }
 
 impl LedgerState {
@@ -527,6 +547,7 @@ impl LedgerState {
             spent_log: VecDeque::new(),
             by_address: HashMap::new(),
             mint_txids: HashSet::new(),
+            rejected_txids: HashSet::new(),
             history_mode,
         })
     }
@@ -621,6 +642,17 @@ impl LedgerState {
     /// True if a mint with this txid was accepted.
     pub fn is_mint_committed(&self, txid: &Txid) -> bool {
         self.mint_txids.contains(txid)
+    }
+
+    /// True if an applied block rejected a transaction with this txid as `unknown_input`: it
+    /// can never be accepted (`already_rejected`), whatever outputs exist now.
+    pub fn is_rejected(&self, txid: &Txid) -> bool {
+        self.rejected_txids.contains(txid)
+    }
+
+    /// Number of txids remembered as rejected (see [`is_rejected`](LedgerState::is_rejected)).
+    pub fn rejected_count(&self) -> usize {
+        self.rejected_txids.len()
     }
 
     /// Number of unspent outputs.
@@ -796,7 +828,20 @@ impl LedgerState {
                         minted = minted.checked_add(m).expect("mints bounded by supply cap");
                         Outcome::Accepted
                     }
-                    Err(code) => Outcome::Rejected(code),
+                    Err(code) => {
+                        // Remembered at once, like an accepted mint: a later copy in this very
+                        // block is `already_rejected` too, whatever the transactions between
+                        // them created.
+                        if code == RejectCode::UnknownInput {
+                            let fresh = self.rejected_txids.insert(txid);
+                            assert!(
+                                fresh,
+                                "{txid} rejected as unknown_input twice: the set is checked first"
+                            );
+                            cb.rejected_txids.push(txid);
+                        }
+                        Outcome::Rejected(code)
+                    }
                 },
                 Err(code) => Outcome::Rejected(code),
             };
@@ -837,6 +882,7 @@ impl LedgerState {
             spent_within_block: cb.spent_within_block,
             history: cb.history,
             mint_txids: cb.mint_txids,
+            rejected_txids: cb.rejected_txids,
             spent_from,
             commitment,
         };
@@ -857,6 +903,10 @@ impl LedgerState {
         index: u32,
         cb: &mut ChangeBuilder,
     ) -> Result<Amount, RejectCode> {
+        // First: a committed rejection is final, whatever exists now.
+        if self.rejected_txids.contains(&txid) {
+            return Err(RejectCode::AlreadyRejected);
+        }
         // Stateless checks bounded this sum by MAX_SUPPLY.
         let out_sum = Amount::checked_sum(tx.outputs().iter().map(|o| o.amount))
             .ok_or(RejectCode::AmountOverflow)?;
@@ -1119,6 +1169,8 @@ impl LedgerState {
         history_lengths.sort();
         let mut mint_txids: Vec<_> = self.mint_txids.iter().copied().collect();
         mint_txids.sort();
+        let mut rejected_txids: Vec<_> = self.rejected_txids.iter().copied().collect();
+        rejected_txids.sort();
         Snapshot {
             commitment: Some(self.commitment()),
             utxos,
@@ -1126,6 +1178,7 @@ impl LedgerState {
             history,
             history_lengths,
             mint_txids,
+            rejected_txids,
         }
     }
 
@@ -1207,6 +1260,7 @@ impl LedgerState {
             idx.history_len = len;
         }
         state.mint_txids.extend(snapshot.mint_txids);
+        state.rejected_txids.extend(snapshot.rejected_txids);
         if state.utxo_hash.to_hash() != c.utxo_hash {
             return bad(format!(
                 "recomputed utxo hash {} differs from committed {}",
@@ -1251,6 +1305,11 @@ impl LedgerState {
         for t in &change.mint_txids {
             if !self.mint_txids.insert(*t) {
                 return bad(format!("mint {t} recorded twice"));
+            }
+        }
+        for t in &change.rejected_txids {
+            if !self.rejected_txids.insert(*t) {
+                return bad(format!("rejection of {t} recorded twice"));
             }
         }
         let spent_sum = Amount::checked_sum(change.spent.iter().map(|(_, o)| o.amount));

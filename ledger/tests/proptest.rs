@@ -137,6 +137,7 @@ struct Store {
     spent: BTreeMap<u64, Vec<OutPoint>>,
     history: Vec<(Address, HistoryEntry)>,
     mint_txids: BTreeSet<Txid>,
+    rejected_txids: BTreeSet<Txid>,
     tip: Option<Commitment>,
 }
 
@@ -156,6 +157,12 @@ impl Store {
         }
         self.history.extend(c.history.iter().copied());
         self.mint_txids.extend(c.mint_txids.iter().copied());
+        for t in &c.rejected_txids {
+            assert!(
+                self.rejected_txids.insert(*t),
+                "rejection of {t} persisted twice"
+            );
+        }
         self.tip = Some(c.commitment);
     }
 
@@ -173,6 +180,7 @@ impl Store {
             history: self.history.iter().rev().copied().collect(),
             history_lengths: Vec::new(),
             mint_txids: self.mint_txids.iter().copied().collect(),
+            rejected_txids: self.rejected_txids.iter().copied().collect(),
         }
     }
 }
@@ -197,6 +205,8 @@ proptest! {
         let mut seen: Vec<OutPoint> = Vec::new();
         let mut ever_spent: HashSet<OutPoint> = HashSet::new();
         let mut earlier: Vec<SignedTransaction> = Vec::new();
+        // Txids rejected as `unknown_input` so far: never accepted afterwards.
+        let mut rejected_unknown: HashSet<Txid> = HashSet::new();
         let mut store = Store::default();
         // Every wallet starts with a few coins so that most transfers have something to spend.
         let funding: Vec<Op> = (0..WALLETS * 2)
@@ -223,13 +233,28 @@ proptest! {
             store.persist(&a.change);
             prop_assert_eq!(&follower, &s);
 
+            let mut newly_rejected = Vec::new();
             for (r, stx) in a.receipts.iter().zip(&block.txs) {
                 prop_assert_eq!(r.txid, stx.txid());
+                let stateless = verify_stateless(&genesis(), stx);
+                // A rejection as `unknown_input` is final: a copy that passes the stateless
+                // checks is `already_rejected`, in this block or any later one.
+                if rejected_unknown.contains(&r.txid) {
+                    if stateless.is_ok() {
+                        prop_assert_eq!(r.outcome, Outcome::Rejected(RejectCode::AlreadyRejected));
+                    }
+                    prop_assert!(r.outcome != Outcome::Accepted);
+                    continue;
+                }
+                if r.outcome == Outcome::Rejected(RejectCode::UnknownInput) {
+                    rejected_unknown.insert(r.txid);
+                    newly_rejected.push(r.txid);
+                }
                 // A transfer whose first input was spent in an earlier block fails on it: as
                 // spent within the horizon, as unknown after it.
                 if let Transaction::Transfer(t) = &stx.tx
                     && let Some(h) = t.inputs.first().and_then(|i| spent_at.get(i))
-                    && verify_stateless(&genesis(), stx).is_ok()
+                    && stateless.is_ok()
                     && let Outcome::Rejected(code) = r.outcome
                 {
                     {
@@ -250,6 +275,7 @@ proptest! {
                     }
                 }
             }
+            prop_assert_eq!(&a.change.rejected_txids, &newly_rejected);
             // No outpoint is ever spent twice, across blocks or within one.
             for o in a.change.spent.iter().map(|(o, _)| *o).chain(a.change.spent_within_block.iter().copied()) {
                 prop_assert!(ever_spent.insert(o), "{} spent twice", o);

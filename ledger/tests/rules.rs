@@ -129,6 +129,90 @@ fn unknown_input() {
 }
 
 #[test]
+fn an_unknown_input_rejection_is_final() {
+    let (mut s, alice, _) = funded();
+    let mut follower = s.clone();
+    let bob = key(11);
+    // A transfer proposed before the mint that creates its input.
+    let m = mint(2, &[(alice.address(), 40)]);
+    let early = transfer(&alice, &[op(&m, 0)], &[(bob.address(), 40)]);
+    let first = apply(&mut s, vec![early.clone()]);
+    assert_eq!(outcomes(&first), vec![rejected(RejectCode::UnknownInput)]);
+    assert_eq!(first.change.rejected_txids, vec![early.txid()]);
+    assert!(s.is_rejected(&early.txid()));
+    follower.apply_change(&first.change).unwrap();
+    let minted = apply(&mut s, vec![m.clone()]);
+    assert_eq!(outcomes(&minted), vec![Outcome::Accepted]);
+    assert!(minted.change.rejected_txids.is_empty());
+    follower.apply_change(&minted.change).unwrap();
+    // Its input exists now; the same transaction still changes nothing, nor does a copy with
+    // another signature (same txid, other wtxid).
+    assert_rejected(&s, early.clone(), RejectCode::AlreadyRejected);
+    let resigned =
+        transfer_tx(&alice, &[op(&m, 0)], &[(bob.address(), 40)]).sign_with_aux(&alice, &[7; 32]);
+    assert_eq!(resigned.txid(), early.txid());
+    assert_ne!(resigned.wtxid(), early.wtxid());
+    assert_rejected(&s, resigned, RejectCode::AlreadyRejected);
+    // Already remembered: a second rejection does not list it again.
+    let again = apply(&mut s, vec![early.clone()]);
+    assert_eq!(
+        outcomes(&again),
+        vec![rejected(RejectCode::AlreadyRejected)]
+    );
+    assert!(again.change.rejected_txids.is_empty());
+    follower.apply_change(&again.change).unwrap();
+    assert_eq!(s.rejected_count(), 1);
+    // The payment made again as a new transaction (another txid) goes through.
+    let reissued = transfer(
+        &alice,
+        &[op(&m, 0)],
+        &[(bob.address(), 39), (alice.address(), 1)],
+    );
+    let paid = apply(&mut s, vec![reissued]);
+    assert_eq!(outcomes(&paid), vec![Outcome::Accepted]);
+    assert_eq!(s.balance(&bob.address()), Amount(39));
+    follower.apply_change(&paid.change).unwrap();
+    // In one block: rejected, its input created, the same txid again: still rejected.
+    let m2 = mint(3, &[(alice.address(), 5)]);
+    let t = transfer(&alice, &[op(&m2, 0)], &[(bob.address(), 5)]);
+    let mixed = apply(&mut s, vec![t.clone(), m2, t.clone()]);
+    assert_eq!(
+        outcomes(&mixed),
+        vec![
+            rejected(RejectCode::UnknownInput),
+            Outcome::Accepted,
+            rejected(RejectCode::AlreadyRejected)
+        ]
+    );
+    assert_eq!(mixed.change.rejected_txids, vec![t.txid()]);
+    follower.apply_change(&mixed.change).unwrap();
+    s.check_integrity().unwrap();
+    // Followers, restored states and snapshots carry the set: the next block's outcomes depend
+    // on it.
+    assert_eq!(follower, s);
+    let snap = s.snapshot();
+    let mut expected = vec![early.txid(), t.txid()];
+    expected.sort();
+    assert_eq!(snap.rejected_txids, expected);
+    assert_eq!(LedgerState::restore(genesis(), snap.clone()).unwrap(), s);
+    let mut forgetful = snap;
+    forgetful.rejected_txids.clear();
+    let mut forgetful = LedgerState::restore(genesis(), forgetful).unwrap();
+    assert_ne!(forgetful, s);
+    assert!(!forgetful.is_rejected(&t.txid()));
+    // A change that records a rejection the state already holds is refused.
+    let mut dup = apply(&mut s.clone(), vec![]).change;
+    dup.rejected_txids.push(t.txid());
+    assert!(forgetful.clone().apply_change(&dup).is_ok());
+    assert!(s.clone().apply_change(&dup).is_err());
+    // A state that forgot would accept it now: what replicas must never disagree on.
+    let a = apply(&mut forgetful, vec![t.clone()]);
+    assert_eq!(outcomes(&a), vec![Outcome::Accepted]);
+    let a = apply(&mut s, vec![t]);
+    assert_eq!(outcomes(&a), vec![rejected(RejectCode::AlreadyRejected)]);
+}
+
+#[test]
 fn input_already_spent_and_replayed_transfer() {
     let (mut s, alice, coin) = funded();
     let t = transfer(&alice, &[coin], &[(key(11).address(), 100)]);
