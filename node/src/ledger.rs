@@ -289,7 +289,8 @@ impl StateMachine for LedgerMachine {
         let mut state = self.view.state.write().unwrap_or_else(|e| e.into_inner());
         let outcome = state.apply_identified(height, &identified, &*self.signatures);
         // Executed (or refused as a whole): their entries are not needed again (a repeat in a
-        // later block is decoded and verified afresh, and rejected as spent or replayed anyway).
+        // later block is decoded and verified afresh, and rejected as spent, replayed or already
+        // rejected anyway).
         for tx in &decoded {
             self.signatures.forget(&tx.wtxid());
         }
@@ -640,6 +641,62 @@ pub(crate) mod tests {
         let huge = transfer(&chain, 1_000, 1);
         assert!(huge.len() > MAX_TX_BYTES, "{} bytes", huge.len());
         assert_eq!(verifier.check_code(&huge), Err(RejectCode::TxTooLarge));
+    }
+
+    /// A transfer rejected as `unknown_input` (proposed before the block that creates its
+    /// input) stays rejected: once its input exists the same bytes are `already_rejected`, the
+    /// stored record stays the first rejection and nothing is spent, also after a restart from
+    /// the store.
+    #[test]
+    fn a_rejection_is_final_across_blocks_and_restarts() {
+        use crate::storage::ledger::receipt;
+        let chain = Chain::new("final", 1);
+        let mut machine = LedgerMachine::new(chain.genesis.clone()).unwrap();
+        let early = chain.spend(0, 10, 0);
+        let txid = coffer_ledger::SignedTransaction::decode(&early)
+            .unwrap()
+            .txid();
+        let r1 = machine.apply_block(1, std::slice::from_ref(&early));
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(r1[0].rejection, Some("unknown_input"));
+        let store = machine.store();
+        let first = futures::executor::block_on(receipt(&*store, &txid))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.height, first.outcome),
+            (1, Outcome::Rejected(RejectCode::UnknownInput))
+        );
+        machine.apply_block(2, &[Bytes::from(chain.mint.encode())]);
+        futures::executor::block_on(machine.persist()).unwrap();
+        let utxos = machine.state().utxos(&chain.alice.address());
+        assert_eq!(utxos.len(), 1);
+        let r3 = machine.apply_block(3, std::slice::from_ref(&early));
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(r3[0].rejection, Some("already_rejected"));
+        assert_eq!(r3[0].code, RejectCode::AlreadyRejected.as_u16());
+        assert_eq!(
+            futures::executor::block_on(receipt(&*store, &txid)).unwrap(),
+            Some(first)
+        );
+        assert_eq!(machine.state().utxos(&chain.alice.address()), utxos);
+        assert!(machine.state().utxos(&chain.issuer.address()).is_empty());
+        // Restarted from its store, the replica still remembers the rejection.
+        let before = machine.state().clone();
+        drop(machine);
+        let mut machine =
+            futures::executor::block_on(LedgerMachine::open(chain.genesis.clone(), store.clone()))
+                .unwrap();
+        assert_eq!(*machine.state(), before);
+        assert!(machine.state().is_rejected(&txid));
+        let r4 = machine.apply_block(4, std::slice::from_ref(&early));
+        futures::executor::block_on(machine.persist()).unwrap();
+        assert_eq!(r4[0].rejection, Some("already_rejected"));
+        assert_eq!(
+            futures::executor::block_on(receipt(&*store, &txid)).unwrap(),
+            Some(first)
+        );
+        assert_eq!(machine.state().utxos(&chain.alice.address()), utxos);
     }
 
     #[test]

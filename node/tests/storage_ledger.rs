@@ -67,7 +67,9 @@ fn op(tx: &SignedTransaction, vout: u32) -> OutPoint {
 }
 
 /// Blocks with mints, transfers (one chained inside a block, so `spent_within_block` is
-/// exercised) and a rejected double spend.
+/// exercised), a rejected double spend and a transfer rejected as `unknown_input` (proposed
+/// before the mint of its input) that is proposed again once its input exists: still rejected,
+/// its first rejection its record.
 fn blocks() -> Vec<Block> {
     let (alice, bob, carol) = (key(10), key(11), key(12));
     let m1 = mint(1, alice.address(), 1_000);
@@ -83,21 +85,26 @@ fn blocks() -> Vec<Block> {
     );
     let t2 = transfer(&bob, &[op(&t1, 0)], &[(carol.address(), 300)]);
     let double = transfer(&alice, &[op(&m1, 0)], &[(carol.address(), 1_000)]);
+    let m3 = mint(3, carol.address(), 42);
+    let early = transfer(&carol, &[op(&m3, 0)], &[(alice.address(), 42)]);
     let b2 = Block {
         height: 2,
-        txs: vec![t1.clone(), t2.clone(), double],
+        txs: vec![t1.clone(), t2.clone(), double, early.clone()],
     };
     let t3 = transfer(
         &bob,
         &[op(&m2, 0)],
         &[(alice.address(), 250), (carol.address(), 250)],
     );
-    let m3 = mint(3, carol.address(), 42);
     let b3 = Block {
         height: 3,
         txs: vec![t3, m3],
     };
-    vec![b1, b2, b3]
+    let b4 = Block {
+        height: 4,
+        txs: vec![early],
+    };
+    vec![b1, b2, b3, b4]
 }
 
 /// Applies every block to a fresh ledger, persisting each, then restores from `store`.
@@ -105,16 +112,33 @@ async fn round_trip(store: &impl Store, reopen: impl AsyncFn() -> Box<dyn StoreB
     let mut ledger = LedgerState::new_with(genesis(), HistoryMode::Counted).unwrap();
     // The same blocks, every history entry kept: what the store must serve.
     let mut kept = LedgerState::new(genesis()).unwrap();
+    // Each txid's first receipt: its record.
+    let mut first = std::collections::HashMap::new();
     for block in blocks() {
         kept.apply(&block).unwrap();
         let applied = ledger.apply(&block).unwrap();
         persist_applied(store, &block, &applied).await.unwrap();
         for r in &applied.receipts {
-            assert_eq!(receipt(store, &r.txid).await.unwrap().as_ref(), Some(r));
+            let record = *first.entry(r.txid).or_insert(*r);
+            assert_eq!(receipt(store, &r.txid).await.unwrap(), Some(record));
         }
     }
+    // The last block proposed the early transfer again, its input created meanwhile.
+    let early = blocks().pop().unwrap().txs[0].txid();
+    assert!(ledger.is_rejected(&early));
+    let record = receipt(store, &early).await.unwrap().unwrap();
+    assert_eq!(
+        (record.height, record.outcome),
+        (2, Outcome::Rejected(RejectCode::UnknownInput))
+    );
+    // Carol keeps what t2 and t3 paid her and her mint: the early transfer never spent it.
+    assert_eq!(ledger.balance(&key(12).address()), Amount(300 + 250 + 42));
     let reopened = reopen().await;
     let restored = reopened.restore().await.unwrap();
+    assert!(
+        restored.is_rejected(&early),
+        "the rejection survives a restart"
+    );
     assert_eq!(restored.commitment(), ledger.commitment());
     assert_eq!(
         restored, ledger,

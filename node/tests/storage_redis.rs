@@ -160,6 +160,8 @@ async fn reload_matches(config: &RedisConfig, model: &Model) -> RedisStore {
     assert_eq!(snap.utxos, model.utxo_list());
     assert_eq!(snap.spent, model.spent_list());
     assert_eq!(snap.history_lengths, model.history_lengths());
+    assert_eq!(snap.mints, model.mint_list());
+    assert_eq!(snap.rejected, model.rejected_list());
     assert_snapshot_consistent(&snap);
     store
 }
@@ -228,8 +230,13 @@ async fn standalone_apply_restart_same_commitment() {
         cli(redis.server.port, &["hlen", "{coffer:r0}:spent"]),
         Model::SPENT_HORIZON.to_string()
     );
+    // Rejections (every other block in the model) are one set beside the mints.
+    assert_eq!(
+        cli(redis.server.port, &["scard", "{coffer:r0}:rejected"]),
+        model.rejected_list().len().to_string()
+    );
     // A block written in one MULTI/EXEC needs no journal: its entry is the version, the height,
-    // the block, its record and commitment, the supply, six empty lists and the lowest
+    // the block, its record and commitment, the supply, seven empty lists and the lowest
     // remembered height, nothing more.
     let entry_len = 1
         + 8
@@ -240,7 +247,7 @@ async fn standalone_apply_restart_same_commitment() {
         + 4
         + change.commitment.len()
         + 8
-        + 6 * 4
+        + 7 * 4
         + 8;
     assert!(!change.created.is_empty() && !change.history.is_empty());
     assert_eq!(
@@ -266,6 +273,37 @@ async fn standalone_appendfsync_always_survives_redis_sigkill() {
     // Killed without a chance to flush: only what was fsynced per write survives.
     redis.server.restart();
     reload_matches(&config, &model).await;
+}
+
+/// A store in layout 3 never recorded its `unknown_input` rejections: restored from it, a
+/// replica would remember fewer than one that executed the same blocks, and the two would
+/// disagree on the next proposal of such a transaction. It is refused at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_layout_3_is_refused_at_load() {
+    let redis = Standalone::start();
+    let config = redis.config("coffer:r0");
+    let mut model = Model::new(3);
+    let store = RedisStore::connect(&config).await.unwrap();
+    persist_blocks(&store, &mut model, 2, 1).await;
+    drop(store);
+    assert_eq!(
+        cli(
+            redis.server.port,
+            &["hset", "{coffer:r0}:meta", "version", "3"]
+        ),
+        "0"
+    );
+    // Connecting reads the meta hash, so the refusal comes before any load.
+    let refused = match RedisStore::connect(&config).await {
+        Ok(store) => store.load().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match refused {
+        Err(StorageError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("layout version \"3\""), "{reason}");
+        }
+        other => panic!("a layout-3 store must be refused: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

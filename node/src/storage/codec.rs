@@ -3,12 +3,13 @@
 //!
 //! Layout, all integers big-endian: `version u8 | height u64 | block bytes | change`, where
 //! `bytes` is `u32 length | data` and the change is `record bytes | commitment bytes | supply
-//! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list`,
-//! each list `u32 count` then items: created `outpoint bytes | amount u64 | output bytes`, spent
-//! and spent-in-block `outpoint bytes`, history `address bytes | seq u64 | entry bytes`, txs
-//! `txid [32] | record bytes`, mints `txid [32]`, then `spent_from u64`. Version 1 also carried
-//! an address with each created and spent output (the per-address UTXO index it fed is gone);
-//! version 2 had no `spent_from` (spent outputs were remembered forever).
+//! u64 | created list | spent list | spent-in-block list | history list | txs list | mints list |
+//! rejected list`, each list `u32 count` then items: created `outpoint bytes | amount u64 |
+//! output bytes`, spent and spent-in-block `outpoint bytes`, history `address bytes | seq u64 |
+//! entry bytes`, txs `txid [32] | record bytes`, mints and rejected `txid [32]`, then
+//! `spent_from u64`. Version 1 also carried an address with each created and spent output (the
+//! per-address UTXO index it fed is gone); version 2 had no `spent_from` (spent outputs were
+//! remembered forever); version 3 had no rejected list (rejections were not remembered).
 //!
 //! A height's remembered spends (a field of the spent hash) are `u32 count | outpoint bytes*`.
 //!
@@ -18,7 +19,7 @@
 use super::{BlockChange, CreatedOutput, HistoryItem, SpentOutput, StorageError, TxItem, Txid};
 
 /// The entry format version; bumped on any layout change.
-pub(crate) const ENTRY_VERSION: u8 = 3;
+pub(crate) const ENTRY_VERSION: u8 = 4;
 /// Largest block accepted (matches the consensus block size limit with headroom).
 pub const MAX_BLOCK_BYTES: usize = 16 << 20;
 /// Largest single value (output, history entry, tx record, block record).
@@ -96,6 +97,10 @@ pub(crate) fn encode_entry(height: u64, block: &[u8], c: &BlockChange) -> Vec<u8
     put_count(&mut out, c.mints.len());
     for m in &c.mints {
         out.extend_from_slice(m);
+    }
+    put_count(&mut out, c.rejected.len());
+    for t in &c.rejected {
+        out.extend_from_slice(t);
     }
     out.extend_from_slice(&c.spent_from.to_be_bytes());
     out
@@ -246,6 +251,10 @@ pub(crate) fn decode_entry(key: &str, buf: &[u8]) -> Result<Entry, StorageError>
         let m: Txid = r.array()?;
         c.mints.push(m);
     }
+    for _ in 0..r.count("rejected", &mut budget)? {
+        let t: Txid = r.array()?;
+        c.rejected.push(t);
+    }
     c.spent_from = r.u64()?;
     if !r.buf.is_empty() {
         return Err(r.corrupt(format!("{} trailing bytes", r.buf.len())));
@@ -296,6 +305,7 @@ mod tests {
                 record: vec![4, 4],
             }],
             mints: vec![[6; 32]],
+            rejected: vec![[5; 32], [2; 32]],
             block_record: vec![8; 10],
             commitment: vec![7; 80],
             supply: 1_000,

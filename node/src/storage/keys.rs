@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `{P}:meta` | hash: `height`, `commitment`, `supply`, `version` | the replica's tag `{P}` |
 //! | `{P}:mints` | set of mint txids | `{P}` (read with meta on load) |
+//! | `{P}:rejected` | set of txids rejected as `unknown_input` | `{P}` (read with meta on load) |
 //! | `{P}:spent` | hash height → outpoints that height spent (the last `spent_horizon` heights) | `{P}` |
 //! | `P:block:H` | string: block entry (block, record, change journal) | spread by height |
 //! | `{P:s:NN}:out` | hash outpoint → `amount|output` (shard NN of all UTXOs) | one slot per shard |
@@ -77,6 +78,10 @@ impl Keys {
         format!("{{{}}}:mints", self.prefix)
     }
 
+    pub(crate) fn rejected(&self) -> String {
+        format!("{{{}}}:rejected", self.prefix)
+    }
+
     pub(crate) fn block(&self, height: u64) -> String {
         format!("{}:block:{height}", self.prefix)
     }
@@ -111,6 +116,7 @@ mod tests {
     fn tags_group_what_is_read_together() {
         let k = Keys::new("coffer:r0").expect("valid prefix");
         assert_eq!(Slot::for_key(k.meta()), Slot::for_key(k.mints()));
+        assert_eq!(Slot::for_key(k.meta()), Slot::for_key(k.rejected()));
         assert_eq!(Slot::for_key(k.meta()), Slot::for_key(k.spent()));
         assert_eq!(
             Slot::for_key(k.shard_outputs(3)),

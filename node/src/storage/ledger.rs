@@ -196,6 +196,7 @@ pub fn block_change(applied: &Applied) -> BlockChange {
             })
             .collect(),
         mints: c.mint_txids.iter().map(|t| t.0).collect(),
+        rejected: c.rejected_txids.iter().map(|t| t.0).collect(),
         block_record: encode_commitment(&c.commitment),
         commitment: encode_commitment(&c.commitment),
         supply: c.commitment.total_supply.0,
@@ -228,9 +229,12 @@ pub async fn persist_encoded<S: Store>(
     let mut change = block_change(applied);
     // A txid's first committed outcome is its record. A transaction finalized again later (a
     // client retry that reached a replica before it executed the first copy) is rejected as
-    // spent or replayed; that repeat must not overwrite the original receipt. Only rejected
-    // transactions can be repeats, so the lookups are rare; every honest replica holds the same
-    // records, so the rule is deterministic.
+    // spent, replayed or already rejected; that repeat must not overwrite the original receipt.
+    // Only rejected transactions can be repeats: a txid already committed was either accepted
+    // (its inputs are spent, a mint is remembered) or rejected for good (the ledger remembers
+    // the one rejection, `unknown_input`, that could otherwise turn into an acceptance). So the
+    // lookups are rare; every honest replica holds the same records, so the rule is
+    // deterministic.
     let mut repeats = Vec::new();
     for r in &applied.receipts {
         if matches!(r.outcome, Outcome::Rejected(_)) && store.tx(&r.txid.0).await?.is_some() {
@@ -277,6 +281,7 @@ pub fn ledger_snapshot(s: &Snapshot) -> Result<coffer_ledger::Snapshot, StorageE
             })
             .collect::<Result<_, StorageError>>()?,
         mint_txids: s.mints.iter().map(|t| Txid(*t)).collect(),
+        rejected_txids: s.rejected.iter().map(|t| Txid(*t)).collect(),
     })
 }
 

@@ -24,6 +24,7 @@ struct State {
     history: HashMap<String, BTreeMap<u64, Vec<u8>>>,
     txs: HashMap<Txid, Vec<u8>>,
     mints: BTreeSet<Txid>,
+    rejected: BTreeSet<Txid>,
 }
 
 /// A store that keeps everything in process memory; `persist` is "durable" immediately.
@@ -90,6 +91,7 @@ impl Store for MemoryStore {
             spent,
             history_lengths,
             mints: s.mints.iter().copied().collect(),
+            rejected: s.rejected.iter().copied().collect(),
             tip: StoredBlock {
                 height,
                 block,
@@ -148,6 +150,7 @@ impl Store for MemoryStore {
             s.txs.insert(t.txid, t.record.clone());
         }
         s.mints.extend(change.mints.iter().copied());
+        s.rejected.extend(change.rejected.iter().copied());
         s.blocks
             .insert(height, (block.to_vec(), change.block_record.clone()));
         s.commitment = change.commitment.clone();

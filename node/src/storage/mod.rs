@@ -105,6 +105,9 @@ pub struct BlockChange {
     pub txs: Vec<TxItem>,
     /// Txids of mint transactions (kept forever so a mint can never be replayed).
     pub mints: Vec<Txid>,
+    /// Txids of transactions rejected as `unknown_input` (kept forever so the same transaction
+    /// can never be accepted later: the ledger's `Change::rejected_txids`).
+    pub rejected: Vec<Txid>,
     /// The ledger's record of the block, served by `block(h)`.
     pub block_record: Vec<u8>,
     /// The ledger's encoding of the state commitment after this block.
@@ -159,6 +162,8 @@ pub struct Snapshot {
     pub history_lengths: Vec<(String, u64)>,
     /// Every mint txid, sorted.
     pub mints: Vec<Txid>,
+    /// Every txid rejected as `unknown_input`, sorted.
+    pub rejected: Vec<Txid>,
     /// The record of the block at `height`.
     pub tip: StoredBlock,
 }
@@ -298,7 +303,8 @@ pub(crate) fn validate_change(
         + change.spent_in_block.len()
         + change.history.len()
         + change.txs.len()
-        + change.mints.len();
+        + change.mints.len()
+        + change.rejected.len();
     codec::check_len("change items", items, MAX_ITEMS)?;
     for c in &change.created {
         codec::check_len("outpoint", c.outpoint.len(), MAX_OUTPOINT_BYTES)?;

@@ -34,7 +34,10 @@ use super::{
 };
 
 /// The layout version written to `meta.version`; a store with another version is refused.
-const LAYOUT_VERSION: &str = "3";
+/// Version 4 added `{P}:rejected`: a version-3 store never recorded its rejections, so a
+/// replica restored from one would remember fewer than a replica that executed the same blocks
+/// (`docs/STORAGE.md`).
+const LAYOUT_VERSION: &str = "4";
 /// Effect pipelines in flight at once in cluster mode: bounds memory and open requests.
 const CLUSTER_CONCURRENCY: usize = 32;
 /// HSCAN batch size on load: large enough for few round trips, small enough not to stall Redis.
@@ -528,6 +531,15 @@ impl RedisStore {
             }
             plan.push(PlanCmd { key, cmd });
         }
+        if !change.rejected.is_empty() {
+            let key = k.rejected();
+            let mut cmd = redis::cmd("SADD");
+            cmd.arg(&key);
+            for t in &change.rejected {
+                cmd.arg(t.as_slice());
+            }
+            plan.push(PlanCmd { key, cmd });
+        }
         let key = k.meta();
         let mut cmd = redis::cmd("HSET");
         cmd.arg(&key)
@@ -857,6 +869,27 @@ impl RedisStore {
             .await?;
         *lock(&self.applied) = Some(Some(height));
         Ok(())
+    }
+
+    /// A set of txids (mints, rejections), sorted; a missing key is the empty set.
+    async fn txid_set(&self, key: &str, what: &str) -> Result<Vec<Txid>, StorageError> {
+        let raw: Vec<Vec<u8>> = self
+            .with_retry(&format!("read {what} txids"), || async {
+                let mut h = self.handle().await?;
+                Ok(redis::cmd("SMEMBERS").arg(key).query_async(&mut h).await?)
+            })
+            .await?;
+        let mut txids = raw
+            .iter()
+            .map(|t| {
+                <Txid>::try_from(t.as_slice()).map_err(|_| StorageError::Corrupt {
+                    key: key.to_owned(),
+                    reason: format!("{what} txid of {} bytes", t.len()),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        txids.sort();
+        Ok(txids)
     }
 
     async fn members(&self, key: &str) -> Result<Vec<Vec<u8>>, StorageError> {
@@ -1195,23 +1228,8 @@ impl Store for RedisStore {
         }
         spent.sort();
         history_lengths.sort();
-        let key = self.keys.mints();
-        let raw: Vec<Vec<u8>> = self
-            .with_retry("read mints", || async {
-                let mut h = self.handle().await?;
-                Ok(redis::cmd("SMEMBERS").arg(&key).query_async(&mut h).await?)
-            })
-            .await?;
-        let mut mints = raw
-            .iter()
-            .map(|m| {
-                <Txid>::try_from(m.as_slice()).map_err(|_| StorageError::Corrupt {
-                    key: key.clone(),
-                    reason: format!("mint txid of {} bytes", m.len()),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        mints.sort();
+        let mints = self.txid_set(&self.keys.mints(), "mint").await?;
+        let rejected = self.txid_set(&self.keys.rejected(), "rejected").await?;
         let tip = self
             .block(height)
             .await?
@@ -1227,6 +1245,7 @@ impl Store for RedisStore {
             spent,
             history_lengths,
             mints,
+            rejected,
             tip,
         }))
     }

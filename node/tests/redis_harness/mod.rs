@@ -13,7 +13,7 @@
     missing_docs
 )]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -413,7 +413,8 @@ impl Cluster {
 }
 
 /// A deterministic stand-in for the executor: produces blocks whose changes look like the
-/// ledger's (outputs created and spent, history, tx records, mints) and a commitment computed
+/// ledger's (outputs created and spent, history, tx records, mints, rejections in every other
+/// block, so the set's key is sometimes left alone) and a commitment computed
 /// from the resulting UTXO set, so a restored snapshot can be checked against it.
 pub struct Model {
     pub height: u64,
@@ -424,6 +425,8 @@ pub struct Model {
     utxos: BTreeMap<Vec<u8>, (String, u64, Vec<u8>)>,
     supply: u64,
     addresses: u64,
+    mints: BTreeSet<[u8; 32]>,
+    rejected: BTreeSet<[u8; 32]>,
 }
 
 impl Model {
@@ -439,6 +442,8 @@ impl Model {
             utxos: BTreeMap::new(),
             supply: 0,
             addresses,
+            mints: BTreeSet::new(),
+            rejected: BTreeSet::new(),
         }
     }
 
@@ -465,11 +470,21 @@ impl Model {
         let addr = format!("cof1addr{}", h % self.addresses);
         self.create(&mut c, mint, 0, &addr, 1_000, h, &mut position);
         c.mints.push(mint);
+        self.mints.insert(mint);
         self.supply += 1_000;
         c.txs.push(TxItem {
             txid: mint,
             record: [b"mint:".as_slice(), &h.to_be_bytes()].concat(),
         });
+        if h.is_multiple_of(2) {
+            let rejected = self.txid();
+            c.rejected.push(rejected);
+            self.rejected.insert(rejected);
+            c.txs.push(TxItem {
+                txid: rejected,
+                record: [b"rejected:".as_slice(), &h.to_be_bytes()].concat(),
+            });
+        }
         for i in 0..txs {
             let Some((op, (owner, amount, _))) = self.utxos.pop_first() else {
                 break;
@@ -568,6 +583,16 @@ impl Model {
 
     pub fn supply(&self) -> u64 {
         self.supply
+    }
+
+    /// Every mint txid, sorted.
+    pub fn mint_list(&self) -> Vec<[u8; 32]> {
+        self.mints.iter().copied().collect()
+    }
+
+    /// Every rejected txid, sorted.
+    pub fn rejected_list(&self) -> Vec<[u8; 32]> {
+        self.rejected.iter().copied().collect()
     }
 
     /// The UTXO set as a snapshot lists it.
