@@ -214,6 +214,11 @@ where
                 "Addresses the ledger indexes.",
                 LedgerState::address_count,
             ),
+            (
+                "coffer_ledger_rejected_txids",
+                "Txids the ledger remembers as rejected with unknown_input (kept forever).",
+                LedgerState::rejected_count,
+            ),
         ];
         for (name, help, measure) in sizes {
             let view = ledger.clone();

@@ -159,11 +159,13 @@ async fn metrics_move_and_named_peers_reach_each_other() {
         assert!(sample(a, height) >= sent.height as f64, "replica{i} height");
         assert!(sample(a, height) > sample(b, height));
         // The ledger's sizes: the mint made one output, the send spent it and made two (to a
-        // new address and back to alice); the rejected transfer changed nothing.
+        // new address and back to alice); the rejected transfer changed no output, and its txid
+        // is remembered (its rejection is final).
         for (gauge, grew) in [
             ("coffer_ledger_utxos", 2.0),
             ("coffer_ledger_spent_outputs", 1.0),
             ("coffer_ledger_addresses", 2.0),
+            ("coffer_ledger_rejected_txids", 1.0),
         ] {
             assert_eq!(
                 sample(a, gauge) - sample(b, gauge),
