@@ -317,6 +317,9 @@ fn report_error(f: &Failure, json: bool) {
                 "unknown_input" => eprintln!(
                     "hint: an input never existed, or was spent longer ago than the chain remembers (its genesis spent_horizon, 10,000 blocks by default); `coffer balance` shows what is left, and `coffer send` spends from that."
                 ),
+                "already_rejected" => eprintln!(
+                    "hint: this exact transaction was rejected in an earlier block (an input did not exist yet), and a rejection is final; `coffer send` makes the payment again as a new transaction."
+                ),
                 _ => {}
             }
         }
