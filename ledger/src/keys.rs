@@ -64,8 +64,11 @@ pub enum KeyError {
     /// 32 bytes that are not the x coordinate of a curve point.
     #[error("not a valid x-only public key: {0}")]
     InvalidPublicKey(String),
-    /// 32 bytes that are zero or not below the curve order.
-    #[error("not a valid secret key")]
+    /// Not 64 lower-case hex characters, or 32 bytes that are zero or not below the curve
+    /// order.
+    #[error(
+        "not a valid secret key (64 lower-case hex characters, nonzero, below the curve order)"
+    )]
     InvalidSecretKey,
     /// Not a bech32m string with the `coffer` prefix and a 32-byte payload.
     #[error("invalid address {address:?}: {reason}")]
@@ -228,9 +231,11 @@ impl Keypair {
             .map_err(|_| KeyError::InvalidSecretKey)
     }
 
-    /// Parses a 64-character hex secret key.
+    /// Parses a 64-character lower-case hex secret key. Errors never quote the input (it is a
+    /// secret): bad hex of any kind is `InvalidSecretKey`.
     pub fn from_secret_hex(s: &str) -> Result<Self, KeyError> {
-        Keypair::from_secret_bytes(parse_hex::<32>(s)?)
+        let bytes = parse_hex::<32>(s).map_err(|_| KeyError::InvalidSecretKey)?;
+        Keypair::from_secret_bytes(bytes)
     }
 
     /// The 32-byte secret key. Handle with care.
@@ -439,5 +444,22 @@ mod tests {
         let off = "eefdea4cdb677750a420fee807eacf21eb9898ae79b9768766e4faa04a2d4a34";
         assert!(off.parse::<PublicKey>().is_err());
         assert!(!format!("{:?}", kp(1)).contains(&hex::encode([1u8; 32])));
+        // A refused secret is never quoted in the error (upper case, a bad character, a
+        // wrong length).
+        let secret = hex::encode([0xab; 32]);
+        assert_eq!(
+            Keypair::from_secret_hex(&secret).map(|k| k.secret_bytes()),
+            Ok([0xab; 32])
+        );
+        for bad in [
+            secret.to_uppercase(),
+            format!("{}g", &secret[1..]),
+            secret[2..].to_owned(),
+        ] {
+            let err = Keypair::from_secret_hex(&bad)
+                .expect_err("refused")
+                .to_string();
+            assert!(!err.contains(&bad[4..20]), "{err}");
+        }
     }
 }
