@@ -140,8 +140,22 @@ fn write(path: &Path, contents: &str) -> Result<(), TestnetError> {
     })
 }
 
+/// Writes a file holding a secret (a private key): readable by its owner only.
+fn write_secret(path: &Path, contents: &str) -> Result<(), TestnetError> {
+    crate::api::tls::write_private(path, contents.as_bytes()).map_err(|source| TestnetError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Creates `path` (and its parents): a testnet holds private keys, so its directories are its
+/// owner's only.
 fn mkdir(path: &Path) -> Result<(), TestnetError> {
-    std::fs::create_dir_all(path).map_err(|source| TestnetError::Io {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|source| TestnetError::Io {
         path: path.to_owned(),
         source,
     })
@@ -204,7 +218,7 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
     };
 
     write(&options.out.join("genesis.json"), &genesis.to_json())?;
-    write(
+    write_secret(
         &options.out.join("issuer.key"),
         &format!("{}\n", hex::encode(issuer.secret_bytes())),
     )?;
@@ -338,8 +352,9 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
             p2p = p2p_port(i),
             api = api_port(i),
         );
+        // It holds the replica's private key.
         let path = dir.join("config.toml");
-        write(&path, &text)?;
+        write_secret(&path, &text)?;
         configs.push(path);
     }
 
@@ -470,6 +485,24 @@ mod tests {
             crate::runtime::RuntimeSection::default()
         );
         assert!(dir.join("tls/ca.pem").exists());
+        // Private keys are their owner's only, whatever the umask: the directory, the issuer's
+        // key, each replica's config (its private key) and the TLS keys.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode =
+                |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(""), 0o700);
+            for secret in [
+                "issuer.key",
+                "replica0/config.toml",
+                "replica3/config.toml",
+                "tls/ca.key",
+                "tls/replica0.key",
+            ] {
+                assert_eq!(mode(secret), 0o600, "{secret}");
+            }
+        }
         assert!(
             generate(&TestnetOptions {
                 replicas: 1,

@@ -230,16 +230,34 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-/// Writes `ca.pem`, `ca.key` and `<replica>.pem` / `<replica>.key` for each replica into `dir`.
+/// Writes `ca.pem`, `ca.key` and `<replica>.pem` / `<replica>.key` for each replica into `dir`;
+/// the keys are readable by their owner only.
 pub fn write_dev_pki(pki: &DevPki, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("ca.pem"), &pki.ca.cert_pem)?;
-    std::fs::write(dir.join("ca.key"), &pki.ca.key_pem)?;
+    write_private(&dir.join("ca.key"), pki.ca.key_pem.as_bytes())?;
     for (replica, pair) in &pki.servers {
         std::fs::write(dir.join(format!("{replica}.pem")), &pair.cert_pem)?;
-        std::fs::write(dir.join(format!("{replica}.key")), &pair.key_pem)?;
+        write_private(&dir.join(format!("{replica}.key")), pair.key_pem.as_bytes())?;
     }
     Ok(())
+}
+
+/// Writes `contents` to `path`, readable and writable by its owner only (mode 0600 on Unix,
+/// also when the file already existed).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)
 }
 
 #[cfg(test)]

@@ -358,16 +358,36 @@ impl Children {
     }
 }
 
+/// A new directory under the system's temporary directory, with a random name and readable by
+/// its owner only: created here, so never one another user prepared (a name from the process
+/// id could be).
+fn fresh_temp_dir() -> Result<PathBuf, String> {
+    use rand::Rng as _;
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    let mut last = None;
+    for _ in 0..8 {
+        let dir =
+            std::env::temp_dir().join(format!("coffer-devnet-{:016x}", rand::rng().next_u64()));
+        match builder.create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err(format!("cannot create a devnet directory: {last:?}"))
+}
+
 fn devnet(mut args: Args) -> Result<(), Failure> {
     let dir = args.take("--dir")?.map(PathBuf::from);
     let log_format = args.take("--log-format")?;
-    let default_dir = std::env::temp_dir().join(format!("coffer-devnet-{}", std::process::id()));
-    let mut options = testnet_options(&mut args, Some(dir.clone().unwrap_or(default_dir)))?;
+    let out = match &dir {
+        Some(dir) => dir.clone(),
+        None => fresh_temp_dir().map_err(run_err)?,
+    };
+    let mut options = testnet_options(&mut args, Some(out))?;
     args.finish()?;
-    if dir.is_none() {
-        // A temporary directory is fresh by construction.
-        let _ = std::fs::remove_dir_all(&options.out);
-    }
     options.out = absolute(&options.out).map_err(run_err)?;
     let reuse = options.out.join("genesis.json").exists();
     if reuse && options.limits != Limits::default() {
