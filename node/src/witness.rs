@@ -1459,11 +1459,16 @@ mod tests {
         assert!(v.signers.contains(&k[1].verifying_key().to_bytes()));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_read_is_answered_when_f_plus_one_statements_match() {
-        let (w, mut out, _machine) = witness_and_machine(Patience::default());
-        let k = keys();
-        let started = tokio::time::Instant::now();
+    /// A supply read running in the background with a 10 s deadline, the id of the request it
+    /// sent its peers, and the gateway's own signed statement at the requested height.
+    async fn supply_read_in_background(
+        w: &Arc<Witness>,
+        out: &mut mpsc::Receiver<Outbound>,
+    ) -> (
+        tokio::task::JoinHandle<Result<AttestedRead, BackendError>>,
+        u64,
+        Signed<ReadStatement>,
+    ) {
         let reader = {
             let w = w.clone();
             tokio::spawn(async move {
@@ -1479,13 +1484,22 @@ mod tests {
             }
         }
         let (id, height) = request.expect("the gateway asked its peers");
-        // One peer signs the same statement: with the gateway's own, f+1 = 2.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let (_, _, own) = w
             .answer_at_least(&ReadQuery::Supply, height, deadline)
             .await
             .unwrap()
             .unwrap();
+        (reader, id, own)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_is_answered_when_f_plus_one_statements_match() {
+        let (w, mut out, _machine) = witness_and_machine(Patience::default());
+        let k = keys();
+        let started = tokio::time::Instant::now();
+        let (reader, id, own) = supply_read_in_background(&w, &mut out).await;
+        // One peer signs the same statement: with the gateway's own, f+1 = 2.
         let peer = sign(own.statement.clone(), &k[1]).unwrap();
         w.on_message(
             k[1].verifying_key().to_bytes(),
@@ -1513,27 +1527,8 @@ mod tests {
     async fn a_peer_repeating_its_answer_neither_ends_a_read_round_nor_crowds_out_others() {
         let (w, mut out, _machine) = witness_and_machine(Patience::default());
         let k = keys();
-        let reader = {
-            let w = w.clone();
-            tokio::spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                w.read(&ReadQuery::Supply, deadline).await
-            })
-        };
-        tokio::task::yield_now().await;
-        let mut request = None;
-        while let Ok(o) = out.try_recv() {
-            if let Ok(Message::ReadRequest { id, height, .. }) = decode_message(&o.bytes) {
-                request = Some((id, height));
-            }
-        }
-        let (id, height) = request.expect("the gateway asked its peers");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        let (_, _, own) = w
-            .answer_at_least(&ReadQuery::Supply, height, deadline)
-            .await
-            .unwrap()
-            .unwrap();
+        let (reader, id, own) = supply_read_in_background(&w, &mut out).await;
+        let height = own.statement.height;
         let respond = |from: &SigningKey, statement: ReadStatement| {
             let signed = sign(statement, from).unwrap();
             w.on_message(
