@@ -273,7 +273,8 @@ impl Backend for NodeBackend {
 
     async fn blocks(&self, from: u64, to: u64) -> Result<Vec<BlockView>, BackendError> {
         let mut out = Vec::new();
-        for height in from..=to {
+        // Heights start at 1: a range from 0 is served from 1 (it stopped at the missing 0).
+        for height in from.max(1)..=to {
             match self.block_view(height).await? {
                 Some(view) => out.push(view),
                 None => break,

@@ -427,6 +427,27 @@ async fn a_real_replica_survives_adversarial_requests_without_5xx() {
         reply.status,
         String::from_utf8_lossy(&reply.body)
     );
+    // A block range from 0 is served from height 1 (it used to stop at the missing block 0
+    // and answer an empty list).
+    let blocks = client.get("/v1/blocks?from=0&to=3").await;
+    assert!(blocks.status.is_success(), "{}", blocks.status);
+    let listed: serde_json::Value = serde_json::from_slice(&blocks.body).unwrap();
+    let heights: Vec<u64> = listed["blocks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(|b| b["height"].as_u64())
+        .collect();
+    assert_eq!(heights.first(), Some(&1), "{listed}");
+    // A 405 names the allowed methods in an `Allow` header.
+    let put = client
+        .send(hyper::Method::PUT, "/v1/status", None, Vec::new())
+        .await;
+    assert_eq!(put.status, hyper::StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        put.headers.get(hyper::header::ALLOW).map(|v| v.as_bytes()),
+        Some(&b"GET"[..])
+    );
     println!(
         "api_adversarial: {} requests answered (statuses {:?}), {} cut off by the server",
         p.answered, p.statuses, p.closed

@@ -322,5 +322,17 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
+    // A 405 says which methods the resource has (RFC 9110 §15.5.6), in the header as well as
+    // in `details.allow`.
+    if e.status == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = e
+            .details
+            .as_ref()
+            .and_then(|d| d.get("allow"))
+            .and_then(|a| a.as_str())
+            .and_then(|a| header::HeaderValue::from_str(a).ok())
+    {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
     response
 }
