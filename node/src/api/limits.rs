@@ -52,8 +52,11 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `ip` at `now`; false when the client is over its rate.
+    /// Takes one token for `ip` at `now`; false when the client is over its rate. IPv6 clients
+    /// are counted by their /64 (one host usually holds a whole /64, and would otherwise get a
+    /// fresh bucket per address).
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = client_of(ip);
         let burst = f64::from(self.limit.burst.max(1));
         let rate = f64::from(self.limit.per_second);
         // A poisoned lock only means another request panicked mid-update; the table is still
@@ -86,6 +89,20 @@ impl RateLimiter {
     }
 }
 
+/// The client an address counts as: an IPv4 address itself (also when IPv4-mapped), an IPv6
+/// address its /64 prefix.
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
 fn refill(bucket: &Bucket, now: Instant, rate: f64, burst: f64) -> f64 {
     let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
     (bucket.tokens + elapsed * rate).min(burst)
@@ -112,6 +129,25 @@ mod tests {
         assert!(!l.allow(ip, t0 + Duration::from_millis(100)));
         // Another client has its own bucket.
         assert!(l.allow([127, 0, 0, 2].into(), t0));
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_once_per_64_and_mapped_ipv4_as_ipv4() {
+        let l = RateLimiter::new(RateLimit {
+            per_second: 1,
+            burst: 2,
+            max_clients: 8,
+        });
+        let t0 = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(l.allow(a, t0) && l.allow(b, t0));
+        assert!(!l.allow(a, t0), "one /64, one bucket");
+        assert!(l.allow("2001:db8:1:3::1".parse().unwrap(), t0));
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        assert!(l.allow(v4, t0) && l.allow(v4, t0));
+        assert!(!l.allow("::ffff:192.0.2.7".parse().unwrap(), t0));
+        assert_eq!(client_of(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
     }
 
     #[test]
