@@ -139,15 +139,18 @@ mod tests {
             max_clients: 8,
         });
         let t0 = Instant::now();
-        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("address");
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("address");
         assert!(l.allow(a, t0) && l.allow(b, t0));
         assert!(!l.allow(a, t0), "one /64, one bucket");
-        assert!(l.allow("2001:db8:1:3::1".parse().unwrap(), t0));
+        assert!(l.allow("2001:db8:1:3::1".parse().expect("address"), t0));
         let v4: IpAddr = [192, 0, 2, 7].into();
         assert!(l.allow(v4, t0) && l.allow(v4, t0));
-        assert!(!l.allow("::ffff:192.0.2.7".parse().unwrap(), t0));
-        assert_eq!(client_of(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert!(!l.allow("::ffff:192.0.2.7".parse().expect("address"), t0));
+        assert_eq!(
+            client_of(a),
+            "2001:db8:1:2::".parse::<IpAddr>().expect("address")
+        );
     }
 
     #[test]
