@@ -184,7 +184,9 @@ pub fn generate(options: &TestnetOptions) -> Result<Testnet, TestnetError> {
         .map_err(|e| TestnetError::Options(e.to_string()))?;
     if options.out.join("genesis.json").exists() {
         return Err(TestnetError::Options(format!(
-            "{} already holds a testnet",
+            "{} already holds a testnet: choose another --out, delete it, or run it with \
+             `coffer-node devnet --dir {}`",
+            options.out.display(),
             options.out.display()
         )));
     }

@@ -542,7 +542,11 @@ fn password(confirm: bool) -> Result<Zeroizing<String>, ClientError> {
         // An empty value is most likely an unset shell variable (`COFFER_PASSWORD=$PW`): it
         // would encrypt keys under the empty password.
         if p.is_empty() {
-            return Err(KeystoreError::Password("COFFER_PASSWORD is empty".into()).into());
+            return Err(KeystoreError::Password(
+                "COFFER_PASSWORD is empty: set a non-empty password, or unset it to be prompted"
+                    .into(),
+            )
+            .into());
         }
         return Ok(Zeroizing::new(p));
     }
@@ -831,9 +835,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 },
             );
             if answered < client.config().threshold() {
+                let problems = reports
+                    .iter()
+                    .filter(|r| r.status.is_none())
+                    .map(|r| coffer_wallet::ReplicaProblem {
+                        replica: r.name.clone(),
+                        kind: coffer_wallet::ProblemKind::Unreachable,
+                        detail: r.error.clone().unwrap_or_else(|| "no answer".into()),
+                    })
+                    .collect();
                 return Err(ClientError::Unavailable {
                     what: "status".into(),
-                    problems: Vec::new(),
+                    problems,
                 }
                 .into());
             }

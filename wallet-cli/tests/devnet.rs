@@ -130,7 +130,11 @@ fn devnet_answers_the_cli_and_stops_cleanly_on_ctrl_c() {
     }
     let text = banner.join("\n");
     assert!(text.contains("4 replicas finalizing blocks"), "{text}");
-    assert!(text.contains("Storage: IN MEMORY (ephemeral)"), "{text}");
+    // A memory store, but with `--dir` the chain survives restarts (the block archive).
+    assert!(
+        text.contains("Storage: in memory: each start rebuilds the state"),
+        "{text}"
+    );
     let cluster = dir.join("cluster.json");
     assert!(
         text.contains(&format!("Wallet cluster config: {}", cluster.display())),
@@ -203,5 +207,36 @@ fn devnet_answers_the_cli_and_stops_cleanly_on_ctrl_c() {
             log.contains("stopped cleanly between blocks"),
             "replica{i} stopped gracefully:\n{log}"
         );
+    }
+    // Restarting the directory with storage or ports other than it was created with is
+    // refused, not silently ignored.
+    for (flag, value) in [
+        ("--redis", "redis://127.0.0.1:1".to_string()),
+        ("--base-port", (base + 1).to_string()),
+    ] {
+        let mut child = Devnet(
+            Command::new(&node)
+                .arg("devnet")
+                .arg("--dir")
+                .arg(&dir)
+                .args([flag, &value])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+                .spawn()
+                .expect("spawn coffer-node devnet"),
+        );
+        // Refused at once; a devnet that starts instead is stopped (by `Devnet`'s drop).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "{flag}: the devnet started");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(&format!("{flag} differs")), "{stderr}");
     }
 }

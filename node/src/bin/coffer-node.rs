@@ -127,9 +127,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let mut all: Vec<String> = std::env::args().skip(1).collect();
-    if all.is_empty() || all[0] == "--help" || all[0] == "-h" {
+    if all.is_empty() {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
+    }
+    // Help asked for, anywhere (`coffer-node --help`, `coffer-node devnet -h`): the usage, on
+    // stdout, and success.
+    if all.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
     }
     let command = all.remove(0);
     let args = Args { rest: all };
@@ -390,15 +396,10 @@ fn devnet(mut args: Args) -> Result<(), Failure> {
     args.finish()?;
     options.out = absolute(&options.out).map_err(run_err)?;
     let reuse = options.out.join("genesis.json").exists();
-    if reuse && options.limits != Limits::default() {
-        return Err(format!(
-            "--spent-horizon only applies to a new testnet: {} holds one, whose genesis sets it",
-            options.out.display()
-        )
-        .into());
-    }
     let net = if reuse {
-        existing(&options).map_err(run_err)?
+        let net = existing(&options).map_err(run_err)?;
+        check_restart(&net, &options)?;
+        net
     } else {
         testnet::generate(&options).map_err(run_err)?
     };
@@ -474,7 +475,7 @@ fn devnet(mut args: Args) -> Result<(), Failure> {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
-        print_banner(&net, options.redis.as_deref());
+        print_banner(&net, dir.is_some());
         Ok::<_, Failure>(Some(signals.recv().await))
     })?;
     if let Some(signal) = signal {
@@ -546,7 +547,58 @@ fn existing(options: &TestnetOptions) -> Result<Testnet, String> {
     })
 }
 
-fn print_banner(net: &Testnet, redis: Option<&str>) {
+/// Refuses options that a restart of the testnet `net` would ignore: it restarts with the
+/// storage, ports, size and genesis it was created with (options left at their defaults are
+/// not checked).
+fn check_restart(net: &Testnet, options: &TestnetOptions) -> Result<(), Failure> {
+    let port = net
+        .urls
+        .first()
+        .and_then(|u| u.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    let differs = [
+        (
+            "--spent-horizon",
+            options.limits != Limits::default()
+                && options.limits.spent_horizon != net.genesis.limits.spent_horizon,
+        ),
+        (
+            "--redis",
+            options.redis.is_some() && options.redis != storage_of(net),
+        ),
+        (
+            "--base-port",
+            options.base_port != DEFAULT_BASE_PORT && port != Some(options.base_port),
+        ),
+        (
+            "--replicas",
+            options.replicas != 4 && options.replicas != net.configs.len(),
+        ),
+    ];
+    match differs.iter().find(|(_, differs)| *differs) {
+        Some((flag, _)) => Err(format!(
+            "{flag} differs from the testnet in {}, which restarts with the storage, ports, \
+             size and genesis it was created with (use a new --dir for others)",
+            options.out.display()
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// What the replicas' configs say about their store, for the banner.
+fn storage_of(net: &Testnet) -> Option<String> {
+    let config = NodeConfig::load(net.configs.first()?).ok()?;
+    match config.storage {
+        coffer_node::storage::StorageConfig::Redis(r) => Some(match r.mode {
+            coffer_node::storage::RedisMode::Standalone { url } => url,
+            other => format!("{other:?}"),
+        }),
+        _ => None,
+    }
+}
+
+fn print_banner(net: &Testnet, kept: bool) {
     let dir = net.dir.display();
     let cluster = net.dir.join("cluster.json");
     let cluster = cluster.display();
@@ -556,13 +608,18 @@ fn print_banner(net: &Testnet, redis: Option<&str>) {
         net.genesis.chain_id.as_str(),
         net.configs.len()
     );
-    match redis {
-        Some(url) => println!("Storage: Redis at {url} (persistent)."),
-        None => println!(
-            "Storage: IN MEMORY (ephemeral): everything is lost when the devnet stops. Use --redis URL to keep it."
+    match (storage_of(net), kept) {
+        (Some(url), _) => println!("Storage: Redis at {url} (persistent)."),
+        (None, true) => println!(
+            "Storage: in memory: each start rebuilds the state from the block archive in the directory. Use --redis URL (on a new directory) for a Redis store."
+        ),
+        (None, false) => println!(
+            "Storage: IN MEMORY (ephemeral): a new chain each start without --dir. Use --redis URL for a Redis store."
         ),
     }
-    println!("Directory: {dir} (replica logs in replicaK/replica.log)");
+    println!(
+        "Directory: {dir} (replica logs in replicaK/replica.log; kept after the devnet stops)"
+    );
     for (i, url) in net.urls.iter().enumerate() {
         println!("  replica{i}: REST API {url}/v1");
     }
@@ -571,7 +628,8 @@ fn print_banner(net: &Testnet, redis: Option<&str>) {
     println!();
     println!("Try it (in another terminal):");
     println!("  cargo build --release -p coffer-wallet");
-    println!("  export PATH=$PWD/target/release:$PATH");
+    println!("  export PATH=${{CARGO_TARGET_DIR:-$PWD/target}}/release:$PATH");
+    println!("  export COFFER_KEYSTORE={dir}/keystore.json");
     println!("  coffer --cluster {cluster} keys import issuer < {dir}/issuer.key");
     println!("  coffer --cluster {cluster} keys new alice");
     println!("  coffer --cluster {cluster} keys new bob");
