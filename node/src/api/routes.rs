@@ -137,18 +137,28 @@ fn ok_binary(status: StatusCode, outcome: &SubmitOutcome) -> Reply {
 }
 
 /// Whether the request's `Accept` lists `media_type` (parameters and quality ignored: a client
-/// that lists it can read it).
+/// that lists it can read it), unless with quality 0 (`q=0`: "not acceptable").
 fn accepts(req: &Request<Incoming>, media_type: &str) -> bool {
     req.headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|m| {
-            m.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
+        .any(|m| accepts_one(m, media_type))
+}
+
+/// Whether one `Accept` element (`type/subtype;param=…`) names `media_type` acceptably.
+fn accepts_one(element: &str, media_type: &str) -> bool {
+    let mut parts = element.split(';');
+    let named = parts
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type));
+    let refused = parts.any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f64>().is_ok_and(|q| q <= 0.0)
         })
+    });
+    named && !refused
 }
 
 fn backend_error(e: BackendError) -> ApiError {
@@ -187,7 +197,8 @@ fn parse_query<'q>(
     let Some(query) = query.filter(|q| !q.is_empty()) else {
         return Ok(out);
     };
-    for pair in query.split('&') {
+    // Empty pairs (`a=1&`, `a=1&&b=2`) are nothing, not a parameter named "".
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if !allowed.contains(&key) {
             return Err(ApiError::new(
@@ -597,6 +608,23 @@ mod tests {
         assert!(parse_query(Some("limit=1&limit=2"), &["limit"]).is_err());
         assert!(parse_query(Some("limit=%31"), &["limit"]).is_err());
         assert!(parse_query(None, &[]).expect("empty").is_empty());
+        // Empty pairs are skipped, not a parameter named "".
+        let q = parse_query(Some("limit=5&&cursor=abc&"), &["limit", "cursor"]).expect("valid");
+        assert_eq!((q.get("limit"), q.len()), (Some(&"5"), 2));
+    }
+
+    #[test]
+    fn accept_with_quality_zero_refuses_the_type() {
+        let binary = "application/octet-stream";
+        for (element, ok) in [
+            ("application/octet-stream", true),
+            (" Application/Octet-Stream ;q=0.5", true),
+            ("application/octet-stream;q=0", false),
+            ("application/octet-stream; q=0.000", false),
+            ("application/json", false),
+        ] {
+            assert_eq!(accepts_one(element, binary), ok, "{element}");
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ use std::{
     time::Duration,
 };
 use tokio::sync::broadcast;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// The simplex signing scheme: ed25519, attributable votes and certificates.
 pub type Scheme = simplex::scheme::ed25519::Scheme;
@@ -581,9 +581,18 @@ where
                 let from = executor.applied_height() + 1;
                 for height in from..=processed {
                     let Some(block) = replay_mailbox.get_block(Height::new(height)).await else {
-                        warn!(
+                        // Marshal already processed this height, so it will not deliver it
+                        // again: a store behind the archive's pruning point (acknowledged
+                        // blocks lost by Redis) cannot catch up on its own.
+                        error!(
                             height,
-                            "finalized block missing from local archive; waiting for delivery"
+                            processed,
+                            "finalized block missing from the local archive below marshal's \
+                             processed height: this replica's store lost blocks it had \
+                             acknowledged and cannot catch up by itself; restore the store from \
+                             a backup at or above the processed height, or, if its peers keep \
+                             every finalized block (no retain_blocks), wipe its store and data \
+                             directory to resync from them"
                         );
                         break;
                     };
