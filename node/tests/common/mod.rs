@@ -127,6 +127,32 @@ impl MemoryCluster {
         statement: &S,
         alter: impl Fn(&mut S),
     ) -> Vec<Signed<S>> {
+        self.attest_all_with(statement, alter, |s, key| {
+            attest::sign(s, key).expect("valid statement")
+        })
+    }
+
+    /// [`attest_all`](Self::attest_all) for a receipt, signed the way replicas sign a block's
+    /// receipts: over their Merkle root, with an inclusion proof (here a block of one).
+    fn attest_receipt(
+        &self,
+        statement: &attest::ReceiptStatement,
+        alter: impl Fn(&mut attest::ReceiptStatement),
+    ) -> Vec<Signed<attest::ReceiptStatement>> {
+        self.attest_all_with(statement, alter, |s, key| {
+            attest::sign_receipts(vec![s], key)
+                .expect("valid statement")
+                .pop()
+                .expect("one receipt")
+        })
+    }
+
+    fn attest_all_with<S: attest::Statement>(
+        &self,
+        statement: &S,
+        alter: impl Fn(&mut S),
+        sign: impl Fn(S, &SigningKey) -> Signed<S>,
+    ) -> Vec<Signed<S>> {
         let mut out = Vec::with_capacity(self.keys.len());
         for (i, key) in self.keys.iter().enumerate() {
             let last = i + 1 == self.keys.len();
@@ -134,7 +160,7 @@ impl MemoryCluster {
             if last && self.byzantine == Byzantine::AltersStatements {
                 alter(&mut s);
             }
-            let mut signed = attest::sign(s, key).expect("valid statement");
+            let mut signed = sign(s, key);
             if last && self.byzantine == Byzantine::BadSignatures {
                 signed.attestation.signature[10] ^= 0x40;
             }
@@ -159,7 +185,7 @@ impl Backend for MemoryCluster {
             });
         }
         let bundle = chain.apply(tx, |statement| {
-            self.attest_all(statement, |s| {
+            self.attest_receipt(statement, |s| {
                 s.code = if s.code == attest::CODE_OK {
                     "insufficient_funds".into()
                 } else {
