@@ -522,23 +522,16 @@ impl RedisStore {
             cmd.arg(&key).arg(members);
             plan.push(PlanCmd { key, cmd });
         }
-        if !change.mints.is_empty() {
-            let key = k.mints();
-            let mut cmd = redis::cmd("SADD");
-            cmd.arg(&key);
-            for m in &change.mints {
-                cmd.arg(m.as_slice());
+        // The txid sets that are kept forever: one SADD each, when the block adds to them.
+        for (key, txids) in [(k.mints(), &change.mints), (k.rejected(), &change.rejected)] {
+            if !txids.is_empty() {
+                let mut cmd = redis::cmd("SADD");
+                cmd.arg(&key);
+                for t in txids {
+                    cmd.arg(t.as_slice());
+                }
+                plan.push(PlanCmd { key, cmd });
             }
-            plan.push(PlanCmd { key, cmd });
-        }
-        if !change.rejected.is_empty() {
-            let key = k.rejected();
-            let mut cmd = redis::cmd("SADD");
-            cmd.arg(&key);
-            for t in &change.rejected {
-                cmd.arg(t.as_slice());
-            }
-            plan.push(PlanCmd { key, cmd });
         }
         let key = k.meta();
         let mut cmd = redis::cmd("HSET");
