@@ -112,11 +112,6 @@ impl Mempool {
         self.txs.contains_key(txid)
     }
 
-    /// Whether `txid` is pending or was finalized recently (a copy would not be admitted).
-    pub fn knows(&self, txid: &Txid) -> bool {
-        self.txs.contains_key(txid) || self.finalized.contains(txid)
-    }
-
     /// Whether exactly these bytes are pending under `txid`.
     pub fn contains_exact(&self, txid: &Txid, tx: &[u8]) -> bool {
         self.txs
